@@ -1,0 +1,235 @@
+"""Scoring: decode samples into batches in DataLoader workers, encode them, and reduce frame scores per sample.
+
+Workers each re-read the (re-iterable) record source and take every n-th batch, so the main
+process never holds more than the batches in flight, whatever the size of the input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from video_aesthetics import video
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.frames import PreprocessConfig, list_frames, load_frame, select_evenly, select_frames, to_pixels
+from video_aesthetics.records import (
+    CORRUPT_FRAMES,
+    NO_FRAMES,
+    UNREADABLE_VIDEO,
+    Sample,
+    SampleResult,
+    iter_samples,
+)
+
+log = logging.getLogger(__name__)
+
+DECODE_ERROR = "decode_error"
+_REDUCE = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" takes CUDA when present; asking for CUDA where there is none is a configuration error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but torch sees no CUDA device; use device 'cpu' or 'auto'")
+    return device
+
+
+class Scorer:
+    """A CLIP image tower and an aesthetic head on one device: uint8 pixels in, one score per image out."""
+
+    def __init__(self, model: torch.nn.Module, head: torch.nn.Module, preprocess: PreprocessConfig,
+                 device: torch.device | str = "cpu", identity: dict[str, Any] | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        # The head is affine and tiny: fp32 everywhere keeps scores exact to the decimal under autocast.
+        self.head = head.to(self.device, dtype=torch.float32).eval()
+        self.preprocess = preprocess
+        self.identity = identity or {}
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
+        self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
+        self.autocast = self.device.type == "cuda"
+
+    @classmethod
+    def load(cls, config: ScoringConfig, device: torch.device | str | None = None) -> "Scorer":
+        """Load the CLIP model and head named by ``config``, checked against each other, once per run."""
+        from video_aesthetics.head import load_head
+        from video_aesthetics.model import load_clip
+
+        clip = load_clip(config.clip_model)
+        head = load_head(config.mlp_checkpoint, embed_dim=clip.embed_dim)
+        identity = {"clip": clip.identity, "head": head.identity}
+        return cls(clip.model, head.module, clip.preprocess, device or resolve_device(config.device), identity)
+
+    @torch.inference_mode()
+    def score_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scores (float32, on CPU) for uint8 images shaped (N, H, W, 3)."""
+        if pixels.shape[0] == 0:
+            return torch.empty(0)
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
+        x = (x - self.mean) / self.std
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            embeddings = self.model.encode_image(x)
+        embeddings = embeddings.float()
+        embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
+        return self.head(embeddings).squeeze(-1).float().cpu()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the batches when several processes score one input."""
+
+    rank: int = 0
+    world: int = 1
+
+
+class FrameBatches(IterableDataset):
+    """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches."""
+
+    def __init__(self, source: Iterable[dict[str, Any]], config: ScoringConfig, figure_root: Path,
+                 preprocess: PreprocessConfig, shard: Shard = Shard(), start_batch: int = 0) -> None:
+        self.source = source
+        self.config = config
+        self.figure_root = figure_root
+        self.preprocess = preprocess
+        self.shard = shard
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        batches = _batched(iter_samples(self.source, self.config, self.figure_root), self.config.batch_size)
+        for number, samples in enumerate(batches):
+            if number < self.start_batch or number % self.shard.world != self.shard.rank:
+                continue
+            # Within a rank, batches go round-robin to workers: the order DataLoader collects them in.
+            if (number // self.shard.world) % workers != worker:
+                continue
+            yield load_batch(number, samples, self.config, self.preprocess)
+
+
+def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def load_batch(number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig) -> dict[str, Any]:
+    pixels: list[np.ndarray] = []
+    counts, errors = [], []
+    for sample in samples:
+        frames, error = load_sample(sample, config, pp)
+        pixels.extend(frames)
+        counts.append(len(frames))
+        errors.append(error)
+    stacked = np.stack(pixels) if pixels else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
+    return {
+        "batch": number,
+        "seqs": [s.seq for s in samples],
+        "counts": counts,
+        "errors": errors,
+        "pixels": torch.from_numpy(stacked),
+    }
+
+
+def load_sample(sample: Sample, config: ScoringConfig, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
+    """A sample's selected frames as pixels, or the reason it has none; never raises."""
+    if sample.error is not None or sample.path is None:
+        return [], sample.error
+    try:
+        if config.whole_video:
+            return _video_pixels(sample.path, config.load_num, pp)
+        return _folder_pixels(sample.path, config.load_num, pp)
+    except Exception:  # noqa: BLE001 - one bad sample must never end a run of millions
+        log.exception("could not load sample %s", sample.path)
+        return [], DECODE_ERROR
+
+
+def _folder_pixels(folder: Path, load_num: int, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
+    frames = list_frames(folder)
+    if not frames:
+        return [], NO_FRAMES
+    pixels = []
+    for path in select_frames(frames, load_num):
+        try:
+            pixels.append(load_frame(path, pp))
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
+            log.warning("skipping unreadable frame %s: %s", path, err)
+    return pixels, None if pixels else CORRUPT_FRAMES
+
+
+def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
+    try:
+        count = video.probe(path).frames
+        images = video.read_frames(path, select_evenly(count, load_num)) if count else []
+    except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
+        log.warning("cannot read video %s: %s", path, err)
+        return [], UNREADABLE_VIDEO
+    if not images:
+        return [], UNREADABLE_VIDEO
+    return [to_pixels(image, pp) for image in images], None
+
+
+def iter_results(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, figure_root: Path,
+                 shard: Shard = Shard()) -> Iterator[SampleResult]:
+    """Results of this shard's samples, in input order.
+
+    When a decoding worker dies, the batches not yet scored are decoded in this process instead:
+    one lost worker must not end a run of millions of clips.
+    """
+    next_batch = 0
+    workers = config.num_workers
+    while True:
+        dataset = FrameBatches(source, config, figure_root, scorer.preprocess, shard, start_batch=next_batch)
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda")
+        try:
+            for batch in _synchronous(loader):
+                results = list(_sample_results(batch, scorer.score_pixels(batch["pixels"]), config.reduction))
+                next_batch = batch["batch"] + 1
+                yield from results
+            return
+        except RuntimeError as err:
+            if workers == 0 or "DataLoader worker" not in str(err):
+                raise
+            log.warning("a decoding worker failed (%s); decoding the rest in the main process", err)
+            workers = 0
+
+
+def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
+    """Iterate ``loader`` so that a dead worker raises from next(), not from wherever the main thread is.
+
+    DataLoader installs a SIGCHLD handler that raises asynchronously (inside a forward pass or the
+    output writer); its own liveness polling raises inside next() within seconds, which we can handle.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGCHLD) if in_main_thread else None
+    iterator = iter(loader)
+    if in_main_thread and previous is not None:
+        signal.signal(signal.SIGCHLD, previous)
+    yield from iterator
+
+
+def _sample_results(batch: dict[str, Any], scores: torch.Tensor, reduction: str) -> Iterator[SampleResult]:
+    offset = 0
+    for seq, count, error in zip(batch["seqs"], batch["counts"], batch["errors"]):
+        if not count:
+            yield SampleResult(seq, None, error or NO_FRAMES)
+            continue
+        frame_scores = scores[offset : offset + count]
+        offset += count
+        yield SampleResult(seq, float(_REDUCE[reduction](frame_scores)), None, [float(s) for s in frame_scores])

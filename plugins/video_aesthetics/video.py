@@ -1,0 +1,96 @@
+"""Video files through PyAV: how many frames they hold, and decoding chosen frames by index."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Seeking costs a keyframe decode; below this gap decoding straight on is cheaper.
+_SEEK_GAP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Frame count, rate and size of the first video stream; counts by decoding when the header has none."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        frames = int(stream.frames or 0)
+        if frames <= 0 and stream.duration and stream.time_base:
+            frames = int(round(float(stream.duration * stream.time_base) * fps))
+        if frames <= 0:
+            frames = sum(1 for _ in container.decode(stream))
+        return VideoInfo(frames, fps, stream.codec_context.width, stream.codec_context.height)
+
+
+def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
+    """The frames at ``indices`` (0-based, any order, repeats allowed) as RGB images, in the order asked.
+
+    Frame numbers are derived from presentation timestamps at the stream's average rate, so they
+    agree with how frame_start/frame_end are counted upstream for constant-rate video. An index past
+    the end yields the last frame decoded.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return []
+    if wanted[0] < 0:
+        raise ValueError(f"frame index {wanted[0]} is negative")
+    found: dict[int, Image.Image] = {}
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        time_base = stream.time_base or Fraction(1, 1000)
+        start = stream.start_time or 0
+        gap = _SEEK_GAP_SECONDS * float(rate)
+        position, latest, pending = -1, None, list(wanted)
+        while pending:
+            if pending[0] - position > gap:
+                container.seek(int(start + pending[0] / rate / time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                position = _frame_number(frame, start, rate, time_base, position)
+                latest = frame
+                if position < pending[0]:
+                    continue
+                image = frame.to_image()
+                while pending and pending[0] <= position:
+                    found[pending.pop(0)] = image
+                if not pending or pending[0] - position > gap:
+                    break
+            else:
+                # End of stream: what is still wanted lies past the last frame.
+                if latest is not None:
+                    image = latest.to_image()
+                    found.update((index, image) for index in pending)
+                break
+    missing = [i for i in wanted if found.get(i) is None]
+    if missing:
+        raise ValueError(f"{path}: no decodable frame at index {missing[0]}")
+    return [found[int(i)] for i in indices]
+
+
+def _frame_number(frame: av.VideoFrame, start: int, rate: Fraction, time_base: Fraction, previous: int) -> int:
+    if frame.pts is None:
+        return previous + 1
+    return int(round(float((frame.pts - start) * time_base * rate)))
+
+
+def _video_stream(container: av.container.InputContainer, path: Path | str) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise ValueError(f"{path} has no video stream")
+    return container.streams.video[0]

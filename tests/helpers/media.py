@@ -1,0 +1,92 @@
+"""Real media made at test time: JPEG frames in VideoFrameFilter's layout, short videos, JSONL inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def picture(seed: int, width: int = 320, height: int = 180) -> np.ndarray:
+    """A smooth, seed-dependent RGB picture (gradients plus blobs), so that JPEGs of it differ by seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(0.5, 4.0), rng.uniform(0.5, 4.0), rng.uniform(0, 6.28)
+        channels.append(127.5 + 127.5 * np.sin(fx * x / width * 6.28 + fy * y / height * 6.28 + phase))
+    image = np.stack(channels, axis=-1)
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_jpeg(path: Path, seed: int, width: int = 320, height: int = 180, quality: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture(seed, width, height)).save(path, quality=quality)
+    return path
+
+
+def write_frames(figure_root: Path, stem: str, clip_id: str, count: int, seed: int = 0,
+                 width: int = 320, height: int = 180, suffix: str = ".jpg") -> list[Path]:
+    """``count`` frames at ``<figure_root>/<stem>/<clip_id>/img/frame_<i:06d><suffix>``."""
+    folder = figure_root / stem / clip_id / "img"
+    paths = []
+    for index in range(count):
+        path = folder / f"frame_{index * 25:06d}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture(seed * 1000 + index, width, height)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_video(path: Path, frames: int = 24, seed: int = 0, width: int = 160, height: int = 96,
+                fps: int = 12, codec: str = "libx264") -> Path:
+    """A short real video whose frames differ from each other (each is a different picture)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(picture(seed * 1000 + index, width, height), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def clip_record(video: str, clip_ids: list[str], **extra: Any) -> dict[str, Any]:
+    """A record in the seed's shape: video as a one-element list, clips under video_clips.clips."""
+    clips = [{"id": cid, "frame_start": 30 * i, "frame_end": 30 * i + 30, "num_frames": 30}
+             for i, cid in enumerate(clip_ids)]
+    return {"video": [video], "video_clips": {"clips": clips}, **extra}
+
+
+def frame_dataset(root: Path, videos: int = 3, clips_per_video: int = 2, frames_per_clip: int = 4) -> tuple[Path, Path]:
+    """A figure root with frames for every clip and the JSONL describing them; returns (jsonl, figure_root)."""
+    figure_root = root / "frames"
+    records = []
+    for v in range(videos):
+        stem = f"video{v}"
+        ids = [f"{stem}_{c}" for c in range(clips_per_video)]
+        for c, cid in enumerate(ids):
+            write_frames(figure_root, stem, cid, frames_per_clip, seed=v * 100 + c)
+        records.append(clip_record(f"./videos/{stem}.mp4", ids, caption=f"caption {v}", meta={"n": v}))
+    return write_jsonl(root / "input.jsonl", records), figure_root

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, write_jsonl
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import InputError, WeightsError
+from video_aesthetics.pipeline import Progress, run_scoring, score_jsonl
+
+
+def _config(model_args: dict, root: Path, **changes: object) -> ScoringConfig:
+    return ScoringConfig(**model_args, figure_root=str(root), num_workers=0, device="cpu", **changes)
+
+
+def test_every_record_comes_out_in_order_with_other_fields_unchanged(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=3, clips_per_video=2, frames_per_clip=3)
+    records = read_jsonl(source)
+    records.insert(1, {"caption": "no video here", "n": 1})
+    records.append({"video": "x.mp4", "video_clips": {"clips": "not a list"}})
+    write_jsonl(source, records)
+    out = tmp_path / "out.jsonl"
+    stats = score_jsonl(source, out, _config(model_args, root))
+    got = read_jsonl(out)
+    assert len(got) == len(records)
+    assert got[1] == records[1] and got[-1] == records[-1]
+    for before, after in zip(records, got):
+        assert {k: v for k, v in after.items() if k != "video_clips"} == {k: v for k, v in before.items() if k != "video_clips"}
+    for record in (got[0], got[2], got[3]):
+        for clip in record["video_clips"]["clips"]:
+            assert isinstance(clip["aesthetic_score"], float)
+    assert (stats.records, stats.clips, stats.scored, stats.failed, stats.passthrough) == (5, 6, 6, 0, 2)
+    assert stats.model["head"]["sha256"] and stats.clips_per_s > 0
+
+
+def test_rerun_gives_the_same_bytes(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=2)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    score_jsonl(source, first, _config(model_args, root))
+    score_jsonl(source, second, _config(model_args, root, num_workers=2))
+    score_jsonl(source, first, _config(model_args, root))
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_malformed_line_stops_before_anything_is_written(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=2)
+    write_jsonl(source, [*read_jsonl(source), '{"video": '])
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous run\n")
+    with pytest.raises(InputError, match=r"input\.jsonl:3"):
+        score_jsonl(source, out, _config(model_args, root))
+    assert out.read_text() == "previous run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "input.jsonl", "out.jsonl"]
+
+
+def test_skip_bad_records_writes_and_counts_rejects(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=2)
+    write_jsonl(source, ["not json", *read_jsonl(source), "[1]"])
+    out = tmp_path / "out.jsonl"
+    stats = score_jsonl(source, out, _config(model_args, root, skip_bad_records=True))
+    rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
+    assert [(r["line"], r["raw"]) for r in rejects] == [(1, "not json"), (4, "[1]")]
+    assert (stats.records, stats.rejected) == (2, 2)
+    assert stats.records + stats.rejected == 4
+
+
+def test_a_bad_head_leaves_no_output(tmp_path: Path, model_args: dict) -> None:
+    import torch
+
+    source, root = frame_dataset(tmp_path, videos=1)
+    bad_head = tmp_path / "bad.pth"
+    torch.save({"net.0.weight": torch.zeros(2, 2)}, bad_head)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(WeightsError):
+        score_jsonl(source, out, _config(model_args, root, mlp_checkpoint=str(bad_head)))
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_output_key_and_frame_scores(tmp_path: Path, model_args: dict) -> None:
+    write_frames(tmp_path, "v", "v_0", count=4, seed=1)
+    source = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["v_0"])])
+    out = tmp_path / "out.jsonl"
+    score_jsonl(source, out, _config(model_args, tmp_path, output_key="scored", frame_scores=True, load_num=2))
+    [record] = read_jsonl(out)
+    assert "aesthetic_score" not in record["video_clips"]["clips"][0]
+    clip = record["scored"]["clips"][0]
+    assert len(clip["aesthetic_frame_scores"]) == 2
+    assert clip["aesthetic_score"] == pytest.approx(sum(clip["aesthetic_frame_scores"]) / 2, abs=1e-6)
+
+
+def test_run_scoring_accepts_any_reiterable_source(tmp_path: Path, model_args: dict) -> None:
+    write_frames(tmp_path, "v", "v_0", count=2, seed=1)
+    collected: list[dict] = []
+    stats = run_scoring([clip_record("v.mp4", ["v_0", "v_1"])], _config(model_args, tmp_path), collected.extend)
+    assert [c.get("aesthetic_error") for c in collected[0]["video_clips"]["clips"]] == [None, "no_frames"]
+    assert stats.errors == {"no_frames": 1}
+
+
+def test_progress_line_has_count_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    progress = Progress(total=10, interval=1.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="video_aesthetics.pipeline"):
+        for _ in range(4):
+            now[0] += 0.5
+            progress.update()
+    assert caplog.messages == ["scored 2/10 clips (20.0%), 2.0 clips/s, ETA 00:00:04",
+                               "scored 4/10 clips (40.0%), 2.0 clips/s, ETA 00:00:03"]

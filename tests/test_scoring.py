@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from helpers.media import clip_record, write_frames
+from helpers.reference import load_reference_model, reference_clip_score
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
+
+
+@pytest.fixture(scope="module")
+def scorer(model_args: dict[str, str]) -> Scorer:
+    return Scorer.load(ScoringConfig(**model_args, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_clip_dir: Path) -> torch.nn.Module:
+    return load_reference_model(tiny_clip_dir)
+
+
+def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
+    return ScoringConfig(**model_args, figure_root=str(root), num_workers=0, device="cpu", **changes)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "min", "max"])
+def test_clip_score_equals_an_independent_computation(tmp_path: Path, model_args: dict, scorer: Scorer,
+                                                      reference: torch.nn.Module, reduction: str) -> None:
+    frames = write_frames(tmp_path, "vid", "vid_0", count=7, seed=11, width=640, height=360)
+    config = _config(model_args, tmp_path, reduction=reduction, load_num=3)
+    [result] = list(iter_results([clip_record("x/vid.mp4", ["vid_0"])], config, scorer, tmp_path))
+    # 7 frames, load_num 3: the first, the middle and the last.
+    expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), [frames[0], frames[3], frames[6]], reduction)
+    assert result.error is None
+    assert result.score == pytest.approx(expected, abs=1e-5)
+    assert len(result.frame_scores) == 3
+
+
+def test_missing_and_corrupt_frames(tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module) -> None:
+    good = write_frames(tmp_path, "v", "v_partly", count=3, seed=2)
+    good[1].write_bytes(good[1].read_bytes()[:300])  # truncated: skipped, the other two still count
+    broken = write_frames(tmp_path, "v", "v_broken", count=2, seed=3)
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    (tmp_path / "v" / "v_empty" / "img").mkdir(parents=True)
+    record = clip_record("v.mp4", ["v_partly", "v_broken", "v_empty", "v_absent"])
+    results = list(iter_results([record], _config(model_args, tmp_path), scorer, tmp_path))
+    assert [r.error for r in results] == [None, "corrupt_frames", "no_frames", "no_frames"]
+    expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), [good[0], good[2]])
+    assert results[0].score == pytest.approx(expected, abs=1e-5)
+    assert all(r.score is None for r in results[1:])
+
+
+def _dataset(root: Path, videos: int, clips: int) -> list[dict]:
+    records = []
+    for v in range(videos):
+        ids = [f"v{v}_{c}" for c in range(clips)]
+        for c, cid in enumerate(ids):
+            write_frames(root, f"v{v}", cid, count=2, seed=v * 10 + c, width=96, height=64)
+        records.append(clip_record(f"v{v}.mp4", ids))
+    return records
+
+
+def test_workers_and_shards_give_the_same_results_in_order(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    records = _dataset(tmp_path, videos=5, clips=3)
+    base = _config(model_args, tmp_path, batch_size=2)
+    in_process = list(iter_results(records, base, scorer, tmp_path))
+    with_workers = list(iter_results(records, base.replace(num_workers=2), scorer, tmp_path))
+    assert [r.seq for r in in_process] == list(range(15))
+    assert [(r.seq, r.score) for r in with_workers] == [(r.seq, r.score) for r in in_process]
+    halves = [list(iter_results(records, base, scorer, tmp_path, Shard(rank, 2))) for rank in (0, 1)]
+    merged = sorted(halves[0] + halves[1], key=lambda r: r.seq)
+    assert [(r.seq, r.score) for r in merged] == [(r.seq, r.score) for r in in_process]
+    assert not {r.seq for r in halves[0]} & {r.seq for r in halves[1]}
+
+
+def test_a_killed_decoding_worker_does_not_end_the_run(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    records = _dataset(tmp_path, videos=8, clips=4)
+    config = _config(model_args, tmp_path, batch_size=1, num_workers=2)
+    expected = [(r.seq, r.score) for r in iter_results(records, config.replace(num_workers=0), scorer, tmp_path)]
+    results = iter_results(records, config, scorer, tmp_path)
+    got = [next(results)]
+    victims = psutil.Process().children()
+    assert victims, "the DataLoader should have started worker processes"
+    os.kill(victims[0].pid, signal.SIGKILL)
+    got.extend(results)
+    assert [(r.seq, r.score) for r in got] == expected
+
+
+def test_score_pixels_shapes(scorer: Scorer) -> None:
+    pixels = torch.randint(0, 255, (4, 224, 224, 3), dtype=torch.uint8)
+    scores = scorer.score_pixels(pixels)
+    assert scores.shape == (4,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert scorer.score_pixels(pixels[:0]).shape == (0,)
+
+
+def test_cuda_without_a_gpu_is_a_config_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
