@@ -23,7 +23,7 @@ from PIL import Image
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.frames import load_frame
 from video_aesthetics.pipeline import score_jsonl
-from video_aesthetics.scoring import Scorer, resolve_device
+from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
 
 FRAMES_PER_CLIP = 3
 
@@ -49,7 +49,7 @@ def make_dataset(root: Path, clips: int, width: int, height: int) -> Path:
     return source
 
 
-def random_scorer(model_name: str, device: torch.device) -> Scorer:
+def random_scorer(model_name: str, device: torch.device, forward_batch: int) -> Scorer:
     import open_clip
 
     from video_aesthetics.frames import PreprocessConfig
@@ -59,7 +59,7 @@ def random_scorer(model_name: str, device: torch.device) -> Scorer:
     embed_dim = model.visual.output_dim
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple) else size
-    return Scorer(model, AestheticHead(embed_dim), PreprocessConfig(size=size), device)
+    return Scorer(model, AestheticHead(embed_dim), PreprocessConfig(size=size), device, forward_batch=forward_batch)
 
 
 def ceiling(scorer: Scorer, frames: list[Path], batch_clips: int) -> float:
@@ -105,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    scorer = random_scorer(args.model, device)
+    scorer = random_scorer(args.model, device, forward_batch_for(ScoringConfig(batch_size=args.batch_size), device))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         source = make_dataset(root, args.clips, args.width, args.height)

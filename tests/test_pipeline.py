@@ -13,7 +13,7 @@ from video_aesthetics.pipeline import Progress, run_scoring, score_jsonl
 
 
 def _config(model_args: dict, root: Path, **changes: object) -> ScoringConfig:
-    return ScoringConfig(**model_args, figure_root=str(root), num_workers=0, device="cpu", **changes)
+    return ScoringConfig(**{**model_args, "figure_root": str(root), "num_workers": 0, "device": "cpu", **changes})
 
 
 def test_every_record_comes_out_in_order_with_other_fields_unchanged(tmp_path: Path, model_args: dict) -> None:

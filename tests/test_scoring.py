@@ -28,7 +28,7 @@ def reference(tiny_clip_dir: Path) -> torch.nn.Module:
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
-    return ScoringConfig(**model_args, figure_root=str(root), num_workers=0, device="cpu", **changes)
+    return ScoringConfig(**{**model_args, "figure_root": str(root), "num_workers": 0, "device": "cpu", **changes})
 
 
 @pytest.mark.parametrize("reduction", ["mean", "min", "max"])
@@ -108,3 +108,12 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_scores_do_not_depend_on_which_clips_share_a_batch(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    """Splitting the input by records (as the DAG's shards do) regroups batches; no score may change."""
+    records = _dataset(tmp_path, videos=5, clips=3)
+    config = _config(model_args, tmp_path, batch_size=4)
+    whole = [r.score for r in iter_results(records, config, scorer, tmp_path)]
+    parts = [r.score for part in (records[:1], records[1:4], records[4:]) for r in iter_results(part, config, scorer, tmp_path)]
+    assert parts == whole

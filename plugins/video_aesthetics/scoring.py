@@ -48,12 +48,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# CPU throughput is flat beyond a few images per forward; larger fixed groups only waste padding.
+CPU_FORWARD_BATCH = 16
+
+
+def forward_batch_for(config: ScoringConfig, device: torch.device) -> int:
+    """Images per forward pass: a whole batch of clips on GPUs, which need large batches to be busy."""
+    frames = config.batch_size * config.load_num
+    return frames if device.type == "cuda" else min(frames, CPU_FORWARD_BATCH)
+
+
 class Scorer:
     """A CLIP image tower and an aesthetic head on one device: uint8 pixels in, one score per image out."""
 
     def __init__(self, model: torch.nn.Module, head: torch.nn.Module, preprocess: PreprocessConfig,
-                 device: torch.device | str = "cpu", identity: dict[str, Any] | None = None) -> None:
+                 device: torch.device | str = "cpu", identity: dict[str, Any] | None = None,
+                 forward_batch: int = CPU_FORWARD_BATCH) -> None:
         self.device = torch.device(device)
+        self.forward_batch = forward_batch
         self.model = model.to(self.device).eval()
         # The head is affine and tiny: fp32 everywhere keeps scores exact to the decimal under autocast.
         self.head = head.to(self.device, dtype=torch.float32).eval()
@@ -73,13 +85,29 @@ class Scorer:
         clip = load_clip(config.clip_model)
         head = load_head(config.mlp_checkpoint, embed_dim=clip.embed_dim)
         identity = {"clip": clip.identity, "head": head.identity}
-        return cls(clip.model, head.module, clip.preprocess, device or resolve_device(config.device), identity)
+        device = torch.device(device) if device is not None else resolve_device(config.device)
+        return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch_for(config, device))
 
     @torch.inference_mode()
     def score_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Scores (float32, on CPU) for uint8 images shaped (N, H, W, 3)."""
-        if pixels.shape[0] == 0:
-            return torch.empty(0)
+        """Scores (float32, on CPU) for uint8 images shaped (N, H, W, 3).
+
+        The tower always sees ``forward_batch`` images, the last group padded with black ones:
+        matrix kernels are chosen by shape, so a fixed shape makes each image's score independent
+        of which other images share its batch. Sharded, multi-process and single runs then agree
+        to the last bit.
+        """
+        count = pixels.shape[0]
+        scores = []
+        for start in range(0, count, self.forward_batch):
+            part = pixels[start : start + self.forward_batch]
+            if part.shape[0] < self.forward_batch:
+                padding = part.new_zeros((self.forward_batch - part.shape[0], *part.shape[1:]))
+                part = torch.cat([part, padding])
+            scores.append(self._forward(part)[: count - start])
+        return torch.cat(scores) if scores else torch.empty(0)
+
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
         x = (x - self.mean) / self.std
@@ -203,25 +231,38 @@ def iter_results(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer
                 next_batch = batch["batch"] + 1
                 yield from results
             return
-        except RuntimeError as err:
-            if workers == 0 or "DataLoader worker" not in str(err):
-                raise
-            log.warning("a decoding worker failed (%s); decoding the rest in the main process", err)
+        except WorkerFailure as failure:
+            log.warning("a decoding worker failed (%r); decoding the rest in the main process", failure.__cause__)
             workers = 0
 
 
+class WorkerFailure(Exception):
+    """A decoding worker process died or its transfer broke; samples' own errors never get here."""
+
+
 def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
-    """Iterate ``loader`` so that a dead worker raises from next(), not from wherever the main thread is.
+    """Iterate ``loader`` so that a dead worker raises WorkerFailure from next(), not wherever the main thread is.
 
     DataLoader installs a SIGCHLD handler that raises asynchronously (inside a forward pass or the
     output writer); its own liveness polling raises inside next() within seconds, which we can handle.
+    load_sample catches every error of a sample, so with workers anything next() raises is the
+    workers' machinery failing (a killed process, a broken shared-memory hand-over).
     """
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGCHLD) if in_main_thread else None
     iterator = iter(loader)
     if in_main_thread and previous is not None:
         signal.signal(signal.SIGCHLD, previous)
-    yield from iterator
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as err:
+            if loader.num_workers == 0:
+                raise
+            raise WorkerFailure() from err
+        yield batch
 
 
 def _sample_results(batch: dict[str, Any], scores: torch.Tensor, reduction: str) -> Iterator[SampleResult]:

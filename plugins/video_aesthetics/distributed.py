@@ -1,0 +1,383 @@
+"""Scoring with several processes: one rank per GPU (or N gloo processes on CPU), results gathered on rank 0.
+
+Two ways in:
+
+* launched: the process runs under torchrun (RANK, WORLD_SIZE and MASTER_ADDR in the environment) or
+  a process group already exists. Every rank runs the same call; the group is joined, or created
+  from the environment and destroyed at the end.
+* spawned: an ordinary process (an Airflow task cannot be started by torchrun) starts ``nproc``
+  ranks itself with the spawn start method, one per visible GPU by default, and waits for them.
+
+Each rank scores a disjoint share of the samples (batch ``b`` goes to rank ``b % world``; nothing is
+padded or duplicated as DistributedSampler would), and rank 0 gathers everyone's results. Only one
+process then writes: rank 0 when launched, the parent when spawned, and only once every rank has
+delivered. A rank that raises or is killed fails the whole run with an error naming it, and nothing
+is written.
+
+Spawned ranks re-import the caller's main module, as the spawn start method does: a script that
+uses ``init_distributed=True`` needs an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as torch_mp
+
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.records import JsonlSource, SampleResult, count_records
+from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# What the writing side does with every rank's results: (results in input order, model identity) -> outcome.
+Finish = Callable[[Iterable[SampleResult], dict[str, Any]], T]
+ScorerLoader = Callable[[torch.device], Scorer]
+Compact = tuple[int, float | None, str | None, list[float] | None]
+
+# Ranks that finish early wait at the gather for the slowest one; the launcher (torchrun, or the
+# parent here) ends a run whose rank died long before this, so it only bounds a rank that hangs.
+DEFAULT_TIMEOUT = timedelta(hours=6)
+_PROGRESS_SECONDS = 30.0
+_STOP_GRACE_SECONDS = 10.0
+_FAILURE_GRACE_SECONDS = 2.0
+_RESULTS_FILE = "results.pkl"
+
+
+class RankFailedError(VideoAestheticsError):
+    """A rank raised or died; the run wrote nothing."""
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Stands in for the Scorer in RunStats where the model lived in other processes."""
+
+    identity: dict[str, Any]
+
+
+def launched() -> bool:
+    """Whether this process is one rank of a run started by torchrun, or already in a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return True
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
+def wants_distributed(init_distributed: bool, nproc: int | None) -> bool:
+    """The seed's rule (init_distributed or WORLD_SIZE > 1), plus an explicit nproc above 1."""
+    return bool(init_distributed) or (nproc is not None and nproc > 1) or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_nproc(config: ScoringConfig, nproc: int | None) -> int:
+    """How many ranks to spawn: ``nproc``, or one per visible GPU; CPU runs must say how many."""
+    if nproc is not None and (not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1):
+        raise ConfigError(f"nproc must be an integer >= 1, got {nproc!r}")
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        available = torch.cuda.device_count()
+        if nproc is None:
+            return available
+        if nproc > available:
+            raise ConfigError(f"nproc={nproc} but {available} GPU(s) are visible and each rank needs its own; "
+                              f"use nproc <= {available}, or device 'cpu' for gloo processes on the CPU")
+        return nproc
+    if nproc is None:
+        raise ConfigError("distributed scoring on CPU needs the number of processes: pass nproc=N (--nproc N) "
+                          "to start N gloo processes, or run on a machine with GPUs")
+    return nproc
+
+
+def rank_device(config: ScoringConfig, local_rank: int) -> torch.device:
+    """cuda:LOCAL_RANK when the run is on GPUs (any index in ``config.device`` is replaced), else the CPU."""
+    device = resolve_device(config.device)
+    if device.type != "cuda":
+        return device
+    if device.index is not None:
+        log.warning("device %s: each rank uses cuda:LOCAL_RANK instead", config.device)
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+                          "start at most one rank per GPU")
+    return torch.device("cuda", local_rank)
+
+
+@contextlib.contextmanager
+def process_group(config: ScoringConfig, *, timeout: timedelta = DEFAULT_TIMEOUT, rank: int | None = None,
+                  world: int | None = None, local_rank: int | None = None,
+                  init_method: str | None = None) -> Iterator[RankInfo]:
+    """Join the existing process group, or create one (torchrun's environment by default) and destroy it after.
+
+    On CUDA the group pairs NCCL with gloo, so that the object gather of results travels through
+    CPU memory; on CPU it is gloo alone.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
+    device = rank_device(config, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    created = not dist.is_initialized()
+    if created:
+        cuda = device.type == "cuda"
+        dist.init_process_group(
+            backend="cpu:gloo,cuda:nccl" if cuda else "gloo",
+            init_method=init_method,
+            timeout=timeout,
+            rank=int(os.environ["RANK"]) if rank is None else rank,
+            world_size=int(os.environ["WORLD_SIZE"]) if world is None else world,
+            device_id=device if cuda else None,
+        )
+    try:
+        yield RankInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def score_distributed(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T], *,
+                      nproc: int | None = None, load_scorer: ScorerLoader | None = None,
+                      timeout: timedelta = DEFAULT_TIMEOUT) -> T | None:
+    """Score ``source`` with several ranks and hand all results, in input order, to ``finish`` once.
+
+    ``finish`` runs on rank 0 when launched (other ranks return None once it is done) and in this
+    process when ranks are spawned (``source`` must then be picklable: a list or a JsonlSource).
+    ``load_scorer`` lets a caller reuse a model it holds, where scoring happens in this process.
+    """
+    config.validate()
+    if launched():
+        if nproc is not None and nproc != int(os.environ.get("WORLD_SIZE", nproc)):
+            log.warning("nproc=%s ignored: the launcher started %s ranks", nproc, os.environ.get("WORLD_SIZE"))
+        return _score_launched(source, config, finish, load_scorer, timeout)
+    count = resolve_nproc(config, nproc)
+    if count == 1:
+        device = rank_device(config, 0)
+        scorer = load_scorer(device) if load_scorer else Scorer.load(config, device)
+        return finish(iter_results(source, config, scorer, Path(config.figure_root)), scorer.identity)
+    return _score_spawned(source, config, finish, count, timeout)
+
+
+def score_jsonl(input_path: Path | str, output_path: Path | str, config: ScoringConfig, *, nproc: int | None = None,
+                rejects_path: Path | str | None = None, timeout: timedelta = DEFAULT_TIMEOUT) -> Any:
+    """``pipeline.score_jsonl`` with several ranks: RunStats where the output was written, None on other ranks."""
+    from video_aesthetics import pipeline
+
+    config.validate()
+    source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records)
+    # A malformed line or a missing file is reported here, once, not by every rank.
+    count_records(source, config, Path(config.figure_root))
+
+    def finish(results: Iterable[SampleResult], identity: dict[str, Any]) -> pipeline.RunStats:
+        return pipeline.score_jsonl(input_path, output_path, config, rejects_path=rejects_path,
+                                    scorer=ModelIdentity(identity), results=results)
+
+    started = time.monotonic()
+    stats = score_distributed(source, config, finish, nproc=nproc, timeout=timeout)
+    return with_run_time(stats, time.monotonic() - started)
+
+
+def with_run_time(stats: Any, seconds: float) -> Any:
+    """RunStats timed over the whole run: ``finish`` alone only saw the gathered results go by."""
+    if stats is not None:
+        stats.seconds = round(seconds, 3)
+        stats.clips_per_s = round(stats.clips / seconds, 3) if seconds > 0 else 0.0
+    return stats
+
+
+def _score_launched(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T],
+                    load_scorer: ScorerLoader | None, timeout: timedelta) -> T | None:
+    with process_group(config, timeout=timeout) as info:
+        scorer = load_scorer(info.device) if load_scorer else Scorer.load(config, info.device)
+        merged = gather_results(score_shard(source, config, scorer, info), info)
+        outcome = finish(merged, scorer.identity) if merged is not None else None
+        # Ranks return together, so that code after this call on any rank finds the output written.
+        dist.barrier()
+        return outcome
+
+
+def score_shard(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, info: RankInfo) -> list[Compact]:
+    """This rank's results as compact tuples (seq, score, error, frame_scores), in seq order."""
+    total = _shard_size(count_records(source, config, Path(config.figure_root)).clips, config.batch_size, info)
+    started = last = time.monotonic()
+    done: list[Compact] = []
+    for result in iter_results(source, config, scorer, Path(config.figure_root), Shard(info.rank, info.world)):
+        done.append((result.seq, result.score, result.error, result.frame_scores if config.frame_scores else None))
+        now = time.monotonic()
+        if now - last >= _PROGRESS_SECONDS:
+            last = now
+            log.info("rank %d/%d: %d/%d of its clips scored, %.1f clips/s", info.rank, info.world, len(done), total,
+                     len(done) / (now - started))
+    log.info("rank %d/%d: scored its %d clips", info.rank, info.world, len(done))
+    return done
+
+
+def _shard_size(samples: int, batch_size: int, info: RankInfo) -> int:
+    batches = -(-samples // batch_size)
+    return sum(min(batch_size, samples - b * batch_size) for b in range(info.rank, batches, info.world))
+
+
+def gather_results(mine: list[Compact], info: RankInfo) -> list[SampleResult] | None:
+    """Every rank's results on rank 0, merged in input order; None on the other ranks."""
+    shards: list[Any] | None = [None] * info.world if info.rank == 0 else None
+    dist.gather_object(mine, shards, dst=0)
+    if shards is None:
+        return None
+    return merge_shards(shards)
+
+
+def merge_shards(shards: list[list[Compact]]) -> list[SampleResult]:
+    """The ranks' results (each in seq order) as one list in seq order; a sample twice is an error."""
+    merged: list[SampleResult] = []
+    for seq, score, error, frame_scores in heapq.merge(*shards, key=itemgetter(0)):
+        if merged and seq <= merged[-1].seq:
+            raise RuntimeError(f"internal error: sample {seq} was scored by more than one rank")
+        merged.append(SampleResult(seq, score, error, frame_scores))
+    return merged
+
+
+def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T], nproc: int,
+                   timeout: timedelta) -> T:
+    context = torch_mp.get_context("spawn")
+    level = logging.getLogger("video_aesthetics").getEffectiveLevel()
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-ranks-") as scratch:
+        processes = [
+            context.Process(target=_spawned_rank, name=f"video-aesthetics-rank{rank}",
+                            args=(rank, nproc, source, config, scratch, timeout, level, os.getpid()))
+            for rank in range(nproc)
+        ]
+        log.info("starting %d ranks on %s", nproc, rank_device(config, 0).type)
+        try:
+            for process in processes:
+                process.start()
+            _wait_for_ranks(processes, Path(scratch))
+        finally:
+            _stop(processes)
+        with (Path(scratch) / _RESULTS_FILE).open("rb") as handle:
+            results, identity = pickle.load(handle)
+    return finish(results, identity)
+
+
+def _spawned_rank(rank: int, world: int, source: Iterable[dict[str, Any]], config: ScoringConfig, scratch: str,
+                  timeout: timedelta, level: int, parent: int) -> None:
+    """A spawned rank's whole life; a failure is left in ``scratch`` for the parent to report."""
+    try:
+        _exit_with_parent(parent)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+        if "OMP_NUM_THREADS" not in os.environ and rank_device(config, rank).type == "cpu":
+            # N ranks on one CPU: each takes its share of the cores, as torchrun's OMP_NUM_THREADS=1 intends.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        init = f"file://{Path(scratch) / 'rendezvous'}"
+        with process_group(config, timeout=timeout, rank=rank, world=world, local_rank=rank, init_method=init) as info:
+            scorer = Scorer.load(config, info.device)
+            merged = gather_results(score_shard(source, config, scorer, info), info)
+            if merged is not None:
+                _dump(Path(scratch) / _RESULTS_FILE, (merged, scorer.identity))
+    except BaseException as err:
+        (Path(scratch) / f"rank{rank}.error").write_text(f"{type(err).__name__}: {err}", encoding="utf-8")
+        raise
+    # Everything is delivered and the group is gone; tearing down torch's interpreter state takes
+    # seconds per rank and keeps the run waiting for nothing.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
+
+
+def _dump(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as handle:
+        pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this rank when the process that spawned it is gone, instead of waiting out the group timeout."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _wait_for_ranks(processes: list[Any], scratch: Path) -> None:
+    """Return when every rank has exited 0; raise RankFailedError, naming the ranks, when one did not."""
+    running = {process.sentinel: rank for rank, process in enumerate(processes)}
+    while running:
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            rank = running.pop(sentinel)
+            processes[rank].join()
+            if processes[rank].exitcode != 0:
+                # The others often fail a moment later because this one left the group: give them
+                # that moment, then name the root cause first.
+                deadline = time.monotonic() + _FAILURE_GRACE_SECONDS
+                for other in processes:
+                    other.join(max(0.0, deadline - time.monotonic()))
+                raise RankFailedError(_failure_message(processes, scratch))
+    if not (scratch / _RESULTS_FILE).is_file():
+        raise RankFailedError("rank 0 exited without delivering the gathered results; nothing was written")
+
+
+def _failure_message(processes: list[Any], scratch: Path) -> str:
+    failures = []
+    for rank, process in enumerate(processes):
+        code = process.exitcode
+        if code in (0, None):
+            continue
+        error_file = scratch / f"rank{rank}.error"
+        if error_file.is_file():
+            text = error_file.read_text(encoding="utf-8").strip()
+            # Errors of the communication layer are the echo of another rank's failure.
+            failures.append((2 if text.startswith("Dist") else 1, f"rank {rank} failed: {text}"))
+        elif code < 0:
+            failures.append((0, f"rank {rank} (pid {process.pid}) was killed by {_signal_name(-code)}"))
+        else:
+            failures.append((0, f"rank {rank} (pid {process.pid}) exited with code {code}"))
+    causes = "; ".join(text for _, text in sorted(failures, key=itemgetter(0)))
+    return f"{causes}; the run was stopped and no output was written"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _stop(processes: list[Any]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + _STOP_GRACE_SECONDS
+    for process in processes:
+        if process.pid is None:
+            continue
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()

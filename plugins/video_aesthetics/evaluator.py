@@ -1,0 +1,208 @@
+"""VideoAestheticEvaluator: the seed's (DataFlow-MM) operator API over the library's scoring pipeline.
+
+It reads a DataFrame from any DataFlow-style storage (``read("dataframe")`` / ``write(df)``), scores
+it with ``pipeline.run_scoring`` and writes a copy back in which only the scored column changed: the
+``output_key`` column in clip mode, the ``aesthetic_score`` (and, where needed, ``aesthetic_error``)
+column in whole-video mode. Every other column is the input's own, values and dtypes alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.records import ERROR, FRAME_SCORES, SCORE, SampleResult, samples_of
+from video_aesthetics.storage import is_absent, json_value
+
+log = logging.getLogger(__name__)
+
+_ABSENT = float("nan")  # pandas' mark for "this row has no such key"
+
+
+class VideoAestheticEvaluator:
+    """Scores video clips (or whole videos) with a CLIP image encoder and LAION's aesthetic head.
+
+    The positional parameters and their defaults are the seed's. ``figure_root`` holds the
+    extracted frames as ``<figure_root>/<video stem>/<clip id>/img/*.jpg``; as in DataFlow-MM, a
+    relative ``figure_root`` given here is resolved against ``storage.cache_path`` at run time
+    (``os.path.join``: an absolute one is used as it is), while one given to ``run()`` is used as it
+    is. ``video_clips_key`` None or "" scores each row's whole video, ``load_num`` frames evenly
+    spaced over it, into a top-level ``aesthetic_score``.
+
+    Keyword-only extras: ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``reduction`` of frame scores
+    ("mean", "min", "max"), ``frame_scores`` (also write ``aesthetic_frame_scores``) and ``nproc``.
+
+    ``init_distributed=True`` (or WORLD_SIZE > 1 under torchrun, or nproc > 1) scores with several
+    processes: under torchrun every rank runs the pipeline and rank 0 alone writes; otherwise
+    ``nproc`` ranks are spawned (one per visible GPU by default; on CPU ``nproc`` is required), and
+    this process writes once all of them have delivered. See ``video_aesthetics.distributed``.
+
+    The model is loaded on the first ``run()`` and kept for later runs with the same clip_model,
+    mlp_checkpoint and device.
+    """
+
+    def __init__(
+        self,
+        figure_root: str = "extract_frames",
+        input_video_key: str = "video",
+        video_clips_key: str | None = "video_clips",
+        clip_model: str = "ViT-L/14",
+        mlp_checkpoint: str | None = None,
+        load_num: int = 3,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        init_distributed: bool = False,
+        output_key: str = "video_clips",
+        *,
+        device: str = "auto",
+        reduction: str = "mean",
+        frame_scores: bool = False,
+        nproc: int | None = None,
+    ) -> None:
+        self.config = ScoringConfig(
+            figure_root=figure_root, input_video_key=input_video_key, video_clips_key=video_clips_key,
+            clip_model=clip_model, mlp_checkpoint=mlp_checkpoint, load_num=load_num, batch_size=batch_size,
+            num_workers=num_workers, output_key=output_key, device=device, reduction=reduction,
+            frame_scores=frame_scores,
+        ).validate()
+        self.init_distributed = init_distributed
+        self.nproc = nproc
+        self.last_stats: Any = None
+        self._scorer: Any = None
+        self._scorer_key: tuple[str, str | None, str] | None = None
+
+    @staticmethod
+    def get_desc(lang: str = "zh") -> str:
+        if lang == "zh":
+            return "用 CLIP 图像编码器和 LAION 美学回归头为每个视频片段打美学分，并写回 video_clips"
+        return "Scores every video clip's aesthetics with a CLIP image encoder and LAION's aesthetic head, into video_clips."
+
+    def run(
+        self,
+        storage: Any,
+        figure_root: str | None = None,
+        input_video_key: str | None = None,
+        video_clips_key: str | None = None,
+        clip_model: str | None = None,
+        mlp_checkpoint: str | None = None,
+        load_num: int | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        init_distributed: bool | None = None,
+        output_key: str | None = None,
+        *,
+        device: str | None = None,
+        reduction: str | None = None,
+        frame_scores: bool | None = None,
+        nproc: int | None = None,
+    ) -> list[str]:
+        """Score ``storage.read("dataframe")`` and ``storage.write()`` the result.
+
+        Every parameter overrides the constructor's value for this call only; None keeps it.
+        Returns the names of the columns written, as DataFlow operators do: ``[output_key]`` in clip
+        mode, ``["aesthetic_score"]`` in whole-video mode; ranks that do not write return [].
+        """
+        config = self.config.replace(
+            input_video_key=input_video_key, video_clips_key=video_clips_key, clip_model=clip_model,
+            mlp_checkpoint=mlp_checkpoint, load_num=load_num, batch_size=batch_size, num_workers=num_workers,
+            output_key=output_key, device=device, reduction=reduction, frame_scores=frame_scores,
+            figure_root=figure_root if figure_root is not None else resolve_figure_root(self.config.figure_root, storage),
+        ).validate()
+        distributed = self.init_distributed if init_distributed is None else init_distributed
+        nproc = self.nproc if nproc is None else nproc
+
+        frame = storage.read("dataframe")
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigError(f"storage.read('dataframe') returned {type(frame).__name__}, not a pandas DataFrame")
+        records = scoring_records(frame, config)
+        log.info("scoring %d rows from %s", len(frame), type(storage).__name__)
+
+        def finish(results: Iterable[SampleResult] | None, identity: dict[str, Any] | None = None) -> Any:
+            from video_aesthetics.pipeline import run_scoring
+
+            if identity is not None:  # scored by ranks: the model lived there
+                from video_aesthetics.distributed import ModelIdentity
+
+                scorer = ModelIdentity(identity)
+            else:
+                scorer = self._load_scorer(config, None)
+            scored: list[dict[str, Any]] = []
+            stats = run_scoring(records, config, scored.extend, scorer=scorer, results=results)
+            storage.write(scored_frame(frame, records, scored, config))
+            return stats
+
+        from video_aesthetics import distributed as dist_mode
+
+        if dist_mode.wants_distributed(distributed, nproc):
+            started = time.monotonic()
+            stats = dist_mode.score_distributed(records, config, finish, nproc=nproc,
+                                                load_scorer=lambda dev: self._load_scorer(config, dev))
+            stats = dist_mode.with_run_time(stats, time.monotonic() - started)
+        else:
+            stats = finish(None)
+        if stats is None:
+            return []
+        self.last_stats = stats
+        log.info("aesthetic scoring done: %s", stats.to_json())
+        return [SCORE] if config.whole_video else [config.output_key]
+
+    def _load_scorer(self, config: ScoringConfig, device: Any) -> Any:
+        from video_aesthetics.scoring import Scorer, resolve_device
+
+        device = device if device is not None else resolve_device(config.device)
+        key = (config.clip_model, config.mlp_checkpoint, str(device))
+        if self._scorer is None or self._scorer_key != key:
+            self._scorer = None  # release the old model before loading the next
+            self._scorer = Scorer.load(config, device)
+            self._scorer_key = key
+        return self._scorer
+
+
+def resolve_figure_root(figure_root: str, storage: Any) -> str:
+    """The constructor's figure_root as DataFlow-MM resolves it: joined to ``storage.cache_path``.
+
+    ``os.path.join`` keeps an absolute figure_root as it is; a storage without a cache_path leaves a
+    relative one relative to the working directory.
+    """
+    cache_path = getattr(storage, "cache_path", None)
+    return os.path.join(cache_path, figure_root) if cache_path else figure_root
+
+
+def scoring_records(frame: pd.DataFrame, config: ScoringConfig) -> list[dict[str, Any]]:
+    """One record per row with just the fields scoring reads, as JSON values; absent cells left out.
+
+    Only these columns go through the records: the others never leave the DataFrame, so pandas'
+    NaN for missing keys and its float-typed integer columns cannot leak into the output.
+    """
+    keys = [config.input_video_key] if config.whole_video else [config.input_video_key, config.video_clips_key or ""]
+    if len(frame):
+        missing = [key for key in keys if key not in frame.columns]
+        if missing:
+            raise ConfigError(f"the DataFrame has no column {missing[0]!r} (columns: {list(map(str, frame.columns))}); "
+                              f"set {'input_video_key' if missing[0] == config.input_video_key else 'video_clips_key'} "
+                              "to the column that holds it")
+    columns = [frame[key].tolist() if key in frame.columns else [_ABSENT] * len(frame) for key in keys]
+    return [{key: json_value(value) for key, value in zip(keys, row) if not is_absent(value)} for row in zip(*columns)]
+
+
+def scored_frame(frame: pd.DataFrame, records: list[dict[str, Any]], scored: list[dict[str, Any]],
+                 config: ScoringConfig) -> pd.DataFrame:
+    """A copy of ``frame`` with the scored column(s) from ``scored`` (the records after scoring)."""
+    figure_root = Path(config.figure_root)
+    has_samples = [bool(samples_of(record, number, config, figure_root, 0)) for number, record in enumerate(records)]
+    out = frame.copy()
+    for key in ([SCORE, ERROR, FRAME_SCORES] if config.whole_video else [config.output_key]):
+        before = frame[key].tolist() if key in frame.columns else [_ABSENT] * len(frame)
+        values = [after.get(key, _ABSENT) if scored_row else old
+                  for scored_row, after, old in zip(has_samples, scored, before, strict=True)]
+        if key in frame.columns or not all(is_absent(v) for v in values):
+            out[key] = pd.Series(values, index=frame.index, dtype=object)
+    return out

@@ -1,0 +1,296 @@
+"""Frames before scoring: check that every clip has readable frames, and extract the missing ones from videos.
+
+Extraction writes what DataFlow-MM's VideoFrameFilter writes by default, the clip's first, middle
+and last frame as ``<figure_root>/<video stem>/<clip id>/img/frame_<local index:06d>.jpg``, so that
+frames from either tool score the same. Nothing here imports torch or Airflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.frames import is_readable, list_frames, select_frames
+from video_aesthetics.records import (
+    JsonlSource,
+    Sample,
+    atomic_writer,
+    clip_id,
+    clip_list,
+    samples_of,
+    video_path,
+    video_stem,
+)
+from video_aesthetics.video import read_frames
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("extract", "skip", "fail")
+FIRST_MISSING = 20
+JPEG_QUALITY = 95
+_LOG_EVERY_SECONDS = 30.0
+
+
+@dataclass
+class FrameReport:
+    """What a frame check found and did; small enough for an XCom."""
+
+    records: int = 0
+    clips: int = 0
+    present: int = 0
+    extracted: int = 0
+    missing: int = 0
+    unreadable_videos: int = 0
+    first_missing: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add_missing(self, name: str) -> None:
+        self.missing += 1
+        if len(self.first_missing) < FIRST_MISSING:
+            self.first_missing.append(name)
+
+
+@dataclass
+class _Clip:
+    sample: Sample
+    name: str
+    clip: Any
+
+
+@dataclass
+class _Group:
+    """Consecutive clips of one video: the unit a worker checks, and extracts with one open of the video."""
+
+    video: Path | None
+    clips: list[_Clip] = field(default_factory=list)
+
+
+@dataclass
+class _GroupResult:
+    present: int = 0
+    extracted: int = 0
+    missing: list[str] = field(default_factory=list)
+    unreadable_video: bool = False
+
+
+def check_frames(inputs: list[Path], config: ScoringConfig, policy: str, video_root: Path | None = None) -> FrameReport:
+    """Check every clip of ``inputs`` for readable frames under ``config.figure_root``; extract, count or fail.
+
+    ``policy`` "extract" decodes missing clips' frames from their videos, "skip" only counts (the
+    scorer then records such clips as unscored with "no_frames"), "fail" raises InputError naming
+    the first missing clips. Relative video paths resolve against ``video_root``, by default
+    against the folder of the input file that names them. ``config.num_workers`` threads check and
+    decode videos side by side (0: all in this thread).
+    """
+    if policy not in POLICIES:
+        raise ConfigError(f"on_missing_frames must be one of {', '.join(POLICIES)}, got {policy!r}")
+    config.validate()
+    report = FrameReport()
+    if config.whole_video:
+        # Whole videos are decoded by the scorer itself: there are no frame folders to check.
+        for path in inputs:
+            report.records += sum(1 for _ in JsonlSource(Path(path), skip_bad_records=config.skip_bad_records))
+        return report
+    extract = policy == "extract"
+    workers = config.num_workers
+    started = last_log = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frames") if workers else None
+    # A bounded window keeps memory flat on inputs of millions of clips; results are added in input order.
+    window = 2 * max(1, workers)
+    in_flight: deque[Future[_GroupResult] | _GroupResult] = deque()
+    try:
+        for group in _groups(inputs, config, video_root, report):
+            if pool is not None:
+                in_flight.append(pool.submit(_process_group, group, config.load_num, extract))
+            else:
+                in_flight.append(_process_group(group, config.load_num, extract))
+            while len(in_flight) >= window:
+                _add(report, in_flight.popleft())
+            if time.monotonic() - last_log >= _LOG_EVERY_SECONDS:
+                last_log = time.monotonic()
+                log.info("frames: %d of %d clips seen so far are missing, %d extracted",
+                         report.missing, report.clips, report.extracted)
+        while in_flight:
+            _add(report, in_flight.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    log.info("frames: %d records, %d clips: %d present, %d extracted, %d missing, %d unreadable videos (%.1f s)",
+             report.records, report.clips, report.present, report.extracted, report.missing,
+             report.unreadable_videos, time.monotonic() - started)
+    if policy == "fail" and report.missing:
+        raise InputError(_missing_message(report, config))
+    return report
+
+
+def _add(report: FrameReport, item: Future[_GroupResult] | _GroupResult) -> None:
+    result = item.result() if isinstance(item, Future) else item
+    report.present += result.present
+    report.extracted += result.extracted
+    report.unreadable_videos += result.unreadable_video
+    for name in result.missing:
+        report.add_missing(name)
+
+
+def _missing_message(report: FrameReport, config: ScoringConfig) -> str:
+    shown = ", ".join(report.first_missing)
+    more = f" and {report.missing - len(report.first_missing)} more" if report.missing > len(report.first_missing) else ""
+    return (
+        f"{report.missing} of {report.clips} clips have no readable frames under {config.figure_root} "
+        f"(expected <figure_root>/<video stem>/<clip id>/img/*.jpg): {shown}{more}. Extract their frames first "
+        "(e.g. with VideoFrameFilter), or set on_missing_frames to \"extract\" to decode them from the videos, "
+        "or to \"skip\" to score the rest and record these clips as unscored (no_frames)"
+    )
+
+
+def _groups(inputs: list[Path], config: ScoringConfig, video_root: Path | None, report: FrameReport) -> Iterator[_Group]:
+    """Clips grouped by video, counting records and clips into ``report`` as they are read.
+
+    Records of one video are usually one record, or adjacent ones: grouping runs of the same video
+    opens each video once without holding the whole input in memory.
+    """
+    figure_root = Path(config.figure_root)
+    for input_path in inputs:
+        input_path = Path(input_path)
+        base = Path(video_root) if video_root is not None else input_path.parent
+        group: _Group | None = None
+        seq = 0
+        for record_no, record in enumerate(JsonlSource(input_path, skip_bad_records=config.skip_bad_records)):
+            report.records += 1
+            samples = samples_of(record, record_no, config, figure_root, seq)
+            if not samples:
+                continue
+            seq += len(samples)
+            report.clips += len(samples)
+            source = resolve_video(record, config, base)
+            if group is None or group.video != source:
+                if group is not None:
+                    yield group
+                group = _Group(source)
+            stem = video_stem(record, config.input_video_key) or ""
+            clips = clip_list(record, config.video_clips_key or "") or []
+            for sample in samples:
+                clip = clips[sample.clip] if sample.clip is not None else None
+                group.clips.append(_Clip(sample, f"{stem}/{clip_id(clip, stem, sample.clip or 0)}", clip))
+        if group is not None:
+            yield group
+
+
+def resolve_video(record: dict[str, Any], config: ScoringConfig, base: Path) -> Path | None:
+    """The record's video file, a relative path taken against ``base``; None when the record names none."""
+    path = video_path(record, config.input_video_key)
+    if path is None:
+        return None
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def has_frames(folder: Path, load_num: int) -> bool:
+    """Whether the frames the scorer would read from ``folder`` exist and all decode."""
+    selected = select_frames(list_frames(folder), load_num)
+    return bool(selected) and all(is_readable(path) for path in selected)
+
+
+def _process_group(group: _Group, load_num: int, extract: bool) -> _GroupResult:
+    result = _GroupResult()
+    todo: list[_Clip] = []
+    for item in group.clips:
+        if item.sample.error is None and item.sample.path is not None and has_frames(item.sample.path, load_num):
+            result.present += 1
+        elif extract and item.sample.error is None and item.sample.path is not None and clip_range(item.clip):
+            todo.append(item)
+        else:
+            result.missing.append(item.name)
+    if not todo:
+        return result
+    try:
+        written = _extract_group(group.video, todo)
+    except Exception as err:  # noqa: BLE001 - PyAV, PIL and the OS raise many types; one bad video must not end the check
+        log.warning("cannot extract frames from video %s: %s", group.video, err)
+        result.unreadable_video = True
+        written = set()
+    for item in todo:
+        if id(item) in written and has_frames(item.sample.path, load_num):  # type: ignore[arg-type]
+            result.extracted += 1
+        else:
+            result.missing.append(item.name)
+    return result
+
+
+def _extract_group(source: Path | None, todo: list[_Clip]) -> set[int]:
+    """Decode every frame ``todo`` needs in one pass over the video; the ids of the clips written."""
+    if source is None:
+        raise InputError("the record names no video file")
+    plans = [(item, clip_indices(item.clip)) for item in todo]
+    wanted = sorted({index for _, indices in plans for index in indices.values()})
+    images = dict(zip(wanted, read_frames(source, wanted)))
+    written = set()
+    for item, indices in plans:
+        for local, index in indices.items():
+            _write_jpeg(images[index], item.sample.path / f"frame_{local:06d}.jpg")  # type: ignore[operator]
+        written.add(id(item))
+    return written
+
+
+def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list[Path]:
+    """Write ``clip``'s first, middle and last frame from ``video`` into ``folder``; the paths written.
+
+    Raises InputError when the clip has no usable frame range, and whatever PyAV raises when the
+    video cannot be decoded.
+    """
+    indices = clip_indices(clip)
+    if not indices:
+        raise InputError(f"clip {clip!r} has no usable frame range: it needs frame_start and frame_end "
+                         "(exclusive) or num_frames, with at least one frame")
+    images = read_frames(video, list(indices.values()))
+    paths = []
+    for (local, _), image in zip(indices.items(), images):
+        paths.append(_write_jpeg(image, Path(folder) / f"frame_{local:06d}.jpg"))
+    return paths
+
+
+def clip_range(clip: Any) -> tuple[int, int] | None:
+    """(first frame, frame count) of a clip, from frame_start with frame_end (exclusive) or num_frames."""
+    if not isinstance(clip, dict):
+        return None
+    start = _int(clip.get("frame_start", 0))
+    end = _int(clip.get("frame_end"))
+    count = end - start if end is not None and start is not None else _int(clip.get("num_frames"))
+    if start is None or start < 0 or count is None or count < 1:
+        return None
+    return start, count
+
+
+def clip_indices(clip: Any) -> dict[int, int]:
+    """Local frame index (within the clip) -> frame index in the video, for the first, middle and last frame."""
+    bounds = clip_range(clip)
+    if bounds is None:
+        return {}
+    start, count = bounds
+    return {local: start + local for local in sorted({0, count // 2, count - 1})}
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _write_jpeg(image: Any, path: Path) -> Path:
+    with atomic_writer(path, "wb") as handle:
+        image.convert("RGB").save(handle, format="JPEG", quality=JPEG_QUALITY)
+    return path

@@ -1,0 +1,408 @@
+"""Sharding a scoring run: find its input files, cut them into shards, merge the scored shards back in order.
+
+Nothing here imports Airflow or torch: the DAG's tasks call these functions on local paths (a
+staging folder every worker can reach) and keep only paths and counts in XCom. The merge checks
+every scored shard against the shard it came from, record by record, so that a lost, duplicated
+or reordered record fails the run instead of reaching the output.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from video_aesthetics import __version__
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
+from video_aesthetics.records import (
+    ERROR,
+    FRAME_SCORES,
+    SCORE,
+    BadLine,
+    atomic_writer,
+    clip_list,
+    dumps,
+    parse_line,
+    samples_of,
+)
+
+log = logging.getLogger(__name__)
+
+INPUT_SUFFIXES = (".jsonl",)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_HASH_CHUNK = 1 << 20
+
+
+class MergeError(VideoAestheticsError):
+    """A scored shard does not hold exactly the records of its input shard, in order."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One slice of the input: ``records`` records starting at record ``first_record`` of the whole input."""
+
+    index: int
+    input: str
+    output: str
+    records: int
+    first_record: int
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.index)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Shard":
+        return cls(**{k: data[k] for k in ("index", "input", "output", "records", "first_record")})
+
+
+@dataclass
+class ShardPlan:
+    """The shards of one run and where they came from; ``rejected`` lines went to ``rejects``."""
+
+    inputs: list[str]
+    records: int
+    chunk_size: int
+    shards: list[Shard] = field(default_factory=list)
+    rejected: int = 0
+    rejects: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shards"] = [shard.as_dict() for shard in self.shards]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardPlan":
+        plan = cls(**{k: v for k, v in data.items() if k != "shards"})
+        plan.shards = [Shard.from_dict(s) for s in data.get("shards", [])]
+        return plan
+
+
+@dataclass
+class ShardSummary:
+    """What the merge found in one scored shard."""
+
+    name: str
+    records: int
+    first_record: int
+    clips: int
+    scored: int
+    failed: int
+    sha256: str
+
+
+@dataclass
+class MergeResult:
+    records: int = 0
+    clips: int = 0
+    scored: int = 0
+    failed: int = 0
+    passthrough: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""
+    bytes: int = 0
+    shards: list[ShardSummary] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file-name component; a short hash keeps distinct texts apart when characters were replaced."""
+    cleaned = _UNSAFE_NAME.sub("_", text).strip("._") or "run"
+    if cleaned == text:
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def resolve_inputs(spec: str | Path) -> list[Path]:
+    """The JSONL files ``spec`` names: a file, a folder (its *.jsonl, not recursive) or a glob, sorted.
+
+    Sorting by path makes the record order, and so the output, the same on every run.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise ConfigError("input_path is empty: give a JSONL file, a folder of them or a glob")
+    path = Path(text).expanduser()
+    if _GLOB_CHARS.search(text) and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        files = [p for p in found if p.is_file()]
+        if not files:
+            raise InputError(f"no file matches the input glob {text!r}; check input_path (or the partition folder)")
+        return files
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+        if not files:
+            raise InputError(f"input folder {path} holds no *.jsonl file; check input_path (or the partition folder)")
+        return files
+    if path.is_file():
+        return [path]
+    raise InputError(f"input {text!r} is neither a file, a folder nor a glob that matches anything; check input_path")
+
+
+def effective_chunk_size(records: int, chunk_size: int, max_shards: int) -> int:
+    """``chunk_size`` grown just enough that ``records`` make at most ``max_shards`` shards."""
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    if max_shards < 1:
+        raise ConfigError(f"the maximum number of shards must be >= 1, got {max_shards!r}")
+    return max(chunk_size, math.ceil(records / max_shards)) if records else chunk_size
+
+
+def count_lines(inputs: Iterable[Path]) -> int:
+    """Non-blank lines of ``inputs``: the records a plan will hold, bad lines included."""
+    total = 0
+    for path in inputs:
+        with _open_input(path) as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
+
+
+def plan_shards(inputs: list[Path], staging: Path, chunk_size: int, max_shards: int,
+                skip_bad_records: bool = False) -> ShardPlan:
+    """Copy the records of ``inputs`` into shard files of at most ``chunk_size`` records under ``staging``.
+
+    Every line is checked to be a JSON object, so that a bad line is reported with its own file and
+    line number rather than a shard's. With ``skip_bad_records`` such lines go to
+    ``staging/rejects.jsonl`` instead of failing the plan. Shards of an earlier attempt are removed
+    first, so a retried plan never leaves a stale shard behind.
+    """
+    staging = Path(staging)
+    shard_dir, scored_dir = staging / "shards", staging / "scored"
+    for folder in (shard_dir, scored_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    size = effective_chunk_size(count_lines(inputs), chunk_size, max_shards)
+    plan = ShardPlan(inputs=[str(p) for p in inputs], records=0, chunk_size=size)
+    rejects_path = staging / "rejects.jsonl"
+    writer = _ShardWriter(shard_dir, scored_dir, size)
+    try:
+        with atomic_writer(rejects_path) as rejects:
+            for item in _input_lines(inputs):
+                if isinstance(item, BadLine):
+                    if not skip_bad_records:
+                        raise InputError(
+                            f"{item.source}:{item.line}: {item.reason}; fix or remove that line, or set "
+                            "skip_bad_records to send such lines to a rejects file"
+                        )
+                    rejects.write(dumps(item.as_reject()) + "\n")
+                    plan.rejected += 1
+                    continue
+                writer.add(item)
+                plan.records += 1
+    finally:
+        plan.shards = writer.close()
+    if len(plan.shards) > max_shards:
+        raise RuntimeError(f"internal error: {len(plan.shards)} shards planned, at most {max_shards} allowed")
+    if skip_bad_records:
+        plan.rejects = str(rejects_path)
+    else:
+        rejects_path.unlink(missing_ok=True)
+    log.info("planned %d shard(s) of up to %d records: %d records from %d file(s), %d rejected",
+             len(plan.shards), size, plan.records, len(inputs), plan.rejected)
+    return plan
+
+
+class _ShardWriter:
+    """Writes lines into consecutive shard files, starting a new one every ``size`` lines."""
+
+    def __init__(self, shard_dir: Path, scored_dir: Path, size: int) -> None:
+        self.shard_dir, self.scored_dir, self.size = shard_dir, scored_dir, size
+        self.shards: list[Shard] = []
+        self.handle: IO[str] | None = None
+        self.count = 0
+        self.total = 0
+
+    def add(self, line: str) -> None:
+        if self.handle is None or self.count == self.size:
+            self._finish()
+            self.handle = (self.shard_dir / f"{shard_name(len(self.shards))}.jsonl").open("w", encoding="utf-8")
+        self.handle.write(line)
+        self.count += 1
+
+    def _finish(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.close()
+        index = len(self.shards)
+        name = f"{shard_name(index)}.jsonl"
+        self.shards.append(Shard(index, str(self.shard_dir / name), str(self.scored_dir / name),
+                                 self.count, self.total))
+        self.total += self.count
+        self.handle, self.count = None, 0
+
+    def close(self) -> list[Shard]:
+        self._finish()
+        return self.shards
+
+
+def _open_input(path: Path) -> IO[str]:
+    try:
+        return Path(path).open("r", encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist (was it moved while the run was planned?)") from None
+
+
+def _input_lines(inputs: Iterable[Path]) -> Iterator[str | BadLine]:
+    """Each non-blank line of ``inputs`` as text ending in a newline, or a BadLine when it is not a JSON object."""
+    for path in inputs:
+        with _open_input(path) as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                parsed = parse_line(text, path, number)
+                yield parsed if isinstance(parsed, BadLine) else text.rstrip("\r\n") + "\n"
+
+
+def scored_keys(config: ScoringConfig) -> frozenset[str]:
+    """The top-level keys scoring may add or change; every other key must come through untouched."""
+    if config.whole_video:
+        return frozenset({SCORE, ERROR, FRAME_SCORES})
+    return frozenset({config.output_key})
+
+
+def merge_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) -> MergeResult:
+    """Write every scored shard of ``plan`` to ``out`` in input order, checking it against its input shard.
+
+    Raises MergeError when a scored shard is missing, has more or fewer records than its input, or
+    holds a record that is not its input record plus scores: any of these means a record was
+    lost, duplicated or reordered, and the run must not publish the output.
+    """
+    config.validate()
+    result = MergeResult()
+    total = hashlib.sha256()
+    untouched = scored_keys(config)
+    figure_root = Path(config.figure_root)
+    expected = 0
+    for shard in sorted(plan.shards, key=lambda s: s.index):
+        if shard.first_record != expected:
+            raise MergeError(f"{shard.name} starts at record {shard.first_record}, expected {expected}: "
+                             "the shard plan has a gap or an overlap")
+        expected += shard.records
+        summary = _merge_one(shard, config, untouched, figure_root, out, total, result)
+        result.shards.append(summary)
+    if result.records != plan.records:
+        raise MergeError(f"merged {result.records} records, the plan holds {plan.records}")
+    result.sha256 = total.hexdigest()
+    result.errors = dict(sorted(result.errors.items()))
+    return result
+
+
+def _merge_one(shard: Shard, config: ScoringConfig, untouched: frozenset[str], figure_root: Path,
+               out: IO[bytes], total: Any, result: MergeResult) -> ShardSummary:
+    scored_path = Path(shard.output)
+    if not scored_path.is_file():
+        raise MergeError(f"{shard.name}: scored output {scored_path} is missing; its score_shard task did not write it")
+    digest = hashlib.sha256()
+    summary = ShardSummary(shard.name, 0, shard.first_record, 0, 0, 0, "")
+    with Path(shard.input).open("rb") as inputs, scored_path.open("rb") as scored:
+        in_lines = (line for line in inputs if line.strip())
+        for number, line in enumerate((line for line in scored if line.strip()), start=1):
+            source = next(in_lines, None)
+            if source is None:
+                raise MergeError(f"{shard.name}: scored output has more records than the {shard.records} of its "
+                                 f"input (extra record at line {number} of {scored_path}): records were duplicated")
+            record, original = json.loads(line), json.loads(source)
+            if _strip(record, untouched) != _strip(original, untouched):
+                raise MergeError(f"{shard.name}: record {number} of {scored_path} is not record {number} of "
+                                 f"{shard.input}: records were lost, duplicated or reordered")
+            _count_clips(original, record, number - 1, config, figure_root, summary, result)
+            if not line.endswith(b"\n"):
+                line += b"\n"
+            digest.update(line)
+            total.update(line)
+            out.write(line)
+            result.bytes += len(line)
+            summary.records += 1
+        if next(in_lines, None) is not None or summary.records != shard.records:
+            raise MergeError(f"{shard.name}: scored output holds {summary.records} records, its input "
+                             f"{shard.records}: records were lost")
+    summary.sha256 = digest.hexdigest()
+    result.records += summary.records
+    return summary
+
+
+def _strip(record: Any, keys: frozenset[str]) -> Any:
+    return {k: v for k, v in record.items() if k not in keys} if isinstance(record, dict) else record
+
+
+def _count_clips(original: dict[str, Any], record: dict[str, Any], record_no: int, config: ScoringConfig,
+                 figure_root: Path, summary: ShardSummary, result: MergeResult) -> None:
+    """Count the samples of ``original`` and how ``record`` scored them."""
+    samples = samples_of(original, record_no, config, figure_root, 0)
+    if not samples:
+        result.passthrough += 1
+        return
+    targets = [record] if config.whole_video else (clip_list(record, config.output_key) or [])
+    if len(targets) != len(samples):
+        raise MergeError(f"{summary.name}: record {record_no + 1} has {len(samples)} clips in its input and "
+                         f"{len(targets)} in its scored output")
+    for target in targets:
+        error = target.get(ERROR) if isinstance(target, dict) else "invalid_clip"
+        score = target.get(SCORE) if isinstance(target, dict) else None
+        summary.clips += 1
+        result.clips += 1
+        if score is not None and error is None:
+            summary.scored += 1
+            result.scored += 1
+        else:
+            summary.failed += 1
+            result.failed += 1
+            key = str(error or "unscored")
+            result.errors[key] = result.errors.get(key, 0) + 1
+
+
+def build_manifest(*, plan: ShardPlan, merged: MergeResult, config: ScoringConfig, output: str,
+                   model: dict[str, Any], frames: dict[str, Any] | None = None,
+                   run: dict[str, Any] | None = None, rejects: str | None = None) -> dict[str, Any]:
+    """The run's manifest: what went in, what came out, per-shard checksums, and the model that scored it.
+
+    Holds no wall-clock time, so that a rerun of the same run writes the same bytes.
+    """
+    shard_summaries = [asdict(s) for s in merged.shards]
+    return {
+        "package": {"name": "video-aesthetics", "version": __version__},
+        "run": run or {},
+        "input": {"paths": plan.inputs, "records": plan.records + plan.rejected, "rejected": plan.rejected},
+        "output": {"path": output, "records": merged.records, "sha256": merged.sha256, "bytes": merged.bytes,
+                   "rejects": rejects},
+        "records": {"in": plan.records + plan.rejected, "out": merged.records, "passthrough": merged.passthrough,
+                    "rejected": plan.rejected},
+        "clips": {"in": merged.clips, "out": merged.clips, "scored": merged.scored, "failed": merged.failed,
+                  "errors": merged.errors},
+        "frames": frames or {},
+        "chunk_size": plan.chunk_size,
+        "shards": shard_summaries,
+        "model": model,
+        "config": config.as_dict(),
+    }
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

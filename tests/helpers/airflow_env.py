@@ -1,0 +1,147 @@
+"""A throw-away Airflow installation for tests: its own AIRFLOW_HOME, SQLite database and this repo's DAGs.
+
+Airflow reads its configuration when it is first imported, so every test that runs Airflow does so
+in a child process started with ``airflow_env(...)``; the test process itself never imports
+Airflow's core. The database is migrated once per session into a template and copied for each
+installation (a migration takes far longer than a copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+PLUGINS = REPO / "plugins"
+DB_NAME = "airflow.db"
+
+_template: Path | None = None
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow process using ``home``: LocalExecutor, SQLite, no example DAGs.
+
+    AIRFLOW__* variables of the calling environment are dropped so that nothing outside the test
+    changes what Airflow does; ``extra`` adds or overrides variables.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / DB_NAME}",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
+    )
+    env.update(extra)
+    return env
+
+
+def airflow(env: dict[str, str], *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``airflow`` CLI of this interpreter's environment."""
+    run = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(f"airflow {' '.join(args)} exited {run.returncode}:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+    return run
+
+
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose database has been migrated, made once per test session."""
+    global _template
+    if _template is None or not (_template / DB_NAME).is_file():
+        home = tmp_path_factory.mktemp("airflow_template")
+        airflow(airflow_env(home), "db", "migrate", timeout=600)
+        _template = home
+    return _template
+
+
+def new_home(tmp_path_factory: pytest.TempPathFactory, name: str = "airflow_home") -> Path:
+    """A fresh AIRFLOW_HOME holding a copy of the migrated database."""
+    template = migrated_template(tmp_path_factory)
+    home = tmp_path_factory.mktemp(name)
+    shutil.copy2(template / DB_NAME, home / DB_NAME)
+    return home
+
+
+_DAG_TEST = textwrap.dedent(
+    """
+    import json, sys
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    args = json.loads(sys.argv[1])
+    bag = DagBag(dag_folder=args["dags"])
+    if bag.import_errors:
+        print("RESULT " + json.dumps([{"error": "ImportError", "message": str(bag.import_errors)}]))
+        sys.exit(3)
+    dag = bag.dags[args["dag_id"]]
+
+    def outcome(run):
+        with create_session() as session:
+            tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id,
+                                                             TaskInstance.run_id == run.run_id)).all()
+            tasks = [{"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
+                      "rendered_map_index": ti.rendered_map_index} for ti in tis]
+            rows = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id,
+                                                           XComModel.run_id == run.run_id)).all()
+            xcom = {f"{row.task_id}[{row.map_index}].{row.key}": row.value for row in rows}
+        return {"state": str(run.state), "run_id": run.run_id, "logical_date": str(run.logical_date),
+                "tasks": tasks, "xcom": xcom}
+
+    results = []
+    for spec in args["runs"]:
+        logical_date = pendulum.parse(spec["logical_date"]) if spec.get("logical_date") else None
+        try:
+            results.append(outcome(dag.test(run_conf=spec.get("conf"), logical_date=logical_date)))
+        except Exception as err:
+            results.append({"error": type(err).__name__, "message": str(err)})
+        print("RUN DONE " + str(len(results)), flush=True)
+    print("RESULT " + json.dumps(results, default=str))
+    """
+)
+
+
+def dag_test(env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeout: float = 600) -> list[dict[str, Any]]:
+    """Run ``dag.test()`` for each of ``runs`` ({"conf": ..., "logical_date": "YYYY-MM-DD"}) in one child process.
+
+    One process for all runs: starting Airflow's in-process API and importing torch dominate a
+    small run. Each outcome holds the run's state, its task states and XComs; a failure before any
+    task runs (an import error, a refused param) is ``{"error": <exception class>, "message": ...}``.
+    The combined log of the child is in each outcome's "log".
+    """
+    args = {"dags": env["AIRFLOW__CORE__DAGS_FOLDER"], "dag_id": dag_id, "runs": runs}
+    run = subprocess.run([sys.executable, "-c", _DAG_TEST, json.dumps(args)], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise AssertionError(f"dag.test() printed no result (exit {run.returncode}):\n"
+                             f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}")
+    results = json.loads(lines[-1][len("RESULT "):])
+    for result in results:
+        result["log"] = run.stdout + run.stderr
+    return results
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

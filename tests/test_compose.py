@@ -1,0 +1,295 @@
+"""The Docker deployment, checked by reading it: docker-compose.yaml, Dockerfile and .dockerignore.
+
+Docker cannot run where the tests run; where `docker compose` exists the file is validated by it too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+AIRFLOW_SERVICES = {
+    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+    "airflow-worker", "airflow-worker-gpu", "airflow-init",
+}
+LONG_RUNNING = AIRFLOW_SERVICES - {"airflow-init"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def command_words(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def unset_value(text: str) -> str:
+    """``text`` as compose reads it when no variable is set: ${VAR:-default} becomes default."""
+    return re.sub(r"\$\{\w+(?::?[-?]([^}]*))?\}", lambda m: m.group(1) or "", text)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (host path or volume name) of a service's short-syntax volumes."""
+    out = {}
+    for entry in service.get("volumes", []):
+        source, target = unset_value(entry).split(":")[:2]
+        out[target] = source
+    return out
+
+
+def test_every_service_is_there(services: dict[str, Any]) -> None:
+    assert {"postgres", "redis"} | AIRFLOW_SERVICES <= set(services)
+
+
+def test_airflow_runs_celery_on_postgres_and_redis(services: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
+        assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+        # Workers check the tokens the API server signs: one secret for all.
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    secrets = {services[name]["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] for name in AIRFLOW_SERVICES}
+    assert len(secrets) == 1
+
+
+def test_airflow_services_use_the_image_built_here(services: dict[str, Any]) -> None:
+    images = set()
+    for name in AIRFLOW_SERVICES:
+        service = services[name]
+        build = service["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE, name
+        images.add(service["image"])
+    assert len(images) == 1
+
+
+def test_commands(services: dict[str, Any]) -> None:
+    assert command_words(services["airflow-apiserver"]) == ["api-server"]
+    assert command_words(services["airflow-scheduler"]) == ["scheduler"]
+    assert command_words(services["airflow-dag-processor"]) == ["dag-processor"]
+    assert command_words(services["airflow-triggerer"]) == ["triggerer"]
+    assert command_words(services["airflow-worker"]) == ["celery", "worker"]
+
+
+def queues_of(words: list[str]) -> set[str]:
+    for flag in ("-q", "--queues"):
+        if flag in words:
+            return set(words[words.index(flag) + 1].split(","))
+    return {"default"}
+
+
+def concurrency_of(words: list[str]) -> int | None:
+    for flag in ("-c", "--concurrency"):
+        if flag in words:
+            return int(words[words.index(flag) + 1])
+    return None
+
+
+def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time(services: dict[str, Any]) -> None:
+    gpu = services["airflow-worker-gpu"]
+    words = command_words(gpu)
+    assert words[:2] == ["celery", "worker"]
+    assert queues_of(words) == {"gpu"}
+    assert concurrency_of(words) == 1
+    # The CPU worker must not pick up scoring shards.
+    assert "gpu" not in queues_of(command_words(services["airflow-worker"]))
+    assert gpu["environment"]["VIDEO_AESTHETICS_QUEUE"] == "gpu"
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu(services: dict[str, Any]) -> None:
+    devices = services["airflow-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert len(devices) == 1
+    [device] = devices
+    assert device["driver"] == "nvidia"
+    assert "gpu" in device["capabilities"]
+    assert device.get("count") in (1, "all") or device.get("device_ids")
+    for name in AIRFLOW_SERVICES - {"airflow-worker-gpu"}:
+        assert "deploy" not in services[name], f"{name} must not hold a GPU"
+
+
+def test_gpu_worker_has_room_for_dataloader_shared_memory(services: dict[str, Any]) -> None:
+    size = str(services["airflow-worker-gpu"]["shm_size"]).lower()
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", size).groups()  # type: ignore[union-attr]
+    assert int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit] >= 1 << 30
+
+
+def test_scoring_env_reaches_every_airflow_container(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES:
+        service = services[name]
+        env = service["environment"]
+        assert env["VIDEO_AESTHETICS_QUEUE"] == "gpu"
+        assert env["VIDEO_AESTHETICS_POOL"] == "gpu"
+        cache = env["VIDEO_AESTHETICS_CACHE"]
+        # The cache must live on a named volume, so weights survive container restarts and are shared.
+        volume = next(source for target, source in mounts(service).items() if cache.startswith(target.rstrip("/") + "/"))
+        assert volume in compose["volumes"], (name, volume)
+        assert env["HF_HOME"].startswith(cache.rsplit("/", 1)[0])
+
+
+def test_dags_and_plugins_are_mounted(services: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES:
+        targets = mounts(services[name])
+        assert targets["/opt/airflow/dags"].endswith("/dags"), name
+        assert targets["/opt/airflow/plugins"].endswith("/plugins"), name
+        assert "/opt/airflow/data" in targets, name
+
+
+def test_init_migrates_creates_the_admin_and_the_gpu_pool(services: dict[str, Any]) -> None:
+    init = services["airflow-init"]
+    env = init["environment"]
+    assert env["_AIRFLOW_DB_MIGRATE"] == "true"
+    assert env["_AIRFLOW_WWW_USER_CREATE"] == "true"
+    script = "\n".join(command_words(init))
+    pool = re.search(r"airflow pools set (\S+) (\S+)", script)
+    assert pool is not None, "airflow-init must create the pool the scoring tasks run in"
+    assert pool.group(1) == init["environment"]["VIDEO_AESTHETICS_POOL"] == "gpu"
+    assert int(unset_value(pool.group(2)).strip('"')) >= 1
+    # /entrypoint migrates the database first (_AIRFLOW_DB_MIGRATE): the pool table exists by then.
+    assert re.search(r"/entrypoint airflow pools set", script)
+    assert "restart" not in init
+
+
+def test_healthchecks(services: dict[str, Any]) -> None:
+    for name in LONG_RUNNING | {"postgres", "redis"}:
+        check = services[name]["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert check["retries"] >= 1 and check["interval"], name
+        assert services[name]["restart"] == "always", name
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        # Each worker pings itself ($$ is compose's escape for a shell variable).
+        assert "inspect ping" in test and 'celery@$${HOSTNAME}' in test, name
+
+
+def test_depends_on_shape(services: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES:
+        needs = services[name]["depends_on"]
+        assert needs["postgres"]["condition"] == "service_healthy", name
+        assert needs["redis"]["condition"] == "service_healthy", name
+        for dependency in needs:
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+    for name in LONG_RUNNING:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy", name
+    assert "airflow-init" not in services["airflow-init"]["depends_on"]
+    # Dependencies must form no cycle, or compose refuses to start.
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> None:
+        assert state.get(node) != 1, f"dependency cycle through {node}"
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dependency in services[node].get("depends_on", {}):
+            visit(dependency)
+        state[node] = 2
+
+    for name in services:
+        visit(name)
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings_in(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def test_dollar_signs_are_valid_compose_interpolation(compose: dict[str, Any]) -> None:
+    # Compose reads "$x" / "${x}" in values as its own variables: shell variables must be written "$$".
+    for value in strings_in(compose):
+        text = value.replace("$$", "")
+        for match in re.finditer(r"\$", text):
+            rest = text[match.start():]
+            assert re.match(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}", rest), f"bad interpolation near {rest[:40]!r}"
+
+
+def dockerfile_lines() -> list[str]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_dockerfile_extends_the_official_airflow_3_image_on_python_311() -> None:
+    lines = dockerfile_lines()
+    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", line).groups() for line in lines  # type: ignore[union-attr]
+                if line.startswith("ARG ") and "=" in line)
+    [base] = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+    match = re.fullmatch(r"apache/airflow:(3\.\d+\.\d+)-python3\.11", image)
+    assert match, image
+    # The image runs the Airflow this project is tested with.
+    assert match.group(1) == importlib.metadata.version("apache-airflow")
+
+
+def test_dockerfile_installs_the_package_as_the_airflow_user() -> None:
+    lines = dockerfile_lines()
+    copied = " ".join(line for line in lines if line.startswith("COPY "))
+    assert "pyproject.toml" in copied and "README.md" in copied and "plugins/video_aesthetics" in copied
+    installs = [i for i, line in enumerate(lines) if re.search(r"\bpip install\b", line)]
+    assert len(installs) == 1
+    install = lines[installs[0]]
+    assert re.search(r"""["']?\.(\[[a-z,]+\])?["']?(\s|$)""", install), install
+    assert "apache-airflow==${AIRFLOW_VERSION}" in install
+    users = [line.split()[1] for line in lines[: installs[0]] if line.startswith("USER ")]
+    assert users[-1] == "airflow"
+    # torch comes from PyPI's default index: its Linux wheel is the CUDA build.
+    assert "--index-url" not in install and "cpu" not in install
+    assert "import video_aesthetics" in install
+
+
+def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/") for p in patterns)
+
+    for needed in ("pyproject.toml", "README.md", "plugins/video_aesthetics/__init__.py", "Dockerfile"):
+        assert not ignored(needed), needed
+    for heavy in (".venv/bin/python", ".git/config", "demo_output/x.mp4", "cache/w.pth"):
+        assert ignored(heavy), heavy
+
+
+def test_packaged_modules_exist() -> None:
+    assert (ROOT / "plugins" / "video_aesthetics" / "__init__.py").is_file()
+    assert (ROOT / "pyproject.toml").is_file()
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="docker compose is not installed here",
+)
+def test_docker_compose_accepts_the_file() -> None:
+    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

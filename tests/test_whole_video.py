@@ -1,0 +1,118 @@
+"""Whole-video scoring (video_clips_key None or ""): load_num frames spread over the video, decoded with PyAV."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+from helpers.media import read_jsonl, write_jsonl, write_video
+from helpers.reference import load_reference_model, reference_clip_score
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.pipeline import score_jsonl
+from video_aesthetics.scoring import Scorer, iter_results
+
+
+@pytest.fixture(scope="module")
+def scorer(model_args: dict[str, str]) -> Scorer:
+    return Scorer.load(ScoringConfig(**model_args, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_clip_dir: Path) -> torch.nn.Module:
+    return load_reference_model(tiny_clip_dir)
+
+
+def _config(model_args: dict[str, str], **changes: object) -> ScoringConfig:
+    return ScoringConfig(**model_args, video_clips_key="", num_workers=0, device="cpu", **changes)
+
+
+def _decoded_frames(path: Path, indices: list[int], folder: Path) -> list[Path]:
+    """The frames at ``indices``, decoded independently (every frame, in order) and saved losslessly."""
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in indices:
+        paths.append(folder / f"{index}.png")
+        Image.fromarray(frames[index]).save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9")])
+def test_score_is_the_mean_over_frames_spread_over_the_whole_video(tmp_path: Path, model_args: dict, scorer: Scorer,
+                                                                   reference: torch.nn.Module, suffix: str, codec: str) -> None:
+    # Matroska/WebM headers carry no frame count: the frames are counted another way there.
+    video = write_video(tmp_path / f"clip.{suffix}", frames=25, seed=4, codec=codec)
+    config = _config(model_args, load_num=3, frame_scores=True)
+    [result] = list(iter_results([{"video": str(video)}], config, scorer, tmp_path))
+    # 25 frames, load_num 3: the first, the middle and the last.
+    frames = _decoded_frames(video, [0, 12, 24], tmp_path / "expected")
+    head = Path(model_args["mlp_checkpoint"])
+    assert result.error is None
+    assert result.score == pytest.approx(reference_clip_score(reference, head, frames), abs=1e-5)
+    assert result.frame_scores == pytest.approx([reference_clip_score(reference, head, [f]) for f in frames], abs=1e-5)
+
+
+def test_a_video_shorter_than_load_num_uses_every_frame(tmp_path: Path, model_args: dict, scorer: Scorer,
+                                                       reference: torch.nn.Module) -> None:
+    video = write_video(tmp_path / "short.mp4", frames=2, seed=9)
+    [result] = list(iter_results([{"video": [str(video)]}], _config(model_args, load_num=5), scorer, tmp_path))
+    frames = _decoded_frames(video, [0, 1], tmp_path / "expected")
+    assert len(result.frame_scores) == 2
+    assert result.score == pytest.approx(reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), frames), abs=1e-5)
+
+
+def test_unreadable_videos_get_null_and_an_error_and_nothing_is_lost(tmp_path: Path, model_args: dict) -> None:
+    good = write_video(tmp_path / "good.mp4", frames=6, seed=1)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 100)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "folder.mp4").mkdir()
+    records = [
+        {"video": [str(good)], "id": 1, "meta": {"k": [1, None]}},
+        {"video": str(junk), "id": 2},
+        {"video": str(tmp_path / "absent.mp4"), "id": 3},
+        {"video": str(truncated), "id": 4},
+        {"video": str(tmp_path / "folder.mp4"), "id": 5},
+        {"caption": "no video: passes through", "id": 6},
+    ]
+    source, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out.jsonl"
+    stats = score_jsonl(source, out, _config(model_args))
+    got = read_jsonl(out)
+    assert isinstance(got[0]["aesthetic_score"], float) and "aesthetic_error" not in got[0]
+    for record in got[1:5]:
+        assert record["aesthetic_score"] is None
+        assert record["aesthetic_error"] == "unreadable_video"
+    assert got[5] == records[5]
+    for before, after in zip(records, got):
+        assert {k: v for k, v in after.items() if not k.startswith("aesthetic_")} == before
+    assert (stats.records, stats.clips, stats.scored, stats.failed, stats.passthrough) == (6, 5, 1, 4, 1)
+    assert stats.errors == {"unreadable_video": 4}
+
+
+def test_cli_with_an_empty_clips_key_scores_whole_videos(tmp_path: Path, model_args: dict) -> None:
+    records = [{"video": [str(write_video(tmp_path / f"v{i}.mp4", frames=8, seed=i))], "i": i} for i in range(3)]
+    records.append({"video": str(tmp_path / "missing.mp4"), "i": 3})
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    expected = tmp_path / "expected.jsonl"
+    score_jsonl(source, expected, _config(model_args, load_num=3))
+    out = tmp_path / "out.jsonl"
+    # Decoding happens in worker processes here, in the main process for the expected output.
+    command = [sys.executable, "-m", "video_aesthetics", "score", "--input", str(source), "--output", str(out),
+               "--video-clips-key", "", "--clip-model", model_args["clip_model"],
+               "--mlp-checkpoint", model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == expected.read_bytes()
+    got = read_jsonl(out)
+    assert all(isinstance(r["aesthetic_score"], float) for r in got[:3])
+    assert (got[3]["aesthetic_score"], got[3]["aesthetic_error"]) == (None, "unreadable_video")
+    assert '"clips": 4, "scored": 3, "failed": 1' in done.stdout
