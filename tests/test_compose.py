@@ -62,6 +62,24 @@ def test_every_service_is_there(services: dict[str, Any]) -> None:
     assert {"postgres", "redis"} | AIRFLOW_SERVICES <= set(services)
 
 
+# The service keys of the Compose Specification that a file like this one may use (a typo is silently ignored
+# by some tools and refused by others).
+SERVICE_KEYS = {
+    "build", "command", "depends_on", "deploy", "entrypoint", "environment", "env_file", "expose", "healthcheck",
+    "image", "ports", "profiles", "restart", "shm_size", "user", "volumes", "working_dir", "ipc", "ulimits",
+}
+
+
+def test_only_known_keys(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    assert set(compose) - {"services", "volumes", "name"} == {k for k in compose if k.startswith("x-")}
+    for name, service in services.items():
+        assert set(service) <= SERVICE_KEYS, (name, set(service) - SERVICE_KEYS)
+        for check in [service.get("healthcheck", {})]:
+            assert set(check) <= {"test", "interval", "timeout", "retries", "start_period", "start_interval"}, name
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] in ("service_started", "service_healthy", "service_completed_successfully")
+
+
 def test_airflow_runs_celery_on_postgres_and_redis(services: dict[str, Any]) -> None:
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
@@ -158,6 +176,14 @@ def test_dags_and_plugins_are_mounted(services: dict[str, Any]) -> None:
         assert targets["/opt/airflow/dags"].endswith("/dags"), name
         assert targets["/opt/airflow/plugins"].endswith("/plugins"), name
         assert "/opt/airflow/data" in targets, name
+
+
+def test_dag_folders_live_on_the_shared_data_mount(services: dict[str, Any]) -> None:
+    # Every worker must see the same inputs, frames, shard files and outputs.
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        for key in ("VIDEO_AESTHETICS_INPUT_ROOT", "VIDEO_AESTHETICS_OUTPUT_ROOT", "VIDEO_AESTHETICS_FIGURE_ROOT"):
+            assert env[key].startswith("/opt/airflow/data/"), (name, key)
 
 
 def test_init_migrates_creates_the_admin_and_the_gpu_pool(services: dict[str, Any]) -> None:

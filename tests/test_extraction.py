@@ -260,6 +260,8 @@ def test_clip_without_a_frame_range_is_missing(tmp_path: Path) -> None:
     (clip("d", 3, 4), {0: 3}),
     (clip("e", 5, 2), {}),
     ({"id": "f", "frame_start": "0", "frame_end": 9}, {}),
+    # Without frame_start the clip could be anywhere in the video.
+    ({"id": "g", "num_frames": 5}, {}),
 ])
 def test_clip_indices(given: dict, expected: dict) -> None:
     assert clip_indices(given) == expected
@@ -273,3 +275,28 @@ def test_extract_clip_frames(tmp_path: Path) -> None:
     assert np.abs(pixels(paths[2]) - reference[23]).mean() < 8.0
     with pytest.raises(InputError, match="frame range"):
         extract_clip_frames(source, {"id": "c"}, tmp_path / "out")
+
+
+def test_many_clips_of_one_video_are_decoded_in_bounded_passes(tmp_path: Path) -> None:
+    source = write_video(tmp_path / "long.mp4", frames=60, seed=11)
+    clips = [clip(f"c{i:02d}", 3 * i, 3 * i + 3) for i in range(20)]  # 60 frames to write, more than one pass
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [record("long.mp4", *clips)])
+    figure_root = tmp_path / "frames"
+
+    report = check_frames([jsonl], config_for(figure_root), "extract")
+
+    assert (report.clips, report.extracted) == (20, 20)
+    reference = decode_all(source)
+    for cid, start in (("c00", 0), ("c19", 57)):
+        for local in (0, 1, 2):
+            got = pixels(figure_root / "long" / cid / "img" / f"frame_{local:06d}.jpg")
+            distances = [float(np.abs(got - frame).mean()) for frame in reference]
+            assert int(np.argmin(distances)) == start + local
+
+
+def test_write_errors_fail_the_check_instead_of_blaming_the_video(dataset) -> None:
+    jsonl, figure_root, _ = dataset
+    figure_root.mkdir()
+    (figure_root / "alpha").write_text("a file where a folder must go")
+    with pytest.raises(OSError):
+        check_frames([jsonl], config_for(figure_root), "extract")

@@ -153,3 +153,15 @@ def test_atomic_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
 def test_default_rejects_path() -> None:
     assert default_rejects_path("/o/out.jsonl") == Path("/o/out.rejects.jsonl")
     assert default_rejects_path("/o/out") == Path("/o/out.rejects.jsonl")
+
+
+def test_atomic_writer_respects_the_umask(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_writer(tmp_path / "x.jsonl") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.jsonl").stat().st_mode & 0o777 == 0o644

@@ -46,8 +46,8 @@ def _decoded_frames(path: Path, indices: list[int], folder: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize(("suffix", "codec"), [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9")])
-def test_score_is_the_mean_over_frames_spread_over_the_whole_video(tmp_path: Path, model_args: dict, scorer: Scorer,
-                                                                   reference: torch.nn.Module, suffix: str, codec: str) -> None:
+def test_score_is_the_mean_over_frames_spread_over_the_whole_video(
+        tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module, suffix: str, codec: str) -> None:
     # Matroska/WebM headers carry no frame count: the frames are counted another way there.
     video = write_video(tmp_path / f"clip.{suffix}", frames=25, seed=4, codec=codec)
     config = _config(model_args, load_num=3, frame_scores=True)
@@ -66,7 +66,8 @@ def test_a_video_shorter_than_load_num_uses_every_frame(tmp_path: Path, model_ar
     [result] = list(iter_results([{"video": [str(video)]}], _config(model_args, load_num=5), scorer, tmp_path))
     frames = _decoded_frames(video, [0, 1], tmp_path / "expected")
     assert len(result.frame_scores) == 2
-    assert result.score == pytest.approx(reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), frames), abs=1e-5)
+    expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), frames)
+    assert result.score == pytest.approx(expected, abs=1e-5)
 
 
 def test_unreadable_videos_get_null_and_an_error_and_nothing_is_lost(tmp_path: Path, model_args: dict) -> None:

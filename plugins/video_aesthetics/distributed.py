@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import logging
 import multiprocessing.connection
 import os
@@ -43,7 +44,7 @@ import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.errors import ConfigError, RankFailedError, VideoAestheticsError
 from video_aesthetics.records import JsonlSource, SampleResult, count_records
 from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
 
@@ -62,10 +63,7 @@ _PROGRESS_SECONDS = 30.0
 _STOP_GRACE_SECONDS = 10.0
 _FAILURE_GRACE_SECONDS = 2.0
 _RESULTS_FILE = "results.pkl"
-
-
-class RankFailedError(VideoAestheticsError):
-    """A rank raised or died; the run wrote nothing."""
+_GATHERING = "gathering results"
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,8 @@ def _score_launched(source: Iterable[dict[str, Any]], config: ScoringConfig, fin
         return outcome
 
 
-def score_shard(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, info: RankInfo) -> list[Compact]:
+def score_shard(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer,
+                info: RankInfo) -> list[Compact]:
     """This rank's results as compact tuples (seq, score, error, frame_scores), in seq order."""
     total = _shard_size(count_records(source, config, Path(config.figure_root)).clips, config.batch_size, info)
     started = last = time.monotonic()
@@ -282,7 +281,9 @@ def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, fini
 
 def _spawned_rank(rank: int, world: int, source: Iterable[dict[str, Any]], config: ScoringConfig, scratch: str,
                   timeout: timedelta, level: int, parent: int) -> None:
-    """A spawned rank's whole life; a failure is left in ``scratch`` for the parent to report."""
+    """A spawned rank's whole life; a failure, and what the rank was doing, is left in ``scratch`` for the parent."""
+    phase = "starting"
+    code = 0
     try:
         _exit_with_parent(parent)
         if not logging.getLogger().handlers:
@@ -292,19 +293,29 @@ def _spawned_rank(rank: int, world: int, source: Iterable[dict[str, Any]], confi
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         init = f"file://{Path(scratch) / 'rendezvous'}"
         with process_group(config, timeout=timeout, rank=rank, world=world, local_rank=rank, init_method=init) as info:
+            phase = "loading the model"
             scorer = Scorer.load(config, info.device)
-            merged = gather_results(score_shard(source, config, scorer, info), info)
+            phase = "scoring"
+            mine = score_shard(source, config, scorer, info)
+            phase = _GATHERING
+            merged = gather_results(mine, info)
             if merged is not None:
+                phase = "handing the results over"
                 _dump(Path(scratch) / _RESULTS_FILE, (merged, scorer.identity))
-    except BaseException as err:
-        (Path(scratch) / f"rank{rank}.error").write_text(f"{type(err).__name__}: {err}", encoding="utf-8")
-        raise
-    # Everything is delivered and the group is gone; tearing down torch's interpreter state takes
+    except BaseException as err:  # noqa: BLE001 - whatever it was, the parent must learn of it
+        code = 1
+        report = {"phase": phase, "error": f"{type(err).__name__}: {err}"}
+        (Path(scratch) / f"rank{rank}.error").write_text(json.dumps(report), encoding="utf-8")
+        if isinstance(err, VideoAestheticsError):
+            log.error("rank %d: %s", rank, err)
+        else:
+            log.exception("rank %d failed while %s", rank, phase)
+    # The outcome is delivered and the group is gone; tearing down torch's interpreter state takes
     # seconds per rank and keeps the run waiting for nothing.
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def _dump(path: Path, value: Any) -> None:
@@ -351,9 +362,10 @@ def _failure_message(processes: list[Any], scratch: Path) -> str:
             continue
         error_file = scratch / f"rank{rank}.error"
         if error_file.is_file():
-            text = error_file.read_text(encoding="utf-8").strip()
-            # Errors of the communication layer are the echo of another rank's failure.
-            failures.append((2 if text.startswith("Dist") else 1, f"rank {rank} failed: {text}"))
+            report = json.loads(error_file.read_text(encoding="utf-8"))
+            # A rank that fails at the gather is most often echoing another rank that left the group.
+            order = 2 if report["phase"] == _GATHERING else 1
+            failures.append((order, f"rank {rank} failed while {report['phase']}: {report['error']}"))
         elif code < 0:
             failures.append((0, f"rank {rank} (pid {process.pid}) was killed by {_signal_name(-code)}"))
         else:

@@ -17,3 +17,7 @@ class InputError(VideoAestheticsError):
 
 class WeightsError(VideoAestheticsError):
     """Model or head weights are missing, unreadable or do not fit the architecture."""
+
+
+class RankFailedError(VideoAestheticsError):
+    """A process of a multi-process run raised or died; the run wrote nothing."""

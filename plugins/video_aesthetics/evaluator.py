@@ -79,11 +79,17 @@ class VideoAestheticEvaluator:
         self._scorer: Any = None
         self._scorer_key: tuple[str, str | None, str] | None = None
 
+    @property
+    def scorer(self) -> Any:
+        """The model kept from the last in-process run (a ``scoring.Scorer``), or None before one."""
+        return self._scorer
+
     @staticmethod
     def get_desc(lang: str = "zh") -> str:
         if lang == "zh":
             return "用 CLIP 图像编码器和 LAION 美学回归头为每个视频片段打美学分，并写回 video_clips"
-        return "Scores every video clip's aesthetics with a CLIP image encoder and LAION's aesthetic head, into video_clips."
+        return ("Scores every video clip's aesthetics with a CLIP image encoder and LAION's aesthetic head, "
+                "into video_clips.")
 
     def run(
         self,
@@ -110,11 +116,13 @@ class VideoAestheticEvaluator:
         Returns the names of the columns written, as DataFlow operators do: ``[output_key]`` in clip
         mode, ``["aesthetic_score"]`` in whole-video mode; ranks that do not write return [].
         """
+        if figure_root is None:
+            figure_root = resolve_figure_root(self.config.figure_root, storage)
         config = self.config.replace(
             input_video_key=input_video_key, video_clips_key=video_clips_key, clip_model=clip_model,
             mlp_checkpoint=mlp_checkpoint, load_num=load_num, batch_size=batch_size, num_workers=num_workers,
             output_key=output_key, device=device, reduction=reduction, frame_scores=frame_scores,
-            figure_root=figure_root if figure_root is not None else resolve_figure_root(self.config.figure_root, storage),
+            figure_root=figure_root,
         ).validate()
         distributed = self.init_distributed if init_distributed is None else init_distributed
         nproc = self.nproc if nproc is None else nproc

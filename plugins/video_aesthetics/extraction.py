@@ -37,6 +37,8 @@ POLICIES = ("extract", "skip", "fail")
 FIRST_MISSING = 20
 JPEG_QUALITY = 95
 _LOG_EVERY_SECONDS = 30.0
+# Frames decoded per pass over a video: a record of a thousand 4K clips must not hold them all in memory.
+_MAX_DECODED = 48
 
 
 @dataclass
@@ -144,7 +146,8 @@ def _add(report: FrameReport, item: Future[_GroupResult] | _GroupResult) -> None
 
 def _missing_message(report: FrameReport, config: ScoringConfig) -> str:
     shown = ", ".join(report.first_missing)
-    more = f" and {report.missing - len(report.first_missing)} more" if report.missing > len(report.first_missing) else ""
+    hidden = report.missing - len(report.first_missing)
+    more = f" and {hidden} more" if hidden > 0 else ""
     return (
         f"{report.missing} of {report.clips} clips have no readable frames under {config.figure_root} "
         f"(expected <figure_root>/<video stem>/<clip id>/img/*.jpg): {shown}{more}. Extract their frames first "
@@ -211,35 +214,48 @@ def _process_group(group: _Group, load_num: int, extract: bool) -> _GroupResult:
             todo.append(item)
         else:
             result.missing.append(item.name)
-    if not todo:
-        return result
-    try:
-        written = _extract_group(group.video, todo)
-    except Exception as err:  # noqa: BLE001 - PyAV, PIL and the OS raise many types; one bad video must not end the check
-        log.warning("cannot extract frames from video %s: %s", group.video, err)
-        result.unreadable_video = True
-        written = set()
-    for item in todo:
-        if id(item) in written and has_frames(item.sample.path, load_num):  # type: ignore[arg-type]
-            result.extracted += 1
-        else:
-            result.missing.append(item.name)
+    done = 0
+    for batch in _frame_batches(todo):
+        try:
+            images = _decode(group.video, batch)
+        except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree; one bad video must not end the check
+            log.warning("cannot decode frames from video %s: %s", group.video, err)
+            result.unreadable_video = True
+            result.missing.extend(item.name for item in todo[done:])
+            break
+        done += len(batch)
+        # Write errors (a full disk, no permission) are not the video's fault: they fail the task, to be retried.
+        for item in batch:
+            for local, index in clip_indices(item.clip).items():
+                _write_jpeg(images[index], item.sample.path / f"frame_{local:06d}.jpg")  # type: ignore[operator]
+            if has_frames(item.sample.path, load_num):  # type: ignore[arg-type]
+                result.extracted += 1
+            else:
+                result.missing.append(item.name)
     return result
 
 
-def _extract_group(source: Path | None, todo: list[_Clip]) -> set[int]:
-    """Decode every frame ``todo`` needs in one pass over the video; the ids of the clips written."""
+def _frame_batches(todo: list[_Clip]) -> Iterator[list[_Clip]]:
+    """Clips in input order, in batches needing at most _MAX_DECODED frames: decoded frames are held in memory."""
+    batch: list[_Clip] = []
+    frames = 0
+    for item in todo:
+        count = len(clip_indices(item.clip))
+        if batch and frames + count > _MAX_DECODED:
+            yield batch
+            batch, frames = [], 0
+        batch.append(item)
+        frames += count
+    if batch:
+        yield batch
+
+
+def _decode(source: Path | None, batch: list[_Clip]) -> dict[int, Any]:
+    """Every frame ``batch`` needs, by index in the video, from one pass over it."""
     if source is None:
         raise InputError("the record names no video file")
-    plans = [(item, clip_indices(item.clip)) for item in todo]
-    wanted = sorted({index for _, indices in plans for index in indices.values()})
-    images = dict(zip(wanted, read_frames(source, wanted)))
-    written = set()
-    for item, indices in plans:
-        for local, index in indices.items():
-            _write_jpeg(images[index], item.sample.path / f"frame_{local:06d}.jpg")  # type: ignore[operator]
-        written.add(id(item))
-    return written
+    wanted = sorted({index for item in batch for index in clip_indices(item.clip).values()})
+    return dict(zip(wanted, read_frames(source, wanted)))
 
 
 def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list[Path]:
@@ -250,8 +266,8 @@ def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list
     """
     indices = clip_indices(clip)
     if not indices:
-        raise InputError(f"clip {clip!r} has no usable frame range: it needs frame_start and frame_end "
-                         "(exclusive) or num_frames, with at least one frame")
+        raise InputError(f"clip {clip!r} has no usable frame range: it needs frame_start, and frame_end "
+                         "(exclusive) or num_frames, covering at least one frame")
     images = read_frames(video, list(indices.values()))
     paths = []
     for (local, _), image in zip(indices.items(), images):
@@ -263,7 +279,7 @@ def clip_range(clip: Any) -> tuple[int, int] | None:
     """(first frame, frame count) of a clip, from frame_start with frame_end (exclusive) or num_frames."""
     if not isinstance(clip, dict):
         return None
-    start = _int(clip.get("frame_start", 0))
+    start = _int(clip.get("frame_start"))
     end = _int(clip.get("frame_end"))
     count = end - start if end is not None and start is not None else _int(clip.get("num_frames"))
     if start is None or start < 0 or count is None or count < 1:

@@ -1,8 +1,13 @@
-"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point (no imports of our code)."""
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
+
+Imports nothing of ours but the package's version: Airflow reads this in every process.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from video_aesthetics import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -10,7 +15,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "video-aesthetics",
         "name": "Video Aesthetics",
         "description": "Aesthetic scoring of video clips with CLIP ViT-L/14 and LAION's aesthetic head.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "operators": [
             {
                 "integration-name": "Video Aesthetics",

@@ -88,11 +88,8 @@ def load_head(checkpoint: str | os.PathLike[str] | None, embed_dim: int | None =
         )
     state = _unwrap(_read(path), path)
     input_dim = _check_layout(state, path)
-    if embed_dim is not None and embed_dim != input_dim:
-        raise WeightsError(
-            f"the head in {path} expects {input_dim}-wide embeddings but the CLIP model produces {embed_dim}: "
-            "use a head trained on this CLIP model's embeddings, or the CLIP model the head was trained for"
-        )
+    if embed_dim is not None:
+        check_width(input_dim, embed_dim, path)
     module = AestheticHead(input_dim)
     module.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
     module.eval().requires_grad_(False)
@@ -103,6 +100,15 @@ def load_head(checkpoint: str | os.PathLike[str] | None, embed_dim: int | None =
     log.info("aesthetic head %s: %d-wide input, sha256 %s%s", path, input_dim, digest,
              " (official LAION head)" if identity["official"] else "")
     return LoadedHead(module=module, input_dim=input_dim, identity=identity)
+
+
+def check_width(input_dim: int, embed_dim: int, path: Path | str) -> None:
+    """Refuse a head made for embeddings of another width than the CLIP model's."""
+    if embed_dim != input_dim:
+        raise WeightsError(
+            f"the head in {path} expects {input_dim}-wide embeddings but the CLIP model produces {embed_dim}: "
+            "use a head trained on this CLIP model's embeddings, or the CLIP model the head was trained for"
+        )
 
 
 def _official_path() -> Path:

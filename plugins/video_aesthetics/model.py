@@ -314,7 +314,9 @@ def _missing_pretrained_message(spec: ClipSpec, pretrained: Mapping[str, Any], r
         name = os.path.basename(url)
         ways.append(f"download {url} and pass its path as clip_model, or put it at {where / name}")
     if hub:
-        ways.append(f"run once with network access to fill the cache from hf-hub:{hub.split('/')[0]}/{hub.split('/')[1]}")
+        ways.append(f"run once with network access to fill the cache from hf-hub:{'/'.join(hub.split('/')[:2])}")
+    if not ways:
+        ways.append(f"pass a local copy of the weights as clip_model {spec.architecture}:/path/to/weights")
     return (
         f"CLIP weights for clip_model {spec.spec!r} ({spec.architecture}, pretrained {spec.tag!r}) are not in the cache "
         f"{where} and {reason}: " + "; or ".join(ways)

@@ -99,15 +99,16 @@ class VideoAestheticScoringOperator(BaseOperator):
         skip_bad_records: bool | str = _DEFAULTS.skip_bad_records,
         rejects_path: str | None = None,
         nproc: int | str | None = None,
+        # Named here, not left to **kwargs, so that a DAG's default_args still override them.
+        retries: int | None = 2,
+        retry_delay: timedelta | float = timedelta(minutes=1),
+        retry_exponential_backoff: float = 2.0,
+        max_retry_delay: timedelta | float | None = timedelta(minutes=30),
+        execution_timeout: timedelta | None = timedelta(hours=12),
         **kwargs: Any,
     ) -> None:
-        # Defaults only: default_args and explicit arguments win.
-        kwargs.setdefault("retries", 2)
-        kwargs.setdefault("retry_delay", timedelta(minutes=1))
-        kwargs.setdefault("retry_exponential_backoff", 2.0)
-        kwargs.setdefault("max_retry_delay", timedelta(minutes=30))
-        kwargs.setdefault("execution_timeout", timedelta(hours=12))
-        super().__init__(**kwargs)
+        super().__init__(retries=retries, retry_delay=retry_delay, retry_exponential_backoff=retry_exponential_backoff,
+                         max_retry_delay=max_retry_delay, execution_timeout=execution_timeout, **kwargs)
         self.input_path = input_path
         self.output_path = output_path
         self.figure_root = figure_root
@@ -126,7 +127,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.skip_bad_records = skip_bad_records
         self.rejects_path = rejects_path
         self.nproc = nproc
-        self._baseline_children: set[int] | None = None
+        # Processes that were already there are not the task's to stop; execute() takes a fresh count.
+        self._baseline_children = _child_pids()
 
     def scoring_config(self) -> ScoringConfig:
         """The rendered parameters as a validated ScoringConfig; raises ConfigError naming a bad one."""
@@ -204,8 +206,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         return stats, digest, size
 
     def on_kill(self) -> None:
-        """Stop the decoding workers and scoring processes this task started, then anything left of them."""
-        baseline = self._baseline_children or set()
+        """Stop the decoding workers and scoring processes started since execute() began (or the operator
+        was built): SIGTERM, then SIGKILL for those still alive after a grace period."""
+        baseline = self._baseline_children
         try:
             children = [p for p in psutil.Process().children(recursive=True) if p.pid not in baseline]
         except psutil.Error:

@@ -59,14 +59,19 @@ def forward_batch_for(config: ScoringConfig, device: torch.device) -> int:
 
 
 class Scorer:
-    """A CLIP image tower and an aesthetic head on one device: uint8 pixels in, one score per image out."""
+    """A CLIP image tower and an aesthetic head on one device: uint8 pixels in, one score per image out.
+
+    ``model`` is an open_clip CLIP model (its ``visual`` tower is kept) or an image tower itself.
+    """
 
     def __init__(self, model: torch.nn.Module, head: torch.nn.Module, preprocess: PreprocessConfig,
                  device: torch.device | str = "cpu", identity: dict[str, Any] | None = None,
                  forward_batch: int = CPU_FORWARD_BATCH) -> None:
         self.device = torch.device(device)
         self.forward_batch = forward_batch
-        self.model = model.to(self.device).eval()
+        # open_clip's encode_image is its image tower; keeping only the tower frees the text
+        # tower's memory (123M parameters for ViT-L/14) on the device.
+        self.tower = getattr(model, "visual", model).to(self.device).eval()
         # The head is affine and tiny: fp32 everywhere keeps scores exact to the decimal under autocast.
         self.head = head.to(self.device, dtype=torch.float32).eval()
         self.preprocess = preprocess
@@ -79,11 +84,13 @@ class Scorer:
     @classmethod
     def load(cls, config: ScoringConfig, device: torch.device | str | None = None) -> "Scorer":
         """Load the CLIP model and head named by ``config``, checked against each other, once per run."""
-        from video_aesthetics.head import load_head
+        from video_aesthetics.head import check_width, load_head
         from video_aesthetics.model import load_clip
 
+        # The head first: it is small, and a wrong path should not wait for a 900 MB tower to load.
+        head = load_head(config.mlp_checkpoint)
         clip = load_clip(config.clip_model)
-        head = load_head(config.mlp_checkpoint, embed_dim=clip.embed_dim)
+        check_width(head.input_dim, clip.embed_dim, head.identity["path"])
         identity = {"clip": clip.identity, "head": head.identity}
         device = torch.device(device) if device is not None else resolve_device(config.device)
         return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch_for(config, device))
@@ -112,7 +119,7 @@ class Scorer:
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
         x = (x - self.mean) / self.std
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            embeddings = self.model.encode_image(x)
+            embeddings = self.tower(x)
         embeddings = embeddings.float()
         embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
         return self.head(embeddings).squeeze(-1).float().cpu()

@@ -80,8 +80,8 @@ class JsonlStorage:
                 try:
                     handle.write(dumps(record) + "\n")
                 except (TypeError, ValueError) as err:
-                    raise InputError(f"row {number} cannot be written as JSON ({err}); "
-                                     "convert that column to JSON types (str, int, float, bool, list, dict, None)") from err
+                    raise InputError(f"row {number} cannot be written as JSON ({err}); convert that column "
+                                     "to JSON types (str, int, float, bool, list, dict, None)") from err
         log.info("wrote %d records to %s", len(records), path)
         return str(path)
 
@@ -108,7 +108,8 @@ def _read_json_array(path: Path) -> list[dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}); fix the file") from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise InputError(f"{path}: a .json input must hold an array of objects; use JSONL (one object per line) otherwise")
+        raise InputError(f"{path}: a .json input must hold an array of objects; "
+                         "use JSONL (one object per line) otherwise")
     return data
 
 

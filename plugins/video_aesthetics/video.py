@@ -26,13 +26,19 @@ class VideoInfo:
 
 
 def probe(path: Path | str) -> VideoInfo:
-    """Frame count, rate and size of the first video stream; counts by decoding when the header has none."""
+    """Frame count, rate and size of the first video stream.
+
+    Containers such as MKV and WebM carry no frame count: it is estimated from the duration
+    (read_frames tolerates an estimate one too high), and counted by decoding only as a last resort.
+    """
     with av.open(str(path)) as container:
         stream = _video_stream(container, path)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = int(stream.frames or 0)
         if frames <= 0 and stream.duration and stream.time_base:
             frames = int(round(float(stream.duration * stream.time_base) * fps))
+        if frames <= 0 and container.duration:
+            frames = int(round(container.duration / av.time_base * fps))
         if frames <= 0:
             frames = sum(1 for _ in container.decode(stream))
         return VideoInfo(frames, fps, stream.codec_context.width, stream.codec_context.height)

@@ -8,12 +8,14 @@ installation (a migration takes far longer than a copy).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ PLUGINS = REPO / "plugins"
 DB_NAME = "airflow.db"
 
 _template: Path | None = None
+_in_process_home: Path | None = None
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
@@ -49,6 +52,24 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def use_private_airflow_home() -> Path:
+    """Point this process's Airflow at a private temporary home; call before anything imports airflow.
+
+    For tests that import the Task SDK in-process (operators, ObjectStoragePath): importing airflow
+    reads its configuration and creates AIRFLOW_HOME, which must never be the user's ~/airflow. A
+    child process started by ``airflow_env`` gets its own home anyway.
+    """
+    global _in_process_home
+    if _in_process_home is None:
+        home = Path(tempfile.mkdtemp(prefix="airflow_home_"))
+        atexit.register(shutil.rmtree, home, True)
+        for key, value in airflow_env(home).items():
+            if key.startswith("AIRFLOW"):
+                os.environ[key] = value
+        _in_process_home = home
+    return _in_process_home
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,0 +1,236 @@
+"""Scoring with several processes on CPU: gloo ranks spawned by the library, or started by torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers.media import clip_record, frame_dataset, read_jsonl, write_jsonl, write_video
+from video_aesthetics import JsonlStorage, VideoAestheticEvaluator, cli
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.distributed import merge_shards, resolve_nproc, score_jsonl, wants_distributed
+from video_aesthetics.errors import RankFailedError
+from video_aesthetics.errors import ConfigError
+
+BIN = Path(sys.executable).parent
+
+
+def _dataset(root: Path) -> tuple[Path, Path]:
+    """Nine clips in five batches of two, a clip without frames and a record that passes through."""
+    source, figure_root = frame_dataset(root, videos=4, clips_per_video=2, frames_per_clip=2)
+    records = read_jsonl(source)
+    records.insert(2, {"caption": "no video", "n": 7})
+    records.append(clip_record("videos/video9.mp4", ["video9_missing"]))
+    return write_jsonl(source, records), figure_root
+
+
+def _score_args(source: Path, out: Path, figure_root: Path, model_args: dict[str, str]) -> list[str]:
+    return ["score", "--input", str(source), "--output", str(out), "--figure-root", str(figure_root),
+            "--clip-model", model_args["clip_model"], "--mlp-checkpoint", model_args["mlp_checkpoint"],
+            "--device", "cpu", "--num-workers", "0", "--batch-size", "2", "--frame-scores"]
+
+
+def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "video-aesthetics"), *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=600)
+
+
+def _stats(stdout: str) -> dict:
+    [line] = [line for line in stdout.splitlines() if line.startswith("{")]
+    return json.loads(line)
+
+
+def _clip_scores(path: Path) -> list[tuple[str, object]]:
+    return [(clip["id"], clip["aesthetic_score"]) for record in read_jsonl(path)
+            for clip in record.get("video_clips", {}).get("clips", [])]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) -> tuple[Path, Path, Path]:
+    """The dataset and its output scored by one process: what every multi-process run must reproduce."""
+    root = tmp_path_factory.mktemp("single")
+    source, figure_root = _dataset(root)
+    out = root / "one.jsonl"
+    assert cli.main([*_score_args(source, out, figure_root, model_args), "--nproc", "1"]) == 0
+    return source, figure_root, out
+
+
+def test_merge_shards_restores_input_order_and_refuses_duplicates() -> None:
+    shards = [[(0, 1.0, None, None), (1, 2.0, None, None), (4, None, "no_frames", None)],
+              [(2, 3.0, None, [3.0]), (3, 4.0, None, None)]]
+    assert [(r.seq, r.score, r.error) for r in merge_shards(shards)] == [
+        (0, 1.0, None), (1, 2.0, None), (2, 3.0, None), (3, 4.0, None), (4, None, "no_frames")]
+    assert merge_shards(shards)[2].frame_scores == [3.0]
+    with pytest.raises(RuntimeError, match="sample 1 was scored by more than one rank"):
+        merge_shards([[(0, 1.0, None, None), (1, 2.0, None, None)], [(1, 2.0, None, None)]])
+
+
+def test_when_to_go_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not wants_distributed(False, None) and not wants_distributed(False, 1)
+    assert wants_distributed(True, None) and wants_distributed(False, 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert wants_distributed(False, None)
+
+
+def test_cpu_runs_need_a_process_count() -> None:
+    config = ScoringConfig(device="cpu")
+    with pytest.raises(ConfigError, match=r"nproc=N \(--nproc N\)"):
+        resolve_nproc(config, None)
+    with pytest.raises(ConfigError, match="nproc must be an integer >= 1"):
+        resolve_nproc(config, 0)
+    assert resolve_nproc(config, 3) == 3
+
+
+@pytest.mark.slow
+def test_cli_two_processes_give_the_same_bytes_as_one(tmp_path: Path, model_args: dict, single: tuple) -> None:
+    source, figure_root, one = single
+    out = tmp_path / "two.jsonl"
+    done = _cli([*_score_args(source, out, figure_root, model_args), "--nproc", "2"])
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == one.read_bytes()
+    scores = _clip_scores(out)
+    # Every clip exactly once, in input order, each with its score (or its error).
+    assert [cid for cid, _ in scores] == [cid for cid, _ in _clip_scores(one)] and len(scores) == 9
+    assert sum(isinstance(score, float) for _, score in scores) == 8
+    stats = _stats(done.stdout)
+    assert (stats["records"], stats["clips"], stats["scored"], stats["failed"], stats["passthrough"]) == (6, 9, 8, 1, 1)
+    assert stats["model"]["head"]["path"] == model_args["mlp_checkpoint"]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_once_and_agree_with_one_process(tmp_path: Path, model_args: dict, single: tuple) -> None:
+    source, figure_root, one = single
+    out = tmp_path / "torchrun.jsonl"
+    command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "video_aesthetics",
+               *_score_args(source, out, figure_root, model_args)]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == one.read_bytes()
+    assert _stats(done.stdout)["clips"] == 9  # only rank 0 reports (and writes)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_run_and_nothing_is_written(tmp_path: Path, model_args: dict) -> None:
+    # Whole videos in batches of one: rank 0 scores the first, rank 1 the second, a named pipe that
+    # nobody writes to. Rank 1 then stays inside its scoring loop, and rank 0 waits for it at the gather.
+    stuck = tmp_path / "stuck.mp4"
+    os.mkfifo(stuck)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"video": str(write_video(tmp_path / "a.mp4", frames=4))},
+                                                 {"video": str(stuck)}])
+    out, scratch = tmp_path / "out.jsonl", tmp_path / "tmp"
+    scratch.mkdir()
+    args = [str(BIN / "video-aesthetics"), "score", "--input", str(source), "--output", str(out),
+            "--video-clips-key", "", "--clip-model", model_args["clip_model"], "--mlp-checkpoint",
+            model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "0", "--batch-size", "1", "--nproc", "2"]
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TMPDIR": str(scratch)})
+    writer = None
+    try:
+        ranks = _wait_for_ranks(psutil.Process(run.pid), 2)
+        writer = _open_when_read(stuck, run)
+        victim = _holder(ranks, stuck)
+        os.kill(victim.pid, signal.SIGKILL)
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        run.kill()
+        if writer is not None:
+            os.close(writer)
+    assert run.returncode == 2, stderr
+    assert f"error: rank 1 (pid {victim.pid}) was killed by SIGKILL" in stderr
+    assert "the run was stopped and no output was written" in stderr and not stdout.strip()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert not list(scratch.iterdir())  # the ranks' scratch folder is gone too
+    assert not any(_alive(p) for p in ranks)
+
+
+def _wait_for_ranks(parent: psutil.Process, count: int) -> list[psutil.Process]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ranks = [p for p in parent.children() if "spawn_main" in " ".join(_cmdline(p))]
+        if len(ranks) == count:
+            return ranks
+        time.sleep(0.05)
+    raise AssertionError("the ranks did not start")
+
+
+def _open_when_read(fifo: Path, run: subprocess.Popen) -> int:
+    """The write end of ``fifo``, once a reader has opened it (a rank is then blocked reading it)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"no rank opened {fifo}; the run ended with {run.poll()}")
+
+
+def _holder(processes: list[psutil.Process], path: Path) -> psutil.Process:
+    """The process that has ``path`` open (a reader's descriptor appears once its open() returns)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        holders = [p for p in processes if str(path) in _open_paths(p)]
+        if holders:
+            [holder] = holders
+            return holder
+        time.sleep(0.05)
+    raise AssertionError(f"no rank holds {path} open")
+
+
+def _open_paths(process: psutil.Process) -> set[str]:
+    folder = Path(f"/proc/{process.pid}/fd")
+    paths = set()
+    for fd in folder.iterdir():
+        try:
+            paths.add(os.readlink(fd))
+        except OSError:
+            pass
+    return paths
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_a_rank_that_raises_names_itself_and_its_error(tmp_path: Path, model_args: dict, single: tuple) -> None:
+    source, figure_root, _ = single
+    head = tmp_path / "broken.pth"
+    head.write_bytes(b"not a checkpoint")
+    config = ScoringConfig(**{**model_args, "mlp_checkpoint": str(head)}, figure_root=str(figure_root),
+                           num_workers=0, device="cpu")
+    out = tmp_path / "out.jsonl"
+    expected = r"(?s)rank [01] failed while loading the model: WeightsError: .*broken\.pth.*no output was written"
+    with pytest.raises(RankFailedError, match=expected):
+        score_jsonl(source, out, config, nproc=2)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["broken.pth"]
+
+
+@pytest.mark.slow
+def test_evaluator_spawns_ranks_itself_with_init_distributed(tmp_path: Path, model_args: dict, single: tuple) -> None:
+    source, figure_root, one = single
+    storage = JsonlStorage(str(source), cache_path=str(tmp_path))
+    evaluator = VideoAestheticEvaluator(figure_root=str(figure_root), **model_args, batch_size=2, num_workers=0,
+                                        init_distributed=True, device="cpu", frame_scores=True, nproc=2)
+    assert evaluator.run(storage.step()) == ["video_clips"]
+    assert read_jsonl(tmp_path / "dataflow_cache_step1.jsonl") == read_jsonl(one)
+    assert evaluator.scorer is None  # the model lived in the ranks
+    assert (evaluator.last_stats.clips, evaluator.last_stats.scored) == (9, 8)

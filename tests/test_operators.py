@@ -1,0 +1,194 @@
+"""VideoAestheticScoringOperator with a real tiny CLIP model, real frames and Airflow's own templating."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers.airflow_env import airflow_env, use_private_airflow_home
+from helpers.media import frame_dataset, read_jsonl
+
+use_private_airflow_home()
+
+from airflow.sdk import DAG, ObjectStoragePath, Param  # noqa: E402 - after the private AIRFLOW_HOME is set
+from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+from airflow.sdk.io import attach  # noqa: E402
+from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+
+from video_aesthetics.config import ScoringConfig  # noqa: E402
+from video_aesthetics.operators import VideoAestheticScoringOperator  # noqa: E402
+from video_aesthetics.pipeline import score_jsonl  # noqa: E402
+
+SEED_PARAMS = ("figure_root", "input_video_key", "video_clips_key", "clip_model", "mlp_checkpoint", "load_num",
+               "batch_size", "num_workers", "init_distributed", "output_key")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return frame_dataset(tmp_path_factory.mktemp("operator_data"), videos=3, clips_per_video=2, frames_per_clip=3)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset: tuple[Path, Path], model_args: dict, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The library's own output for the dataset: what the operator must write, byte for byte."""
+    source, figure_root = dataset
+    out = tmp_path_factory.mktemp("reference") / "out.jsonl"
+    config = ScoringConfig(figure_root=str(figure_root), num_workers=0, device="cpu", **model_args)
+    score_jsonl(source, out, config)
+    return out.read_bytes()
+
+
+def operator(dataset: tuple[Path, Path], model_args: dict, output: str, **kwargs) -> VideoAestheticScoringOperator:
+    source, figure_root = dataset
+    args = dict(task_id=f"score_{uuid.uuid4().hex[:6]}", input_path=str(source), output_path=output,
+                figure_root=str(figure_root), num_workers=0, device="cpu", **model_args)
+    args.update(kwargs)
+    return VideoAestheticScoringOperator(**args)
+
+
+def test_execute_writes_what_the_library_writes(tmp_path: Path, dataset, model_args, reference) -> None:
+    out = tmp_path / "scored.jsonl"
+    summary = operator(dataset, model_args, str(out)).execute(context={})
+    assert out.read_bytes() == reference
+    assert summary["records"] == 3 and summary["clips"] == 6 and summary["scored"] == 6 and summary["failed"] == 0
+    assert summary["output"] == str(out) and summary["input"] == str(dataset[0])
+    assert summary["sha256"] == __import__("hashlib").sha256(reference).hexdigest()
+    assert summary["model"]["head"]["sha256"] and summary["model"]["clip"]["files"]
+    # XCom stays small whatever the input: no records, only paths and counts.
+    assert len(json.dumps(summary)) < 4096
+    assert "video_clips" not in json.dumps(summary)
+
+
+def test_a_rerun_gives_the_same_bytes(tmp_path: Path, dataset, model_args, reference) -> None:
+    out = tmp_path / "scored.jsonl"
+    first = operator(dataset, model_args, str(out)).execute(context={})
+    second = operator(dataset, model_args, str(out)).execute(context={})
+    assert first["sha256"] == second["sha256"] and out.read_bytes() == reference
+
+
+def test_remote_input_and_output_go_through_object_storage(dataset, model_args, reference) -> None:
+    attach("memory", fs=MemoryFileSystem())
+    bucket = f"memory://bucket-{uuid.uuid4().hex[:8]}"
+    remote_in, remote_out = ObjectStoragePath(f"{bucket}/in.jsonl"), ObjectStoragePath(f"{bucket}/out/scored.jsonl")
+    remote_in.write_bytes(dataset[0].read_bytes())
+    summary = operator(dataset, model_args, str(remote_out), input_path=str(remote_in)).execute(context={})
+    assert remote_out.read_bytes() == reference
+    assert summary["output"] == str(remote_out)
+
+
+def test_all_parameters_are_templated_and_params_override_them(dataset, model_args) -> None:
+    assert set(SEED_PARAMS) | {"input_path", "output_path"} <= set(VideoAestheticScoringOperator.template_fields)
+    with DAG("templating", schedule=None, render_template_as_native_obj=True,
+             params={"load_num": Param(3, type="integer"), "frames": Param("/default", type="string")}) as dag:
+        op = VideoAestheticScoringOperator(
+            task_id="score", input_path="{{ params.frames }}/in.jsonl", output_path="/out/{{ ds }}.jsonl",
+            figure_root="{{ params.frames }}", load_num="{{ params.load_num }}", batch_size="{{ 4 * 2 }}",
+            mlp_checkpoint="{{ params.get('head') }}", clip_model=model_args["clip_model"])
+    # What a triggered run's conf does: its params replace the defaults before templates render.
+    op.render_template_fields({"params": {"load_num": 5, "frames": "/run/frames"}, "ds": "2024-01-02"},
+                              jinja_env=dag.get_template_env())
+    config = op.scoring_config()
+    assert (op.input_path, op.output_path) == ("/run/frames/in.jsonl", "/out/2024-01-02.jsonl")
+    assert (config.figure_root, config.load_num, config.batch_size) == ("/run/frames", 5, 8)
+    assert config.mlp_checkpoint is None and not config.whole_video
+
+
+def test_strings_from_text_templates_are_converted(dataset, model_args) -> None:
+    op = operator(dataset, model_args, "/out.jsonl", load_num="2", batch_size=" 16 ", init_distributed="false",
+                  video_clips_key="", mlp_checkpoint="None")
+    config = op.scoring_config()
+    assert (config.load_num, config.batch_size, config.mlp_checkpoint) == (2, 16, None)
+    assert config.whole_video
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"load_num": 0}, "load_num"), ({"batch_size": "many"}, "batch_size"), ({"reduction": "median"}, "reduction"),
+     ({"input_path": "/nowhere/in.jsonl"}, "/nowhere/in.jsonl")],
+    ids=["load_num", "batch_size", "reduction", "missing_input"],
+)
+def test_bad_values_fail_at_once_without_retries(tmp_path: Path, dataset, model_args, kwargs, message) -> None:
+    op = operator(dataset, model_args, str(tmp_path / "out.jsonl"), **kwargs)
+    with pytest.raises(AirflowFailException, match=message):
+        op.execute(context={})
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_retry_and_timeout_defaults_yield_to_explicit_values(dataset, model_args) -> None:
+    op = operator(dataset, model_args, "/out.jsonl")
+    assert op.retries == 2 and op.retry_exponential_backoff == 2.0
+    assert op.execution_timeout == timedelta(hours=12) and op.max_retry_delay == timedelta(minutes=30)
+    with DAG("defaults", schedule=None, default_args={"retries": 5}):
+        from_dag = operator(dataset, model_args, "/out.jsonl")
+    assert from_dag.retries == 5
+    assert operator(dataset, model_args, "/out.jsonl", retries=0, execution_timeout=None).retries == 0
+
+
+def test_importing_the_operator_imports_no_torch(tmp_path: Path) -> None:
+    code = ("import sys; import video_aesthetics.operators, video_aesthetics.links, video_aesthetics.tasks; "
+            "print(sorted(m for m in ('torch', 'open_clip', 'av') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], env=airflow_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def test_on_kill_stops_the_tasks_processes_and_spares_the_others(dataset, model_args) -> None:
+    bystander = _sleeper()
+    try:
+        op = operator(dataset, model_args, "/out.jsonl")
+        # A worker and a worker's own child, as DataLoader workers and spawned ranks are.
+        workers = [_sleeper(), subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(120)' & wait"])]
+        time.sleep(0.5)  # let the shell start its child, so that a grandchild exists to be stopped
+        grandchildren = psutil.Process(workers[1].pid).children()
+        op.on_kill()
+        for worker in workers:
+            assert worker.wait(timeout=30) is not None
+        assert not any(g.is_running() and g.status() != psutil.STATUS_ZOMBIE for g in grandchildren)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_on_kill_stops_real_decoding_workers(tmp_path: Path, model_args) -> None:
+    source, figure_root = frame_dataset(tmp_path, videos=30, clips_per_video=2, frames_per_clip=3)
+    out = tmp_path / "scored.jsonl"
+    op = VideoAestheticScoringOperator(task_id="score", input_path=str(source), output_path=str(out),
+                                       figure_root=str(figure_root), num_workers=2, batch_size=1, device="cpu",
+                                       **model_args)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=op.execute(context={})))
+    thread.start()
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while thread.is_alive() and not workers and time.monotonic() < deadline:
+        workers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        time.sleep(0.01)
+    assert workers, "the operator started no decoding worker"
+    op.on_kill()
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    thread.join(timeout=300)
+    # The scorer decodes the rest itself when its workers die; the task process is ended by Airflow anyway.
+    assert outcome["summary"]["records"] == 30 and len(read_jsonl(out)) == 30
+
+
+def test_init_distributed_spawns_ranks_and_writes_the_same_bytes(tmp_path: Path, dataset, model_args, reference) -> None:
+    out = tmp_path / "scored.jsonl"
+    summary = operator(dataset, model_args, str(out), init_distributed=True, nproc=2, batch_size=2).execute(context={})
+    assert out.read_bytes() == reference
+    assert summary["clips"] == 6 and summary["scored"] == 6

@@ -1,0 +1,229 @@
+"""Shard planning and merging on real files: input resolution, shard limits, and loud failures on lost records."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.media import clip_record, read_jsonl, write_jsonl
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.records import ERROR, SCORE
+from video_aesthetics.shards import (
+    MergeError,
+    ShardPlan,
+    build_manifest,
+    effective_chunk_size,
+    manifest_bytes,
+    merge_shards,
+    plan_shards,
+    resolve_inputs,
+    safe_name,
+)
+
+CONFIG = ScoringConfig(figure_root="frames")
+
+
+def records(count: int, start: int = 0) -> list[dict]:
+    """Clip records with 2 clips each, and every fifth one a record with nothing to score."""
+    out = []
+    for i in range(start, start + count):
+        if i % 5 == 4:
+            out.append({"caption": f"no video {i}"})
+        else:
+            out.append(clip_record(f"./videos/v{i}.mp4", [f"v{i}_0", f"v{i}_1"], n=i))
+    return out
+
+
+def score_like_the_scorer(shard_input: Path, shard_output: Path) -> None:
+    """A scored shard as the pipeline writes it: clips gain a score, or null and an error."""
+    scored = []
+    for record in read_jsonl(shard_input):
+        record = json.loads(json.dumps(record))
+        for index, clip in enumerate((record.get("video_clips") or {}).get("clips", [])):
+            if index == 1 and record["n"] % 3 == 0:
+                clip[SCORE], clip[ERROR] = None, "no_frames"
+            else:
+                clip[SCORE] = 4.0 + record["n"] / 10
+        scored.append(record)
+    write_jsonl(shard_output, scored)
+
+
+def scored_plan(tmp_path: Path, count: int = 11, chunk: int = 4) -> ShardPlan:
+    source = write_jsonl(tmp_path / "in.jsonl", records(count))
+    plan = plan_shards([source], tmp_path / "staging", chunk, max_shards=100)
+    for shard in plan.shards:
+        score_like_the_scorer(Path(shard.input), Path(shard.output))
+    return plan
+
+
+def test_resolve_a_file_a_folder_and_a_glob(tmp_path: Path) -> None:
+    for name in ("b.jsonl", "a.jsonl", "c.jsonl"):
+        write_jsonl(tmp_path / "day" / name, records(1))
+    (tmp_path / "day" / "notes.txt").write_text("not input")
+    (tmp_path / "day" / "nested").mkdir()
+    expected = [tmp_path / "day" / n for n in ("a.jsonl", "b.jsonl", "c.jsonl")]
+    assert resolve_inputs(tmp_path / "day") == expected
+    assert resolve_inputs(str(tmp_path / "day" / "*.jsonl")) == expected
+    assert resolve_inputs(str(tmp_path / "*" / "[ab].jsonl")) == expected[:2]
+    assert resolve_inputs(str(expected[1])) == [expected[1]]
+
+
+def test_resolve_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no \\*.jsonl"):
+        resolve_inputs(tmp_path / "empty")
+    with pytest.raises(InputError, match="no file matches"):
+        resolve_inputs(str(tmp_path / "*.jsonl"))
+    with pytest.raises(InputError, match="neither a file"):
+        resolve_inputs(tmp_path / "absent.jsonl")
+    with pytest.raises(ConfigError):
+        resolve_inputs("  ")
+
+
+def test_chunk_size_grows_only_past_the_shard_limit() -> None:
+    assert effective_chunk_size(10, 3, max_shards=4) == 3
+    assert effective_chunk_size(100, 3, max_shards=4) == 25
+    assert effective_chunk_size(101, 3, max_shards=4) == 26
+    assert effective_chunk_size(0, 3, max_shards=4) == 3
+    with pytest.raises(ConfigError, match="chunk_size"):
+        effective_chunk_size(10, 0, max_shards=4)
+
+
+def test_plan_cuts_inputs_into_ordered_shards_across_files(tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", records(5))
+    # Blank lines are not records, in the shards as in the scorer.
+    second = write_jsonl(tmp_path / "b.jsonl", ["", *map(json.dumps, records(4, start=5)), "  "])
+    plan = plan_shards([first, second], tmp_path / "staging", chunk_size=4, max_shards=100)
+    assert [s.records for s in plan.shards] == [4, 4, 1]
+    assert [s.first_record for s in plan.shards] == [0, 4, 8]
+    assert plan.records == 9 and plan.rejected == 0 and plan.rejects is None
+    assert plan.inputs == [str(first), str(second)]
+    joined = [r for s in plan.shards for r in read_jsonl(Path(s.input))]
+    assert joined == read_jsonl(first) + read_jsonl(second)
+    assert len({s.output for s in plan.shards}) == 3
+    assert ShardPlan.from_dict(json.loads(json.dumps(plan.as_dict()))) == plan
+
+
+def test_plan_never_exceeds_the_shard_limit(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", records(23))
+    plan = plan_shards([source], tmp_path / "staging", chunk_size=1, max_shards=5)
+    assert len(plan.shards) == 5
+    assert plan.chunk_size == 5
+    assert sum(s.records for s in plan.shards) == 23
+
+
+def test_a_replanned_run_leaves_no_stale_shard(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", records(9))
+    plan_shards([source], tmp_path / "staging", chunk_size=1, max_shards=100)
+    plan = plan_shards([source], tmp_path / "staging", chunk_size=5, max_shards=100)
+    assert sorted(p.name for p in (tmp_path / "staging" / "shards").iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert len(plan.shards) == 2
+
+
+def test_a_bad_line_is_reported_with_its_own_file_and_line(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [*map(json.dumps, records(3)), "{not json", "[1, 2]"])
+    with pytest.raises(InputError, match=r"in\.jsonl:4: malformed JSON"):
+        plan_shards([source], tmp_path / "staging", chunk_size=2, max_shards=100)
+    plan = plan_shards([source], tmp_path / "staging", chunk_size=2, max_shards=100, skip_bad_records=True)
+    assert plan.records == 3 and plan.rejected == 2
+    rejects = read_jsonl(Path(plan.rejects))
+    assert [(r["line"], r["raw"]) for r in rejects] == [(4, "{not json"), (5, "[1, 2]")]
+    assert sum(s.records for s in plan.shards) == 3
+
+
+def test_merge_concatenates_in_order_and_counts(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+    out = io.BytesIO()
+    merged = merge_shards(plan, CONFIG, out)
+    expected = b"".join(Path(s.output).read_bytes() for s in plan.shards)
+    assert out.getvalue() == expected
+    assert merged.sha256 == hashlib.sha256(expected).hexdigest()
+    assert merged.bytes == len(expected)
+    assert [s.sha256 for s in merged.shards] == [hashlib.sha256(Path(s.output).read_bytes()).hexdigest()
+                                                  for s in plan.shards]
+    rows = [json.loads(line) for line in expected.splitlines()]
+    clips = [c for r in rows for c in (r.get("video_clips") or {}).get("clips", [])]
+    assert merged.records == 11
+    assert merged.passthrough == sum(1 for r in rows if "video" not in r)
+    assert merged.clips == len(clips)
+    assert merged.scored == sum(1 for c in clips if c[SCORE] is not None)
+    assert merged.failed == merged.errors["no_frames"] == sum(1 for c in clips if c[SCORE] is None)
+    assert [s.records for s in merged.shards] == [s.records for s in plan.shards]
+
+
+def _rewrite(path: Path, change) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(change(lines)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda lines: lines[:-1], "lost"),
+        (lambda lines: lines + lines[-1:], "duplicated"),
+        (lambda lines: [lines[1], lines[0], *lines[2:]], "reordered"),
+    ],
+    ids=["lost", "duplicated", "reordered"],
+)
+def test_merge_fails_loudly_when_a_record_is_lost_duplicated_or_moved(tmp_path: Path, change, message) -> None:
+    plan = scored_plan(tmp_path)
+    _rewrite(Path(plan.shards[1].output), change)
+    with pytest.raises(MergeError, match=message):
+        merge_shards(plan, CONFIG, io.BytesIO())
+
+
+def test_merge_fails_when_a_shard_was_never_scored(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+    Path(plan.shards[2].output).unlink()
+    with pytest.raises(MergeError, match="shard-00002.*missing"):
+        merge_shards(plan, CONFIG, io.BytesIO())
+
+
+def test_merge_fails_when_a_clip_disappears(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+
+    def drop_clip(lines: list[str]) -> list[str]:
+        record = json.loads(lines[0])
+        record["video_clips"]["clips"].pop()
+        return [json.dumps(record) + "\n", *lines[1:]]
+
+    _rewrite(Path(plan.shards[0].output), drop_clip)
+    with pytest.raises(MergeError, match="2 clips in its input and 1"):
+        merge_shards(plan, CONFIG, io.BytesIO())
+
+
+def test_merge_fails_when_the_plan_has_a_gap(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+    plan.shards.pop(1)
+    with pytest.raises(MergeError, match="gap or an overlap"):
+        merge_shards(plan, CONFIG, io.BytesIO())
+
+
+def test_the_manifest_is_deterministic_and_complete(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+    merged = merge_shards(plan, CONFIG, io.BytesIO())
+    model = {"clip": {"files": {"w": "ab" * 32}}, "head": {"sha256": "cd" * 32}}
+    args = dict(plan=plan, merged=merged, config=CONFIG, output="/out/2024-01-01/scored.jsonl", model=model,
+                run={"run_id": "r1", "partition": "2024-01-01"})
+    first, second = manifest_bytes(build_manifest(**args)), manifest_bytes(build_manifest(**args))
+    assert first == second
+    manifest = json.loads(first)
+    assert manifest["records"] == {"in": 11, "out": 11, "passthrough": merged.passthrough, "rejected": 0}
+    assert manifest["clips"]["in"] == manifest["clips"]["out"] == merged.clips
+    assert manifest["output"]["sha256"] == merged.sha256
+    assert [s["sha256"] for s in manifest["shards"]] == [s.sha256 for s in merged.shards]
+    assert manifest["model"] == model
+    assert manifest["package"]["name"] == "video-aesthetics" and manifest["package"]["version"]
+
+
+def test_safe_names_are_file_names_and_keep_runs_apart() -> None:
+    assert safe_name("2024-01-01") == "2024-01-01"
+    name = safe_name("manual__2024-01-01T00:00:00+00:00")
+    assert name.startswith("manual__2024-01-01T00_00_00_00_00-") and "/" not in name and ":" not in name
+    assert safe_name("a:b") != safe_name("a/b")
+    assert safe_name("../..") not in ("..", ".", "")

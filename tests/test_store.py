@@ -1,0 +1,93 @@
+"""Writes to the output store through Airflow's ObjectStoragePath: local folders and a remote (fsspec memory) store."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers.airflow_env import use_private_airflow_home
+
+use_private_airflow_home()
+
+from airflow.sdk import ObjectStoragePath  # noqa: E402 - after the private AIRFLOW_HOME is set
+from airflow.sdk.io import attach  # noqa: E402
+from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+
+from video_aesthetics import store  # noqa: E402
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _write_then_fail(out) -> None:
+    out.write(b"partial")
+    raise Boom()
+
+
+def remote(name: str) -> ObjectStoragePath:
+    """A fresh location in fsspec's in-memory store: remote to the code under test, no network needed.
+
+    Airflow knows only the schemes its providers register; attach() is its way to add another.
+    """
+    attach("memory", fs=MemoryFileSystem())
+    return ObjectStoragePath(f"memory://bucket-{uuid.uuid4().hex[:8]}/{name}")
+
+
+def test_local_paths_become_absolute_file_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = store.store_path("out/day")
+    assert store.local_path(path) == tmp_path / "out" / "day"
+    assert store.local_path(store.store_path(f"file://{tmp_path}/x")) == tmp_path / "x"
+    assert store.local_path(store.store_path("memory://bucket/x")) is None
+    assert store.is_local(tmp_path) and not store.is_local("s3://bucket/key")
+
+
+def test_local_atomic_write_replaces_or_keeps(tmp_path: Path) -> None:
+    dest = store.store_path(tmp_path / "day" / "scored.jsonl")
+    assert store.write_atomic(dest, lambda out: out.write(b"first\n")) == 6
+    with pytest.raises(Boom):
+        store.write_atomic(dest, _write_then_fail)
+    assert (tmp_path / "day" / "scored.jsonl").read_bytes() == b"first\n"
+    assert sorted(p.name for p in (tmp_path / "day").iterdir()) == ["scored.jsonl"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "day" / "scored.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_remote_atomic_write_appears_whole_or_not_at_all() -> None:
+    dest = remote("day/scored.jsonl")
+    store.write_atomic(dest, lambda out: out.write(b"one\ntwo\n"))
+    assert dest.read_bytes() == b"one\ntwo\n"
+
+    with pytest.raises(Boom):
+        store.write_atomic(dest, _write_then_fail)
+    assert dest.read_bytes() == b"one\ntwo\n"
+    assert [p.name for p in dest.parent.iterdir()] == ["scored.jsonl"]
+    assert store.remove(dest) and not dest.exists() and not store.remove(dest)
+
+
+def test_remote_input_and_output_are_staged_locally() -> None:
+    source, target = remote("in.jsonl"), remote("out/scored.jsonl")
+    source.write_bytes(b'{"a": 1}\n')
+    with store.local_input(source) as local:
+        assert local.read_bytes() == b'{"a": 1}\n'
+        staged = local
+    assert not staged.exists()
+    with store.local_output(target) as local:
+        local.write_bytes(b'{"b": 2}\n')
+        assert not target.exists()
+    assert target.read_bytes() == b'{"b": 2}\n'
+    with pytest.raises(Boom), store.local_output(remote("never.jsonl")) as local:
+        local.write_bytes(b"x")
+        raise Boom()
+
+
+def test_local_input_and_output_are_the_files_themselves(tmp_path: Path) -> None:
+    with store.local_input(tmp_path / "in.jsonl") as local:
+        assert local == tmp_path / "in.jsonl"
+    with store.local_output(f"file://{tmp_path}/out.jsonl") as local:
+        assert local == tmp_path / "out.jsonl"
