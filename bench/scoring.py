@@ -1,6 +1,6 @@
 """End-to-end scoring throughput against the model's own ceiling, measured side by side in one run.
 
-    python bench/scoring.py [--clips 200] [--model ViT-B-32] [--batch-size 16] [--num-workers 2]
+    python bench/scoring.py [--clips 200] [--model ViT-B-32] [--batch-size 16] [--num-workers 1]
 
 Prints one JSON object: clips_per_s (JSONL in, 1280x720 JPEGs decoded, JSONL out), ceiling_clips_per_s
 (the same scorer, batch and precision on pixels already decoded) and their ratio. The model and head
@@ -97,7 +97,8 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward batch")
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="decoding workers; on a 2-core CPU one leaves the other core to the model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)

@@ -12,6 +12,7 @@ Defaults come from the environment of the DAG processor, scheduler and workers:
 VIDEO_AESTHETICS_INPUT_ROOT, VIDEO_AESTHETICS_INPUT_PATH, VIDEO_AESTHETICS_OUTPUT_ROOT,
 VIDEO_AESTHETICS_WORK_ROOT, VIDEO_AESTHETICS_FIGURE_ROOT, VIDEO_AESTHETICS_VIDEO_ROOT,
 VIDEO_AESTHETICS_CLIP_MODEL, VIDEO_AESTHETICS_MLP_CHECKPOINT, VIDEO_AESTHETICS_CHUNK_SIZE,
+VIDEO_AESTHETICS_NUM_WORKERS, VIDEO_AESTHETICS_DEVICE,
 VIDEO_AESTHETICS_SCHEDULE (default @daily; "none" for manual runs only), VIDEO_AESTHETICS_POOL and
 VIDEO_AESTHETICS_QUEUE (where score_shard runs: a "gpu" pool or Celery queue bounds GPU use).
 
@@ -28,12 +29,13 @@ from airflow.sdk import conf as airflow_conf
 
 from video_aesthetics import tasks
 from video_aesthetics.operators import VideoAestheticScoringOperator
-from video_aesthetics.store import store_path
+from video_aesthetics.store import location_uri
 
 _HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
 OUTPUT_ROOT = tasks.env_default("VIDEO_AESTHETICS_OUTPUT_ROOT", os.path.join(_HOME, "video_aesthetics", "output"))
 SCHEDULE = tasks.env_default("VIDEO_AESTHETICS_SCHEDULE", "@daily")
-SCORED = Asset(name="video_aesthetic_scores", uri=str(store_path(OUTPUT_ROOT)))
+# Downstream DAGs schedule on this asset; each event's extra names the partition, its files and counts.
+SCORED = Asset(name="video_aesthetic_scores", uri=location_uri(OUTPUT_ROOT))
 _SHARD_PLACEMENT = {
     key: value
     for key, value in (("pool", tasks.env_default("VIDEO_AESTHETICS_POOL")),
@@ -74,9 +76,10 @@ PARAMS = {
         "Aesthetic head weights (.pth or .safetensors). Empty: LAION's official sac+logos+ava1-l14-linearMSE.pth."),
     "load_num": Param(3, type="integer", minimum=1, description="Frames read per clip."),
     "batch_size": Param(64, type="integer", minimum=1, description="Clips per forward batch."),
-    "num_workers": Param(4, type="integer", minimum=0, description="Decoding worker processes per shard."),
-    "device": Param("auto", type="string", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-                    description="auto (CUDA when present), cpu, cuda or cuda:N."),
+    "num_workers": Param(int(tasks.env_default("VIDEO_AESTHETICS_NUM_WORKERS", 4)), type="integer", minimum=0,
+                         description="Decoding worker processes per shard (0: decode in the task process)."),
+    "device": Param(tasks.env_default("VIDEO_AESTHETICS_DEVICE", "auto"), type="string",
+                    pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto (CUDA when present), cpu, cuda or cuda:N."),
     "reduction": Param("mean", type="string", enum=["mean", "min", "max"],
                        description="How a clip's frame scores make its score."),
     "on_missing_frames": Param(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
+
+    from video_aesthetics.scoring import Scorer
 
 SHARED_HEAD = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "sac+logos+ava1-l14-linearMSE.pth"
 
@@ -40,6 +46,23 @@ def head_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_args(tiny_clip_dir: Path, head_file: Path) -> dict[str, str]:
     """clip_model / mlp_checkpoint values that load the tiny model and head through the real loaders."""
     return {"clip_model": str(tiny_clip_dir), "mlp_checkpoint": str(head_file)}
+
+
+@pytest.fixture(scope="session")
+def scorer(model_args: dict[str, str]) -> Scorer:
+    """The tiny model and head loaded once through Scorer.load, on CPU."""
+    from video_aesthetics.config import ScoringConfig
+    from video_aesthetics.scoring import Scorer
+
+    return Scorer.load(ScoringConfig(**model_args, device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_clip_dir: Path) -> torch.nn.Module:
+    """The tiny model built independently of the library's loaders (helpers/reference.py)."""
+    from helpers.reference import load_reference_model
+
+    return load_reference_model(tiny_clip_dir)
 
 
 def pytest_configure(config: pytest.Config) -> None:

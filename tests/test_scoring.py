@@ -11,20 +11,10 @@ import pytest
 import torch
 
 from helpers.media import clip_record, write_frames
-from helpers.reference import load_reference_model, reference_clip_score
+from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
-
-
-@pytest.fixture(scope="module")
-def scorer(model_args: dict[str, str]) -> Scorer:
-    return Scorer.load(ScoringConfig(**model_args, device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_clip_dir: Path) -> torch.nn.Module:
-    return load_reference_model(tiny_clip_dir)
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:

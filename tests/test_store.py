@@ -44,6 +44,8 @@ def test_local_paths_become_absolute_file_paths(tmp_path: Path, monkeypatch: pyt
     assert store.local_path(store.store_path(f"file://{tmp_path}/x")) == tmp_path / "x"
     assert store.local_path(store.store_path("memory://bucket/x")) is None
     assert store.is_local(tmp_path) and not store.is_local("s3://bucket/key")
+    assert store.location_uri("out") == (tmp_path / "out").as_uri()
+    assert store.location_uri("s3://bucket/prefix") == "s3://bucket/prefix"
 
 
 def test_local_atomic_write_replaces_or_keeps(tmp_path: Path) -> None:

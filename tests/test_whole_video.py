@@ -13,20 +13,10 @@ import torch
 from PIL import Image
 
 from helpers.media import read_jsonl, write_jsonl, write_video
-from helpers.reference import load_reference_model, reference_clip_score
+from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.pipeline import score_jsonl
 from video_aesthetics.scoring import Scorer, iter_results
-
-
-@pytest.fixture(scope="module")
-def scorer(model_args: dict[str, str]) -> Scorer:
-    return Scorer.load(ScoringConfig(**model_args, device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_clip_dir: Path) -> torch.nn.Module:
-    return load_reference_model(tiny_clip_dir)
 
 
 def _config(model_args: dict[str, str], **changes: object) -> ScoringConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from video_aesthetics import __version__, store
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.links import ScoredOutputLink
-from video_aesthetics.records import default_rejects_path
+from video_aesthetics.shards import file_sha256
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -153,8 +154,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         self._baseline_children = _child_pids()
         try:
             config = self.scoring_config()
-            distributed = _as_bool("init_distributed", self.init_distributed)
             nproc = None if _optional_str(self.nproc) is None else _as_int("nproc", self.nproc)
+            # The seed's switch, plus an explicit process count above one.
+            distributed = _as_bool("init_distributed", self.init_distributed) or (nproc or 1) > 1
             if not self.input_path or not self.output_path:
                 raise ConfigError("input_path and output_path must both be set")
             stats, digest, size = self._score(config, distributed, nproc)
@@ -184,9 +186,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         return summary
 
     def _score(self, config: ScoringConfig, distributed: bool, nproc: int | None) -> tuple[Any, str, int]:
-        from video_aesthetics.shards import file_sha256
-
-        rejects_target = self.rejects_path or (default_rejects_path(str(self.output_path))
+        rejects_target = self.rejects_path or (_rejects_location(str(self.output_path))
                                                if config.skip_bad_records else None)
         with (store.local_input(self.input_path) as source,
               store.local_output(self.output_path) as target,
@@ -195,6 +195,9 @@ class VideoAestheticScoringOperator(BaseOperator):
                 from video_aesthetics import distributed as runner
 
                 stats = runner.score_jsonl(source, target, config, nproc=nproc, rejects_path=rejects)
+                if stats is None:
+                    raise ConfigError("this task runs as a non-zero rank of a torchrun launch, which writes nothing; "
+                                      "run the operator in a plain Airflow task and let init_distributed start the ranks")
             else:
                 from video_aesthetics.pipeline import score_jsonl
 
@@ -216,18 +219,39 @@ class VideoAestheticScoringOperator(BaseOperator):
         if not children:
             return
         log.warning("stopping %d child process(es): %s", len(children), [p.pid for p in children])
-        for child in children:
-            try:
-                child.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(children, timeout=_KILL_GRACE_SECONDS)
-        for child in alive:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=_KILL_GRACE_SECONDS)
+        _signal_all(children, "terminate")
+        alive = _wait_until_dead(children, _KILL_GRACE_SECONDS)
+        if alive:
+            log.warning("killing %d child process(es) that ignored SIGTERM: %s", len(alive), [p.pid for p in alive])
+            _signal_all(alive, "kill")
+            _wait_until_dead(alive, _KILL_GRACE_SECONDS)
+
+
+def _signal_all(processes: list[psutil.Process], action: str) -> None:
+    for process in processes:
+        try:
+            getattr(process, action)()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _wait_until_dead(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait for ``processes`` to exit, without reaping them: their parents (DataLoader, the rank launcher)
+    must see the exit status to notice the loss, and psutil.wait_procs would take it from them."""
+    deadline = time.monotonic() + timeout
+    alive = processes
+    while True:
+        alive = [p for p in alive if _is_alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _is_alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _child_pids() -> set[int]:
@@ -235,6 +259,12 @@ def _child_pids() -> set[int]:
         return {p.pid for p in psutil.Process().children(recursive=True)}
     except psutil.Error:
         return set()
+
+
+def _rejects_location(output: str) -> str:
+    """``<output stem>.rejects.jsonl`` beside ``output``, a path or a URL (pathlib would fold a URL's "//")."""
+    stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
+    return f"{stem}.rejects.jsonl"
 
 
 def _optional_output(location: str | None) -> Any:

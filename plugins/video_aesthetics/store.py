@@ -40,6 +40,12 @@ def store_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectSt
     return ObjectStoragePath(text)
 
 
+def location_uri(location: str | os.PathLike[str]) -> str:
+    """``location`` as a URI, without touching any store: a local path becomes an absolute file:// URI."""
+    text = os.fspath(location).strip()
+    return text if "://" in text else Path(text).expanduser().resolve().as_uri()
+
+
 def local_path(path: ObjectStoragePath) -> Path | None:
     """The local file system path behind ``path``, or None when it lives in a remote store."""
     if path.protocol in _LOCAL_PROTOCOLS:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -265,15 +265,13 @@ def _remove_staging(work_dir: Path) -> None:
             work_dir.parent.parent.rmdir()
 
 
-class _failing_fast:
+@contextlib.contextmanager
+def _failing_fast() -> Iterator[None]:
     """Turn the library's own errors into AirflowFailException: retrying cannot fix them."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and isinstance(exc, VideoAestheticsError):
-            raise AirflowFailException(str(exc)) from exc
+    try:
+        yield
+    except VideoAestheticsError as err:
+        raise AirflowFailException(str(err)) from err
 
 
 def _text(value: Any) -> str | None:

@@ -1,9 +1,10 @@
 """A throw-away Airflow installation for tests: its own AIRFLOW_HOME, SQLite database and this repo's DAGs.
 
-Airflow reads its configuration when it is first imported, so every test that runs Airflow does so
-in a child process started with ``airflow_env(...)``; the test process itself never imports
-Airflow's core. The database is migrated once per session into a template and copied for each
-installation (a migration takes far longer than a copy).
+Airflow reads its configuration when it is first imported, so every test that runs Airflow's core
+(dag.test(), the scheduler, the CLI) does so in a child process started with ``airflow_env(...)``.
+Tests that import the Task SDK in-process (operators, ObjectStoragePath) call
+``use_private_airflow_home()`` first. The database is migrated once per session into a template and
+copied for each installation (a migration takes far longer than a copy).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / DB_NAME}",
+        # Several processes write to one SQLite file: wait for a lock for up to a minute, as a server would.
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / DB_NAME}?timeout=60",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
         AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
@@ -65,9 +67,9 @@ def use_private_airflow_home() -> Path:
     if _in_process_home is None:
         home = Path(tempfile.mkdtemp(prefix="airflow_home_"))
         atexit.register(shutil.rmtree, home, True)
-        for key, value in airflow_env(home).items():
-            if key.startswith("AIRFLOW"):
-                os.environ[key] = value
+        # Only the home: child processes of later tests inherit this environment, and a database URL or
+        # DAG folder set here would override theirs.
+        os.environ["AIRFLOW_HOME"] = str(home)
         _in_process_home = home
     return _in_process_home
 
@@ -105,6 +107,7 @@ _DAG_TEST = textwrap.dedent(
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.taskinstance import TaskInstance
+    from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -125,8 +128,11 @@ _DAG_TEST = textwrap.dedent(
             rows = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id,
                                                            XComModel.run_id == run.run_id)).all()
             xcom = {f"{row.task_id}[{row.map_index}].{row.key}": row.value for row in rows}
+            events = session.scalars(select(AssetEvent).where(AssetEvent.source_dag_id == dag.dag_id,
+                                                              AssetEvent.source_run_id == run.run_id)).all()
+            assets = [{"name": event.asset.name, "uri": event.asset.uri, "extra": event.extra} for event in events]
         return {"state": str(run.state), "run_id": run.run_id, "logical_date": str(run.logical_date),
-                "tasks": tasks, "xcom": xcom}
+                "tasks": tasks, "xcom": xcom, "asset_events": assets}
 
     results = []
     for spec in args["runs"]:

@@ -1,0 +1,236 @@
+"""The video_aesthetic_scoring DAG end to end with dag.test() on SQLite, a tiny real model, real videos and frames.
+
+dag.test() runs in one child process for all runs of a scenario (see helpers.airflow_env): the
+runs share its start-up (Airflow's in-process API, importing torch), which dominates small runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.airflow_env import airflow_env, dag_test, new_home
+from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
+from video_aesthetics import __version__
+from video_aesthetics.shards import safe_name
+
+DAG_ID = "video_aesthetic_scoring"
+LOGICAL_DATE = "2024-03-01"
+VIDEOS = 4
+WITH_FRAMES = {"video0", "video1"}  # the clips of the other videos have no frames until the DAG extracts them
+
+
+def _ti(result: dict[str, Any], task_id: str, map_index: int = -1) -> dict[str, Any]:
+    return next(t for t in result["tasks"] if t["task_id"] == task_id and t["map_index"] == map_index)
+
+
+def _shards(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted((t for t in result["tasks"] if t["task_id"] == "score_shard"), key=lambda t: t["map_index"])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) -> dict[str, Any]:
+    """Videos, a JSONL input, a figure root with frames for half of the clips, and the runs' params."""
+    root = tmp_path_factory.mktemp("dag_world")
+    records = []
+    for v in range(VIDEOS):
+        stem = f"video{v}"
+        write_video(root / "input" / "videos" / f"{stem}.mp4", frames=24, seed=v)
+        ids = [f"{stem}_{c}" for c in range(2)]
+        if stem in WITH_FRAMES:
+            for c, cid in enumerate(ids):
+                write_frames(root / "frames", stem, cid, 4, seed=v * 10 + c)
+        record = clip_record(f"videos/{stem}.mp4", ids, caption=f"video {v}")
+        for c, clip in enumerate(record["video_clips"]["clips"]):
+            clip.update(frame_start=12 * c, frame_end=12 * c + 12, num_frames=12)
+        records.append(record)
+        if v == 1:
+            records.append({"caption": "a record without a video passes through", "n": v})
+    source = write_jsonl(root / "input" / "clips.jsonl", records)
+    conf = {"input_path": str(source), "output_root": str(root / "out"), "figure_root": str(root / "frames"),
+            "chunk_size": 2, "num_workers": 0, "device": "cpu", "batch_size": 1, **model_args}
+    return {"root": root, "source": source, "records": len(records), "conf": conf}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dict[str, Any]:
+    """Every dag.test() run of this module, in one process; outputs are copied between runs that overwrite them."""
+    env = airflow_env(new_home(tmp_path_factory, "dag_test_home"))
+    conf, root = world["conf"], world["root"]
+    missing = {**conf, "figure_root": str(root / "no_frames"), "on_missing_frames": "fail",
+               "output_root": str(root / "out_fail")}
+    plan = [
+        ("first", {"conf": conf, "logical_date": LOGICAL_DATE}),
+        ("rerun", {"conf": conf, "logical_date": LOGICAL_DATE}),
+        ("no_logical_date", {"conf": conf, "logical_date": None}),
+        ("bad_chunk_size", {"conf": {**conf, "chunk_size": 0}, "logical_date": "2024-03-02"}),
+        ("bad_policy", {"conf": {**conf, "on_missing_frames": "sometimes"}, "logical_date": "2024-03-03"}),
+        ("missing_frames_fail", {"conf": missing, "logical_date": "2024-03-04"}),
+    ]
+    # The rerun overwrites the first run's partition; the first run's bytes survive as its SHA-256 in XCom.
+    results = dag_test(env, DAG_ID, [spec for _, spec in plan], timeout=900)
+    return dict(zip([name for name, _ in plan], results))
+
+
+def test_the_dag_imports_without_errors_and_without_torch(tmp_path: Path) -> None:
+    code = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("video_aesthetic_scoring")
+score = dag.get_task("score_shard") if dag else None
+merge = dag.get_task("merge") if dag else None
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "heavy": sorted(m for m in ("torch", "open_clip", "av", "PIL") if m in sys.modules),
+    "tasks": sorted(dag.task_ids),
+    "upstream": {t: sorted(dag.get_task(t).upstream_task_ids) for t in dag.task_ids},
+    "mapped": type(score).__name__,
+    "pool": score.partial_kwargs.get("pool"), "queue": score.partial_kwargs.get("queue"),
+    "schedule": dag.timetable.expression, "catchup": dag.catchup,
+    "params": {k: dag.params.get_param(k).schema for k in dag.params},
+    "clip_model": dag.params["clip_model"],
+    "outlets": [a.name for a in merge.outlets],
+}))
+"""
+    env = airflow_env(tmp_path, VIDEO_AESTHETICS_POOL="gpu", VIDEO_AESTHETICS_QUEUE="gpu",
+                      VIDEO_AESTHETICS_SCHEDULE="@hourly", VIDEO_AESTHETICS_CLIP_MODEL="ViT-B/32")
+    run = subprocess.run([sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]], env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    bag = json.loads(run.stdout.strip().splitlines()[-1])
+    assert bag["errors"] == {}
+    assert bag["heavy"] == []
+    assert bag["tasks"] == ["check_frames", "merge", "plan_shards", "score_shard"]
+    assert bag["upstream"] == {"check_frames": [], "plan_shards": ["check_frames"], "score_shard": ["plan_shards"],
+                               "merge": ["check_frames", "score_shard"]}
+    assert bag["mapped"] == "MappedOperator"
+    assert (bag["pool"], bag["queue"]) == ("gpu", "gpu")
+    assert bag["schedule"] == "0 * * * *" and bag["catchup"] is False
+    assert bag["clip_model"] == "ViT-B/32"
+    assert {"input_path", "output_root", "figure_root", "chunk_size", "clip_model", "mlp_checkpoint", "load_num",
+            "batch_size", "num_workers", "on_missing_frames"} <= set(bag["params"])
+    assert bag["params"]["on_missing_frames"]["enum"] == ["extract", "skip", "fail"]
+    assert bag["params"]["chunk_size"]["minimum"] == 1
+    assert bag["outlets"] == ["video_aesthetic_scores"]
+
+
+def test_a_run_scores_every_record_over_several_shards(runs: dict, world: dict) -> None:
+    first = runs["first"]
+    assert first.get("state") == "success", first.get("message") or first["log"][-5000:]
+    shards = _shards(first)
+    assert len(shards) == 3 == -(-world["records"] // 2)
+    assert all(t["state"] == "success" for t in first["tasks"])
+    assert [t["rendered_map_index"] for t in shards] == ["shard-00000", "shard-00001", "shard-00002"]
+    out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    scored = read_jsonl(out / "scored.jsonl")
+    assert len(scored) == world["records"]
+    assert [r.get("caption") for r in scored] == [r.get("caption") for r in read_jsonl(world["source"])]
+    clips = [c for r in scored for c in r.get("video_clips", {}).get("clips", [])]
+    assert len(clips) == 2 * VIDEOS and all(isinstance(c["aesthetic_score"], float) for c in clips)
+    # The staging shards are gone once merged.
+    assert not (Path(world["conf"]["output_root"]) / "_staging").exists()
+
+
+def test_frames_are_extracted_for_clips_that_had_none(runs: dict, world: dict) -> None:
+    report = runs["first"]["xcom"]["check_frames[-1].return_value"]
+    expected = 2 * (VIDEOS - len(WITH_FRAMES))
+    assert (report["clips"], report["present"], report["extracted"], report["missing"]) == (2 * VIDEOS, 4, expected, 0)
+    frames = Path(world["conf"]["figure_root"])
+    for v in range(VIDEOS):
+        if f"video{v}" in WITH_FRAMES:
+            continue
+        for c in range(2):
+            # VideoFrameFilter's layout: the clip's first, middle and last frame, by index within the clip.
+            names = sorted(p.name for p in (frames / f"video{v}" / f"video{v}_{c}" / "img").iterdir())
+            assert names == ["frame_000000.jpg", "frame_000006.jpg", "frame_000011.jpg"]
+
+
+def test_the_merged_output_equals_the_cli_output(runs: dict, world: dict, model_args: dict, tmp_path: Path) -> None:
+    assert runs["first"].get("state") == "success"
+    out = tmp_path / "cli.jsonl"
+    # Batch size 1 in both: float rounding depends on which clips share a batch, and shards cut batches.
+    run = subprocess.run([sys.executable, "-m", "video_aesthetics", "score", "--input", str(world["source"]),
+                          "--output", str(out), "--figure-root", world["conf"]["figure_root"],
+                          "--clip-model", model_args["clip_model"], "--mlp-checkpoint", model_args["mlp_checkpoint"],
+                          "--num-workers", "0", "--batch-size", "1", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    merged = Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl"
+    assert merged.read_bytes() == out.read_bytes()
+
+
+def test_a_rerun_overwrites_with_the_same_bytes(runs: dict, world: dict) -> None:
+    first, rerun = runs["first"], runs["rerun"]
+    assert rerun.get("state") == "success"
+    assert first["xcom"]["merge[-1].return_value"]["sha256"] == rerun["xcom"]["merge[-1].return_value"]["sha256"]
+    out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
+    data = (out / "scored.jsonl").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == first["xcom"]["merge[-1].return_value"]["sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    assert rerun["xcom"]["check_frames[-1].return_value"]["extracted"] == 0
+
+
+def test_the_manifest_describes_the_run(runs: dict, world: dict, model_args: dict) -> None:
+    rerun = runs["rerun"]
+    out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["run"] == {"dag_id": DAG_ID, "run_id": rerun["run_id"], "partition": LOGICAL_DATE,
+                               "logical_date": LOGICAL_DATE}
+    assert manifest["records"] == {"in": world["records"], "out": world["records"], "passthrough": 1, "rejected": 0}
+    assert manifest["clips"] == {"in": 2 * VIDEOS, "out": 2 * VIDEOS, "scored": 2 * VIDEOS, "failed": 0, "errors": {}}
+    assert manifest["output"]["sha256"] == hashlib.sha256((out / "scored.jsonl").read_bytes()).hexdigest()
+    shard_xcoms = [rerun["xcom"][f"score_shard[{i}].return_value"] for i in range(3)]
+    assert [s["sha256"] for s in manifest["shards"]] == [x["sha256"] for x in shard_xcoms]
+    assert [s["records"] for s in manifest["shards"]] == [2, 2, 1]
+    head_sha = hashlib.sha256(Path(model_args["mlp_checkpoint"]).read_bytes()).hexdigest()
+    assert manifest["model"]["head"]["sha256"] == head_sha
+    assert all(len(d) == 64 for d in manifest["model"]["clip"]["files"].values())
+    assert manifest["package"] == {"name": "video-aesthetics", "version": __version__}
+    assert manifest["frames"]["clips"] == 2 * VIDEOS
+
+
+def test_xcom_holds_metadata_only_and_the_asset_is_updated(runs: dict, world: dict) -> None:
+    first = runs["first"]
+    for key, value in first["xcom"].items():
+        text = json.dumps(value)
+        assert len(text) < 8192, key
+        assert "video_clips" not in text and "caption" not in text, key
+    link = first["xcom"]["score_shard[0]._link_ScoredOutputLink"]
+    assert link.startswith("file://") and link.endswith("/scored/shard-00000.jsonl")
+    [event] = first["asset_events"]
+    assert event["name"] == "video_aesthetic_scores"
+    assert event["extra"]["partition"] == LOGICAL_DATE and event["extra"]["records"] == world["records"]
+
+
+def test_a_run_without_logical_date_writes_to_its_run_id(runs: dict, world: dict) -> None:
+    run = runs["no_logical_date"]
+    assert run.get("state") == "success" and run["logical_date"] == "None"
+    out = Path(world["conf"]["output_root"]) / safe_name(run["run_id"])
+    assert (out / "scored.jsonl").read_bytes() == (Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl").read_bytes()
+    assert json.loads((out / "_manifest.json").read_text())["run"]["logical_date"] is None
+
+
+@pytest.mark.parametrize(("name", "param"), [("bad_chunk_size", "chunk_size"), ("bad_policy", "on_missing_frames")])
+def test_a_bad_param_is_refused_before_any_task_runs(runs: dict, world: dict, name: str, param: str) -> None:
+    refused = runs[name]
+    assert refused.get("error") == "ParamValidationError"
+    assert param in refused["message"]
+    assert "tasks" not in refused
+    assert not (Path(world["conf"]["output_root"]) / ("2024-03-02" if param == "chunk_size" else "2024-03-03")).exists()
+
+
+def test_missing_frames_fail_the_run_when_asked_and_name_the_clips(runs: dict, world: dict) -> None:
+    failed = runs["missing_frames_fail"]
+    assert failed.get("state") == "failed"
+    assert _ti(failed, "check_frames")["state"] == "failed"
+    assert {_ti(failed, t)["state"] for t in ("plan_shards", "score_shard", "merge")} == {"upstream_failed"}
+    assert "video0/video0_0" in failed["log"] and "on_missing_frames" in failed["log"]
+    assert not (Path(world["root"]) / "out_fail" / "2024-03-04").exists()

@@ -1,0 +1,161 @@
+"""The DAG's task bodies in-process: where a run reads and writes, and the merge into local and remote stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.airflow_env import use_private_airflow_home
+from helpers.media import clip_record, read_jsonl, write_jsonl
+
+use_private_airflow_home()
+
+from airflow.sdk import ObjectStoragePath  # noqa: E402 - after the private AIRFLOW_HOME is set
+from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+from airflow.sdk.io import attach  # noqa: E402
+from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+
+from video_aesthetics import tasks  # noqa: E402
+from video_aesthetics.errors import ConfigError  # noqa: E402
+from video_aesthetics.records import SCORE  # noqa: E402
+from video_aesthetics.shards import safe_name  # noqa: E402
+
+RUN = {"dag_id": "video_aesthetic_scoring", "run_id": "scheduled__2024-01-02T00:00:00+00:00", "ds": "2024-01-02"}
+MANUAL = {"dag_id": "video_aesthetic_scoring", "run_id": "manual__2024-05-05T10:00:00+00:00"}
+
+
+def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    base = {"input_path": None, "input_root": str(tmp_path / "in"), "output_root": str(tmp_path / "out"),
+            "work_root": None, "figure_root": str(tmp_path / "frames"), "chunk_size": 2, "clip_model": "ViT-L/14",
+            "mlp_checkpoint": None, "load_num": 3, "batch_size": 8, "num_workers": 0, "device": "cpu",
+            "reduction": "mean", "on_missing_frames": "extract", "skip_bad_records": False}
+    return {**base, **changes}
+
+
+def test_scheduled_runs_read_and_write_their_date(tmp_path: Path) -> None:
+    layout = tasks.run_layout(params(tmp_path), RUN)
+    assert layout.partition == "2024-01-02"
+    assert layout.input_spec == str(tmp_path / "in" / "2024-01-02")
+    assert layout.scored == ObjectStoragePath(str(tmp_path / "out" / "2024-01-02" / "scored.jsonl"))
+    assert layout.manifest.name == "_manifest.json"
+    assert Path(layout.work_dir) == tmp_path / "out" / "_staging" / "video_aesthetic_scoring" / safe_name(RUN["run_id"])
+
+
+def test_an_input_path_wins_and_runs_without_a_date_use_their_run_id(tmp_path: Path) -> None:
+    layout = tasks.run_layout(params(tmp_path, input_path="/data/*.jsonl", work_root=str(tmp_path / "work")), MANUAL)
+    assert layout.input_spec == "/data/*.jsonl"
+    assert layout.partition == safe_name(MANUAL["run_id"]) and layout.logical_date is None
+    assert Path(layout.work_dir).parent.parent == tmp_path / "work"
+
+
+@pytest.mark.parametrize(
+    ("changes", "context", "message"),
+    [({}, MANUAL, "no logical date"), ({"input_root": None}, RUN, "neither input_path nor input_root"),
+     ({"output_root": "s3://bucket/scores"}, RUN, "set work_root"), ({"output_root": " "}, RUN, "output_root")],
+    ids=["no_date", "no_input", "remote_without_work_root", "empty_output"],
+)
+def test_layout_errors_say_what_to_set(tmp_path: Path, changes, context, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tasks.run_layout(params(tmp_path, **changes), context)
+
+
+def test_the_scoring_config_follows_the_params(tmp_path: Path) -> None:
+    config = tasks.scoring_config(params(tmp_path, load_num=5, reduction="max"))
+    assert (config.load_num, config.reduction, config.num_workers, config.mlp_checkpoint) == (5, "max", 0, None)
+    with pytest.raises(ConfigError, match="batch_size"):
+        tasks.scoring_config(params(tmp_path, batch_size=0))
+
+
+def _input(tmp_path: Path, count: int = 5) -> Path:
+    records = [clip_record(f"videos/v{i}.mp4", [f"v{i}_0"], n=i) for i in range(count)]
+    return write_jsonl(tmp_path / "in" / "2024-01-02" / "part.jsonl", records)
+
+
+def _score_shards(shard_kwargs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Scored shards as score_shard writes them, with the XCom it returns (records, clips, sha256, model)."""
+    results = []
+    for kwargs in shard_kwargs:
+        rows = read_jsonl(Path(kwargs["input_path"]))
+        for row in rows:
+            row["video_clips"]["clips"][0][SCORE] = 5.0 + row["n"]
+        write_jsonl(Path(kwargs["output_path"]), rows)
+        digest = hashlib.sha256(Path(kwargs["output_path"]).read_bytes()).hexdigest()
+        results.append({"input": kwargs["input_path"], "output": kwargs["output_path"], "records": len(rows),
+                        "clips": len(rows), "scored": len(rows), "failed": 0, "sha256": digest,
+                        "model": {"head": {"sha256": "ab" * 32}}})
+    return results
+
+
+def test_plan_and_merge_into_a_local_store(tmp_path: Path) -> None:
+    _input(tmp_path)
+    p = params(tmp_path)
+    shard_kwargs = tasks.plan_shards(p, RUN, max_shards=1024)
+    assert [Path(k["input_path"]).name for k in shard_kwargs] == ["shard-00000.jsonl", "shard-00001.jsonl",
+                                                                   "shard-00002.jsonl"]
+    assert len(json.dumps(shard_kwargs)) < 2048
+    summary = tasks.merge(p, RUN, _score_shards(shard_kwargs), frames={"clips": 5})
+    out = tmp_path / "out" / "2024-01-02"
+    assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    assert [r["n"] for r in read_jsonl(out / "scored.jsonl")] == [0, 1, 2, 3, 4]
+    assert summary["sha256"] == hashlib.sha256((out / "scored.jsonl").read_bytes()).hexdigest()
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["frames"] == {"clips": 5} and manifest["model"] == {"head": {"sha256": "ab" * 32}}
+    assert not (tmp_path / "out" / "_staging").exists()
+
+
+def test_merge_into_a_remote_store(tmp_path: Path) -> None:
+    attach("memory", fs=MemoryFileSystem())
+    root = f"memory://scores-{uuid.uuid4().hex[:8]}/daily"
+    _input(tmp_path)
+    p = params(tmp_path, output_root=root, work_root=str(tmp_path / "work"))
+    summary = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    scored = ObjectStoragePath(f"{root}/2024-01-02/scored.jsonl")
+    assert summary["output"] == str(scored)
+    assert [json.loads(line)["n"] for line in scored.read_text().splitlines()] == [0, 1, 2, 3, 4]
+    manifest = json.loads(ObjectStoragePath(f"{root}/2024-01-02/_manifest.json").read_text())
+    assert manifest["output"]["sha256"] == hashlib.sha256(scored.read_bytes()).hexdigest()
+    assert sorted(x.name for x in scored.parent.iterdir()) == ["_manifest.json", "scored.jsonl"]
+
+
+@pytest.mark.parametrize("damage", ["shard_missing", "count", "changed_file", "two_models"])
+def test_merge_refuses_inconsistent_shard_results(tmp_path: Path, damage: str) -> None:
+    _input(tmp_path)
+    p = params(tmp_path)
+    results = _score_shards(tasks.plan_shards(p, RUN, max_shards=1024))
+    if damage == "shard_missing":
+        results.pop()
+    elif damage == "count":
+        results[0]["records"] += 1
+    elif damage == "changed_file":
+        Path(results[1]["output"]).write_text(Path(results[1]["output"]).read_text() + "\n\n")
+    else:
+        results[2]["model"] = {"head": {"sha256": "cd" * 32}}
+    with pytest.raises(AirflowFailException):
+        tasks.merge(p, RUN, results)
+    assert not (tmp_path / "out" / "2024-01-02" / "_manifest.json").exists()
+
+
+def test_skip_bad_records_publishes_rejects_and_a_clean_rerun_removes_them(tmp_path: Path) -> None:
+    source = _input(tmp_path)
+    source.write_text(source.read_text() + "{broken\n")
+    p = params(tmp_path, skip_bad_records=True)
+    tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    out = tmp_path / "out" / "2024-01-02"
+    assert [r["raw"] for r in read_jsonl(out / "rejects.jsonl")] == ["{broken"]
+    assert json.loads((out / "_manifest.json").read_text())["records"]["rejected"] == 1
+    source.write_text("".join(line for line in source.read_text().splitlines(keepends=True) if "broken" not in line))
+    p = params(tmp_path)
+    tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+
+
+def test_a_malformed_line_fails_the_plan_at_once(tmp_path: Path) -> None:
+    source = _input(tmp_path)
+    source.write_text(source.read_text() + "{broken\n")
+    with pytest.raises(AirflowFailException, match=r"part\.jsonl:6"):
+        tasks.plan_shards(params(tmp_path), RUN, max_shards=1024)
