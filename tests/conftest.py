@@ -66,5 +66,9 @@ def reference(tiny_clip_dir: Path) -> torch.nn.Module:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from helpers.airflow_env import use_private_airflow_home
+
     # Tests run on 2 cores beside other work: keep torch from oversubscribing them.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # Whatever imports airflow in this process must never touch the user's ~/airflow.
+    use_private_airflow_home()

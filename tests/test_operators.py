@@ -163,6 +163,7 @@ def test_on_kill_stops_the_tasks_processes_and_spares_the_others(dataset, model_
     bystander = _sleeper()
     try:
         op = operator(dataset, model_args, "/out.jsonl")
+        op._baseline_children = {bystander.pid}  # what execute() records when it starts  # noqa: SLF001
         # A worker and a worker's own child, as DataLoader workers and spawned ranks are.
         workers = [_sleeper(), subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(120)' & wait"])]
         time.sleep(0.5)  # let the shell start its child, so that a grandchild exists to be stopped

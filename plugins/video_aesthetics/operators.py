@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from video_aesthetics import __version__, store
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.records import rejects_location
 from video_aesthetics.links import ScoredOutputLink
 from video_aesthetics.shards import file_sha256
 
@@ -128,8 +129,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.skip_bad_records = skip_bad_records
         self.rejects_path = rejects_path
         self.nproc = nproc
-        # Processes that were already there are not the task's to stop; execute() takes a fresh count.
-        self._baseline_children = _child_pids()
+        # Processes already running when execute() starts are not the task's to stop; it records them.
+        self._baseline_children: set[int] | None = None
 
     def scoring_config(self) -> ScoringConfig:
         """The rendered parameters as a validated ScoringConfig; raises ConfigError naming a bad one."""
@@ -186,7 +187,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         return summary
 
     def _score(self, config: ScoringConfig, distributed: bool, nproc: int | None) -> tuple[Any, str, int]:
-        rejects_target = self.rejects_path or (_rejects_location(str(self.output_path))
+        rejects_target = self.rejects_path or (rejects_location(str(self.output_path))
                                                if config.skip_bad_records else None)
         with (store.local_input(self.input_path) as source,
               store.local_output(self.output_path) as target,
@@ -212,6 +213,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         """Stop the decoding workers and scoring processes started since execute() began (or the operator
         was built): SIGTERM, then SIGKILL for those still alive after a grace period."""
         baseline = self._baseline_children
+        if baseline is None:  # execute() never started: no process here is the task's
+            return
         try:
             children = [p for p in psutil.Process().children(recursive=True) if p.pid not in baseline]
         except psutil.Error:
@@ -259,12 +262,6 @@ def _child_pids() -> set[int]:
         return {p.pid for p in psutil.Process().children(recursive=True)}
     except psutil.Error:
         return set()
-
-
-def _rejects_location(output: str) -> str:
-    """``<output stem>.rejects.jsonl`` beside ``output``, a path or a URL (pathlib would fold a URL's "//")."""
-    stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
-    return f"{stem}.rejects.jsonl"
 
 
 def _optional_output(location: str | None) -> Any:

@@ -278,10 +278,14 @@ def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> int:
     return count
 
 
+def rejects_location(output: str) -> str:
+    """``<output stem>.rejects.jsonl`` beside ``output``, a path or a URL (pathlib would fold a URL's "//")."""
+    stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
+    return f"{stem}.rejects.jsonl"
+
+
 def default_rejects_path(output: Path | str) -> Path:
-    output = Path(output)
-    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
-    return output.with_name(f"{stem}.rejects.jsonl")
+    return Path(rejects_location(str(output)))
 
 
 def count_records(records: Iterable[dict[str, Any]], config: ScoringConfig, figure_root: Path) -> RecordCounts:

@@ -62,10 +62,7 @@ def write_atomic(dest: ObjectStoragePath, fill: Callable[[IO[bytes]], T]) -> T:
     local = local_path(dest)
     if local is not None:
         with atomic_writer(local, "wb") as handle:
-            result = fill(handle)
-        # mkstemp creates files readable by their owner only; outputs are for other users and services too.
-        os.chmod(local, _default_mode())
-        return result
+            return fill(handle)
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -77,12 +74,6 @@ def write_atomic(dest: ObjectStoragePath, fill: Callable[[IO[bytes]], T]) -> T:
             temporary.unlink(missing_ok=True)
         raise
     return result
-
-
-def _default_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def remove(path: ObjectStoragePath) -> bool:
