@@ -68,6 +68,17 @@ class ScoringConfig:
         return self
 
 
+def optional_text(value: Any) -> str | None:
+    """None for None, "" and the strings a template renders None as; else the text, stripped.
+
+    Airflow params and rendered templates hand parameters over as text: "None" there means unset.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "None", "null") else text
+
+
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")

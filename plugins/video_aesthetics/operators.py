@@ -20,11 +20,11 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from video_aesthetics import __version__, store
-from video_aesthetics.config import ScoringConfig
+from video_aesthetics.cache import sha256_file
+from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
-from video_aesthetics.records import rejects_location
 from video_aesthetics.links import ScoredOutputLink
-from video_aesthetics.shards import file_sha256
+from video_aesthetics.records import rejects_location
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -134,17 +134,17 @@ class VideoAestheticScoringOperator(BaseOperator):
 
     def scoring_config(self) -> ScoringConfig:
         """The rendered parameters as a validated ScoringConfig; raises ConfigError naming a bad one."""
-        clips_key = _optional_str(self.video_clips_key)
+        clips_key = optional_text(self.video_clips_key)
         return ScoringConfig(
             figure_root=str(self.figure_root),
             input_video_key=str(self.input_video_key),
             video_clips_key=clips_key or "",
             clip_model=str(self.clip_model),
-            mlp_checkpoint=_optional_str(self.mlp_checkpoint),
+            mlp_checkpoint=optional_text(self.mlp_checkpoint),
             load_num=_as_int("load_num", self.load_num),
             batch_size=_as_int("batch_size", self.batch_size),
             num_workers=_as_int("num_workers", self.num_workers),
-            output_key=_optional_str(self.output_key) or clips_key or _DEFAULTS.output_key,
+            output_key=optional_text(self.output_key) or clips_key or _DEFAULTS.output_key,
             device=str(self.device),
             reduction=str(self.reduction),
             frame_scores=_as_bool("frame_scores", self.frame_scores),
@@ -155,7 +155,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         self._baseline_children = _child_pids()
         try:
             config = self.scoring_config()
-            nproc = None if _optional_str(self.nproc) is None else _as_int("nproc", self.nproc)
+            nproc = None if optional_text(self.nproc) is None else _as_int("nproc", self.nproc)
             # The seed's switch, plus an explicit process count above one.
             distributed = _as_bool("init_distributed", self.init_distributed) or (nproc or 1) > 1
             if not self.input_path or not self.output_path:
@@ -203,7 +203,7 @@ class VideoAestheticScoringOperator(BaseOperator):
                 from video_aesthetics.pipeline import score_jsonl
 
                 stats = score_jsonl(source, target, config, rejects_path=rejects)
-            digest, size = file_sha256(target), Path(target).stat().st_size
+            digest, size = sha256_file(target), Path(target).stat().st_size
         stats.output = str(self.output_path)
         if stats.rejects is not None:
             stats.rejects = str(rejects_target)
@@ -266,14 +266,6 @@ def _child_pids() -> set[int]:
 
 def _optional_output(location: str | None) -> Any:
     return store.local_output(location) if location else contextlib.nullcontext(None)
-
-
-def _optional_str(value: Any) -> str | None:
-    """None for None, "" and the strings a template renders None as."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text in ("", "None", "null") else text
 
 
 def _as_int(name: str, value: Any) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from video_aesthetics import __version__
+from video_aesthetics.cache import sha256_file
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.records import (
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 INPUT_SUFFIXES = (".jsonl",)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_HASH_CHUNK = 1 << 20
 
 
 class MergeError(VideoAestheticsError):
@@ -398,11 +398,3 @@ def build_manifest(*, plan: ShardPlan, merged: MergeResult, config: ScoringConfi
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

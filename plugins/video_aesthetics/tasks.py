@@ -22,7 +22,8 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from video_aesthetics import shards, store
-from video_aesthetics.config import ScoringConfig
+from video_aesthetics.cache import sha256_file
+from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.records import atomic_writer
 
@@ -82,8 +83,8 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
     run_id = str(context["run_id"])
     ds = context.get("ds")
     partition = ds or shards.safe_name(run_id)
-    input_path = _text(params.get("input_path"))
-    input_root = _text(params.get("input_root"))
+    input_path = optional_text(params.get("input_path"))
+    input_root = optional_text(params.get("input_root"))
     if input_path:
         spec = input_path
     elif input_root:
@@ -96,11 +97,11 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
     else:
         raise ConfigError("neither input_path nor input_root is set: pass input_path (a JSONL file, folder or glob), "
                           "or set input_root (or VIDEO_AESTHETICS_INPUT_ROOT) to a folder of <YYYY-MM-DD>/ partitions")
-    output_root = _text(params.get("output_root"))
+    output_root = optional_text(params.get("output_root"))
     if not output_root:
         raise ConfigError("output_root is empty: give a local folder or a URL such as s3://bucket/prefix")
     output = store.store_path(output_root) / partition
-    work_root = _text(params.get("work_root"))
+    work_root = optional_text(params.get("work_root"))
     if work_root:
         work_base = Path(work_root).expanduser().resolve()
     else:
@@ -119,7 +120,7 @@ def scoring_config(params: Mapping[str, Any]) -> ScoringConfig:
     return ScoringConfig(
         figure_root=str(params.get("figure_root") or defaults.figure_root),
         clip_model=str(params.get("clip_model") or defaults.clip_model),
-        mlp_checkpoint=_text(params.get("mlp_checkpoint")),
+        mlp_checkpoint=optional_text(params.get("mlp_checkpoint")),
         load_num=params.get("load_num", defaults.load_num),
         batch_size=params.get("batch_size", defaults.batch_size),
         num_workers=params.get("num_workers", defaults.num_workers),
@@ -137,7 +138,7 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
         layout = run_layout(params, context)
         config = scoring_config(params)
         inputs = shards.resolve_inputs(layout.input_spec)
-        video_root = _text(params.get("video_root"))
+        video_root = optional_text(params.get("video_root"))
         log.info("checking frames of %d input file(s) from %s under %s", len(inputs), layout.input_spec,
                  config.figure_root)
         report = check(inputs, config, str(params.get("on_missing_frames", "extract")),
@@ -222,7 +223,7 @@ def _check_shard_results(plan: shards.ShardPlan, results: list[dict[str, Any]]) 
         if result.get("records") != shard.records:
             raise shards.MergeError(f"{shard.name}: score_shard wrote {result.get('records')} records, "
                                     f"the shard holds {shard.records}")
-        digest = shards.file_sha256(shard.output)
+        digest = sha256_file(shard.output)
         if result.get("sha256") != digest:
             raise shards.MergeError(f"{shard.name}: {shard.output} changed after score_shard wrote it "
                                     "(SHA-256 differs); rerun its score_shard task")
@@ -272,13 +273,6 @@ def _failing_fast() -> Iterator[None]:
         yield
     except VideoAestheticsError as err:
         raise AirflowFailException(str(err)) from err
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def env_default(name: str, default: Any = None) -> Any:
