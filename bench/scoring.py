@@ -22,7 +22,7 @@ from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.frames import load_frame
-from video_aesthetics.pipeline import score_jsonl
+from video_aesthetics.runner import score_file
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
 
 FRAMES_PER_CLIP = 3
@@ -76,12 +76,15 @@ def ceiling(scorer: Scorer, frames: list[Path], batch_clips: int) -> float:
 
 
 def end_to_end(scorer: Scorer, source: Path, config: ScoringConfig, out: Path) -> float:
-    warm = torch.from_numpy(np.zeros((config.batch_size * FRAMES_PER_CLIP, scorer.preprocess.size,
-                                      scorer.preprocess.size, 3), dtype=np.uint8))
+    warm = torch.from_numpy(
+        np.zeros(
+            (config.batch_size * FRAMES_PER_CLIP, scorer.preprocess.size, scorer.preprocess.size, 3), dtype=np.uint8
+        )
+    )
     scorer.score_pixels(warm)
     _sync(scorer.device)
     started = time.perf_counter()
-    stats = score_jsonl(source, out, config, scorer=scorer)
+    stats = score_file(source, out, config, scorer=scorer)
     _sync(scorer.device)
     assert stats.scored == stats.clips, stats
     return stats.clips / (time.perf_counter() - started)
@@ -97,8 +100,12 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward batch")
-    parser.add_argument("--num-workers", type=int, default=1,
-                        help="decoding workers; on a 2-core CPU one leaves the other core to the model")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=1,
+        help="decoding workers; on a 2-core CPU one leaves the other core to the model",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
@@ -111,8 +118,12 @@ def main() -> int:
         root = Path(tmp)
         source = make_dataset(root, args.clips, args.width, args.height)
         frames = sorted((root / "frames").rglob("*.jpg"))
-        config = ScoringConfig(figure_root=str(root / "frames"), batch_size=args.batch_size,
-                               num_workers=args.num_workers, device=str(device))
+        config = ScoringConfig(
+            figure_root=str(root / "frames"),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=str(device),
+        )
         runs, ceilings = [], []
         for _ in range(args.rounds):
             runs.append(end_to_end(scorer, source, config, root / "out.jsonl"))

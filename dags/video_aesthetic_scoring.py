@@ -8,40 +8,32 @@ file name. Input: ``input_path`` (a JSONL file, a folder of them or a glob) when
 logical date's partition of ``input_root``, ``<input_root>/<YYYY-MM-DD>/*.jsonl``: scheduled runs
 and backfills leave input_path empty and read their day, a manual run passes input_path.
 
-Defaults come from the environment of the DAG processor, scheduler and workers:
-VIDEO_AESTHETICS_INPUT_ROOT, VIDEO_AESTHETICS_INPUT_PATH, VIDEO_AESTHETICS_OUTPUT_ROOT,
-VIDEO_AESTHETICS_WORK_ROOT, VIDEO_AESTHETICS_FIGURE_ROOT, VIDEO_AESTHETICS_VIDEO_ROOT,
-VIDEO_AESTHETICS_CLIP_MODEL, VIDEO_AESTHETICS_MLP_CHECKPOINT, VIDEO_AESTHETICS_CHUNK_SIZE,
-VIDEO_AESTHETICS_NUM_WORKERS, VIDEO_AESTHETICS_DEVICE,
-VIDEO_AESTHETICS_SCHEDULE (default @daily; "none" for manual runs only), VIDEO_AESTHETICS_POOL and
-VIDEO_AESTHETICS_QUEUE (where score_shard runs: a "gpu" pool or Celery queue bounds GPU use).
+Defaults come from the provider's settings (``video_aesthetics.settings``): the environment
+variables VIDEO_AESTHETICS_<NAME> or the ``[video_aesthetics]`` section of airflow.cfg, for
+input_root, input_path, output_root, work_root, figure_root, video_root, clip_model,
+mlp_checkpoint, chunk_size, num_workers, device, schedule (default @daily; "none" for manual runs
+only), pool and queue (where score_shard runs: a "gpu" pool or Celery queue bounds GPU use).
 
 Nothing here imports torch: the model is loaded inside the scoring tasks.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk import conf as airflow_conf
 
-from video_aesthetics import tasks
-from video_aesthetics.operators import VideoAestheticScoringOperator
-from video_aesthetics.store import location_uri
+from video_aesthetics.airflow import dag_tasks as tasks
+from video_aesthetics.airflow.dag_tasks import int_setting, setting
+from video_aesthetics.airflow.object_store import location_uri
+from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
 
-_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-OUTPUT_ROOT = tasks.env_default("VIDEO_AESTHETICS_OUTPUT_ROOT", os.path.join(_HOME, "video_aesthetics", "output"))
-SCHEDULE = tasks.env_default("VIDEO_AESTHETICS_SCHEDULE", "@daily")
+OUTPUT_ROOT = str(setting("output_root"))
+SCHEDULE = str(setting("schedule"))
 # Downstream DAGs schedule on this asset; each event's extra names the partition, its files and counts.
 SCORED = Asset(name="video_aesthetic_scores", uri=location_uri(OUTPUT_ROOT))
-_SHARD_PLACEMENT = {
-    key: value
-    for key, value in (("pool", tasks.env_default("VIDEO_AESTHETICS_POOL")),
-                       ("queue", tasks.env_default("VIDEO_AESTHETICS_QUEUE")))
-    if value
-}
+_SHARD_PLACEMENT = {key: value for key, value in (("pool", setting("pool")), ("queue", setting("queue"))) if value}
 
 
 def _optional_text(default: str | None, description: str) -> Param:
@@ -50,44 +42,75 @@ def _optional_text(default: str | None, description: str) -> Param:
 
 PARAMS = {
     "input_path": _optional_text(
-        tasks.env_default("VIDEO_AESTHETICS_INPUT_PATH"),
-        "A JSONL file, a folder of *.jsonl files or a glob. Empty: read <input_root>/<logical date>/."),
+        setting("input_path"),
+        "A JSONL file, a folder of *.jsonl files or a glob. Empty: read <input_root>/<logical date>/.",
+    ),
     "input_root": _optional_text(
-        tasks.env_default("VIDEO_AESTHETICS_INPUT_ROOT"),
-        "Folder of daily partitions <YYYY-MM-DD>/*.jsonl, read by scheduled runs and backfills."),
-    "output_root": Param(OUTPUT_ROOT, type="string", minLength=1,
-                         description="Output store: a local folder or a URL (s3://, gs://, ...)."),
+        setting("input_root"), "Folder of daily partitions <YYYY-MM-DD>/*.jsonl, read by scheduled runs and backfills."
+    ),
+    "output_root": Param(
+        OUTPUT_ROOT,
+        type="string",
+        minLength=1,
+        description="Output store: a local folder or a URL (s3://, gs://, ...).",
+    ),
     "work_root": _optional_text(
-        tasks.env_default("VIDEO_AESTHETICS_WORK_ROOT"),
-        "Staging folder for shard files, shared by all workers. Empty: <output_root>/_staging (local stores)."),
+        setting("work_root"),
+        "Staging folder for shard files, shared by all workers. Empty: <output_root>/_staging (local stores).",
+    ),
     "figure_root": Param(
-        tasks.env_default("VIDEO_AESTHETICS_FIGURE_ROOT", os.path.join(_HOME, "video_aesthetics", "frames")),
-        type="string", minLength=1,
-        description="Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg."),
+        setting("figure_root"),
+        type="string",
+        minLength=1,
+        description="Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg.",
+    ),
     "video_root": _optional_text(
-        tasks.env_default("VIDEO_AESTHETICS_VIDEO_ROOT"),
-        "Folder relative video paths are taken against when frames are extracted. Empty: the input file's folder."),
-    "chunk_size": Param(int(tasks.env_default("VIDEO_AESTHETICS_CHUNK_SIZE", 5000)), type="integer", minimum=1,
-                        description="Records per shard (grown when needed to stay within core.max_map_length)."),
-    "clip_model": Param(tasks.env_default("VIDEO_AESTHETICS_CLIP_MODEL", "ViT-L/14"), type="string", minLength=1,
-                        description="CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder."),
+        setting("video_root"),
+        "Folder relative video paths are taken against when frames are extracted. Empty: the input file's folder.",
+    ),
+    "chunk_size": Param(
+        int_setting("chunk_size"),
+        type="integer",
+        minimum=1,
+        description="Records per shard (grown when needed to stay within core.max_map_length).",
+    ),
+    "clip_model": Param(
+        setting("clip_model"),
+        type="string",
+        minLength=1,
+        description="CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder.",
+    ),
     "mlp_checkpoint": _optional_text(
-        tasks.env_default("VIDEO_AESTHETICS_MLP_CHECKPOINT"),
-        "Aesthetic head weights (.pth or .safetensors). Empty: LAION's official sac+logos+ava1-l14-linearMSE.pth."),
+        setting("mlp_checkpoint"),
+        "Aesthetic head weights (.pth or .safetensors). Empty: LAION's official sac+logos+ava1-l14-linearMSE.pth.",
+    ),
     "load_num": Param(3, type="integer", minimum=1, description="Frames read per clip."),
     "batch_size": Param(64, type="integer", minimum=1, description="Clips per forward batch."),
-    "num_workers": Param(int(tasks.env_default("VIDEO_AESTHETICS_NUM_WORKERS", 4)), type="integer", minimum=0,
-                         description="Decoding worker processes per shard (0: decode in the task process)."),
-    "device": Param(tasks.env_default("VIDEO_AESTHETICS_DEVICE", "auto"), type="string",
-                    pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto (CUDA when present), cpu, cuda or cuda:N."),
-    "reduction": Param("mean", type="string", enum=["mean", "min", "max"],
-                       description="How a clip's frame scores make its score."),
+    "num_workers": Param(
+        int_setting("num_workers"),
+        type="integer",
+        minimum=0,
+        description="Decoding worker processes per shard (0: decode in the task process).",
+    ),
+    "device": Param(
+        setting("device"),
+        type="string",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="auto (CUDA when present), cpu, cuda or cuda:N.",
+    ),
+    "reduction": Param(
+        "mean", type="string", enum=["mean", "min", "max"], description="How a clip's frame scores make its score."
+    ),
     "on_missing_frames": Param(
-        "extract", type="string", enum=["extract", "skip", "fail"],
+        "extract",
+        type="string",
+        enum=["extract", "skip", "fail"],
         description="extract: decode missing frames from the videos; skip: score the rest, those clips get null; "
-                    "fail: fail the run listing the first missing clips."),
-    "skip_bad_records": Param(False, type="boolean",
-                              description="Send malformed input lines to rejects.jsonl instead of failing."),
+        "fail: fail the run listing the first missing clips.",
+    ),
+    "skip_bad_records": Param(
+        False, type="boolean", description="Send malformed input lines to rejects.jsonl instead of failing."
+    ),
 }
 
 
@@ -118,7 +141,6 @@ def merge(shard_results: list[dict] | None = None, frames: dict | None = None) -
     start_date=datetime(2024, 1, 1),
     catchup=False,
     params=PARAMS,
-    render_template_as_native_obj=True,
     default_args={
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
@@ -133,16 +155,10 @@ def video_aesthetic_scoring() -> None:
     frames = check_frames()
     planned = plan_shards()
     frames >> planned
+    # Each shard's kwargs carry the run's scoring parameters, typed, from plan_shards: no templates
+    # render them, so a path like "1_0" stays the string it was.
     scored = VideoAestheticScoringOperator.partial(
         task_id="score_shard",
-        figure_root="{{ params.figure_root }}",
-        clip_model="{{ params.clip_model }}",
-        mlp_checkpoint="{{ params.mlp_checkpoint }}",
-        load_num="{{ params.load_num }}",
-        batch_size="{{ params.batch_size }}",
-        num_workers="{{ params.num_workers }}",
-        device="{{ params.device }}",
-        reduction="{{ params.reduction }}",
         map_index_template="{{ task.input_path.split('/')[-1].split('.')[0] }}",
         **_SHARD_PLACEMENT,
     ).expand_kwargs(planned)

@@ -23,8 +23,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 AIRFLOW_SERVICES = {
-    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-    "airflow-worker", "airflow-worker-gpu", "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-gpu",
+    "airflow-init",
 }
 LONG_RUNNING = AIRFLOW_SERVICES - {"airflow-init"}
 
@@ -65,8 +70,25 @@ def test_every_service_is_there(services: dict[str, Any]) -> None:
 # The service keys of the Compose Specification that a file like this one may use (a typo is silently ignored
 # by some tools and refused by others).
 SERVICE_KEYS = {
-    "build", "command", "depends_on", "deploy", "entrypoint", "environment", "env_file", "expose", "healthcheck",
-    "image", "ports", "profiles", "restart", "shm_size", "user", "volumes", "working_dir", "ipc", "ulimits",
+    "build",
+    "command",
+    "depends_on",
+    "deploy",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "expose",
+    "healthcheck",
+    "image",
+    "ports",
+    "profiles",
+    "restart",
+    "shm_size",
+    "user",
+    "volumes",
+    "working_dir",
+    "ipc",
+    "ulimits",
 }
 
 
@@ -86,7 +108,10 @@ def test_airflow_runs_celery_on_postgres_and_redis(services: dict[str, Any]) -> 
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
         assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        assert (
+            env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+            and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        )
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
         # Workers check the tokens the API server signs: one secret for all.
@@ -165,7 +190,9 @@ def test_scoring_env_reaches_every_airflow_container(compose: dict[str, Any], se
         assert env["VIDEO_AESTHETICS_POOL"] == "gpu"
         cache = env["VIDEO_AESTHETICS_CACHE"]
         # The cache must live on a named volume, so weights survive container restarts and are shared.
-        volume = next(source for target, source in mounts(service).items() if cache.startswith(target.rstrip("/") + "/"))
+        volume = next(
+            source for target, source in mounts(service).items() if cache.startswith(target.rstrip("/") + "/")
+        )
         assert volume in compose["volumes"], (name, volume)
         assert env["HF_HOME"].startswith(cache.rsplit("/", 1)[0])
 
@@ -210,7 +237,7 @@ def test_healthchecks(services: dict[str, Any]) -> None:
     for name in ("airflow-worker", "airflow-worker-gpu"):
         test = " ".join(services[name]["healthcheck"]["test"])
         # Each worker pings itself ($$ is compose's escape for a shell variable).
-        assert "inspect ping" in test and 'celery@$${HOSTNAME}' in test, name
+        assert "inspect ping" in test and "celery@$${HOSTNAME}" in test, name
 
 
 def test_depends_on_shape(services: dict[str, Any]) -> None:
@@ -256,8 +283,10 @@ def test_dollar_signs_are_valid_compose_interpolation(compose: dict[str, Any]) -
     for value in strings_in(compose):
         text = value.replace("$$", "")
         for match in re.finditer(r"\$", text):
-            rest = text[match.start():]
-            assert re.match(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}", rest), f"bad interpolation near {rest[:40]!r}"
+            rest = text[match.start() :]
+            assert re.match(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}", rest), (
+                f"bad interpolation near {rest[:40]!r}"
+            )
 
 
 def dockerfile_lines() -> list[str]:
@@ -267,8 +296,11 @@ def dockerfile_lines() -> list[str]:
 
 def test_dockerfile_extends_the_official_airflow_3_image_on_python_311() -> None:
     lines = dockerfile_lines()
-    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", line).groups() for line in lines  # type: ignore[union-attr]
-                if line.startswith("ARG ") and "=" in line)
+    args = dict(
+        re.fullmatch(r"ARG (\w+)=(\S+)", line).groups()
+        for line in lines  # type: ignore[union-attr]
+        if line.startswith("ARG ") and "=" in line
+    )
     [base] = [line.split()[1] for line in lines if line.startswith("FROM ")]
     image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     match = re.fullmatch(r"apache/airflow:(3\.\d+\.\d+)-python3\.11", image)
@@ -294,7 +326,9 @@ def test_dockerfile_installs_the_package_as_the_airflow_user() -> None:
 
 
 def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/") for p in patterns)
@@ -316,6 +350,7 @@ def test_packaged_modules_exist() -> None:
     reason="docker compose is not installed here",
 )
 def test_docker_compose_accepts_the_file() -> None:
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr

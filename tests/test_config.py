@@ -8,7 +8,11 @@ from video_aesthetics.errors import ConfigError
 
 def test_defaults_are_the_seeds() -> None:
     config = ScoringConfig()
-    assert (config.figure_root, config.input_video_key, config.video_clips_key) == ("extract_frames", "video", "video_clips")
+    assert (config.figure_root, config.input_video_key, config.video_clips_key) == (
+        "extract_frames",
+        "video",
+        "video_clips",
+    )
     assert (config.clip_model, config.mlp_checkpoint, config.load_num) == ("ViT-L/14", None, 3)
     assert (config.batch_size, config.num_workers, config.output_key) == (64, 4, "video_clips")
     assert config.reduction == "mean" and not config.whole_video
@@ -42,4 +46,4 @@ def test_empty_clips_key_means_whole_video(video_clips_key: str | None) -> None:
 )
 def test_validate_names_the_parameter_and_what_it_accepts(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ScoringConfig(**changes).validate()
+        ScoringConfig(**changes)

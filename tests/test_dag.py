@@ -18,7 +18,9 @@ import pytest
 from helpers.airflow_env import airflow_env, dag_test, new_home
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import __version__
-from video_aesthetics.shards import safe_name
+from video_aesthetics.sharding import safe_name
+
+pytestmark = pytest.mark.slow
 
 DAG_ID = "video_aesthetic_scoring"
 LOGICAL_DATE = "2024-03-01"
@@ -53,8 +55,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         if v == 1:
             records.append({"caption": "a record without a video passes through", "n": v})
     source = write_jsonl(root / "input" / "clips.jsonl", records)
-    conf = {"input_path": str(source), "output_root": str(root / "out"), "figure_root": str(root / "frames"),
-            "chunk_size": 2, "num_workers": 0, "device": "cpu", "batch_size": 1, **model_args}
+    conf = {
+        "input_path": str(source),
+        "output_root": str(root / "out"),
+        "figure_root": str(root / "frames"),
+        "chunk_size": 2,
+        "num_workers": 0,
+        "device": "cpu",
+        "batch_size": 1,
+        **model_args,
+    }
     return {"root": root, "source": source, "records": len(records), "conf": conf}
 
 
@@ -63,8 +73,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dic
     """Every dag.test() run of this module, in one process; outputs are copied between runs that overwrite them."""
     env = airflow_env(new_home(tmp_path_factory, "dag_test_home"))
     conf, root = world["conf"], world["root"]
-    missing = {**conf, "figure_root": str(root / "no_frames"), "on_missing_frames": "fail",
-               "output_root": str(root / "out_fail")}
+    missing = {
+        **conf,
+        "figure_root": str(root / "no_frames"),
+        "on_missing_frames": "fail",
+        "output_root": str(root / "out_fail"),
+    }
     plan = [
         ("first", {"conf": conf, "logical_date": LOGICAL_DATE}),
         ("rerun", {"conf": conf, "logical_date": LOGICAL_DATE}),
@@ -75,7 +89,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dic
     ]
     # The rerun overwrites the first run's partition; the first run's bytes survive as its SHA-256 in XCom.
     results = dag_test(env, DAG_ID, [spec for _, spec in plan], timeout=900)
-    return dict(zip([name for name, _ in plan], results))
+    return dict(zip([name for name, _ in plan], results, strict=False))
 
 
 def test_the_dag_imports_without_errors_and_without_torch(tmp_path: Path) -> None:
@@ -99,23 +113,47 @@ print(json.dumps({
     "outlets": [a.name for a in merge.outlets],
 }))
 """
-    env = airflow_env(tmp_path, VIDEO_AESTHETICS_POOL="gpu", VIDEO_AESTHETICS_QUEUE="gpu",
-                      VIDEO_AESTHETICS_SCHEDULE="@hourly", VIDEO_AESTHETICS_CLIP_MODEL="ViT-B/32")
-    run = subprocess.run([sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]], env=env,
-                         capture_output=True, text=True, timeout=180)
+    env = airflow_env(
+        tmp_path,
+        VIDEO_AESTHETICS_POOL="gpu",
+        VIDEO_AESTHETICS_QUEUE="gpu",
+        VIDEO_AESTHETICS_SCHEDULE="@hourly",
+        VIDEO_AESTHETICS_CLIP_MODEL="ViT-B/32",
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     bag = json.loads(run.stdout.strip().splitlines()[-1])
     assert bag["errors"] == {}
     assert bag["heavy"] == []
     assert bag["tasks"] == ["check_frames", "merge", "plan_shards", "score_shard"]
-    assert bag["upstream"] == {"check_frames": [], "plan_shards": ["check_frames"], "score_shard": ["plan_shards"],
-                               "merge": ["check_frames", "score_shard"]}
+    assert bag["upstream"] == {
+        "check_frames": [],
+        "plan_shards": ["check_frames"],
+        "score_shard": ["plan_shards"],
+        "merge": ["check_frames", "score_shard"],
+    }
     assert bag["mapped"] == "MappedOperator"
     assert (bag["pool"], bag["queue"]) == ("gpu", "gpu")
     assert bag["schedule"] == "0 * * * *" and bag["catchup"] is False
     assert bag["clip_model"] == "ViT-B/32"
-    assert {"input_path", "output_root", "figure_root", "chunk_size", "clip_model", "mlp_checkpoint", "load_num",
-            "batch_size", "num_workers", "on_missing_frames"} <= set(bag["params"])
+    assert {
+        "input_path",
+        "output_root",
+        "figure_root",
+        "chunk_size",
+        "clip_model",
+        "mlp_checkpoint",
+        "load_num",
+        "batch_size",
+        "num_workers",
+        "on_missing_frames",
+    } <= set(bag["params"])
     assert bag["params"]["on_missing_frames"]["enum"] == ["extract", "skip", "fail"]
     assert bag["params"]["chunk_size"]["minimum"] == 1
     assert bag["outlets"] == ["video_aesthetic_scores"]
@@ -157,11 +195,33 @@ def test_the_merged_output_equals_the_cli_output(runs: dict, world: dict, model_
     assert runs["first"].get("state") == "success"
     out = tmp_path / "cli.jsonl"
     # Batch size 1 in both: float rounding depends on which clips share a batch, and shards cut batches.
-    run = subprocess.run([sys.executable, "-m", "video_aesthetics", "score", "--input", str(world["source"]),
-                          "--output", str(out), "--figure-root", world["conf"]["figure_root"],
-                          "--clip-model", model_args["clip_model"], "--mlp-checkpoint", model_args["mlp_checkpoint"],
-                          "--num-workers", "0", "--batch-size", "1", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "video_aesthetics",
+            "score",
+            "--input",
+            str(world["source"]),
+            "--output",
+            str(out),
+            "--figure-root",
+            world["conf"]["figure_root"],
+            "--clip-model",
+            model_args["clip_model"],
+            "--mlp-checkpoint",
+            model_args["mlp_checkpoint"],
+            "--num-workers",
+            "0",
+            "--batch-size",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     merged = Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl"
     assert merged.read_bytes() == out.read_bytes()
@@ -182,8 +242,12 @@ def test_the_manifest_describes_the_run(runs: dict, world: dict, model_args: dic
     rerun = runs["rerun"]
     out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["run"] == {"dag_id": DAG_ID, "run_id": rerun["run_id"], "partition": LOGICAL_DATE,
-                               "logical_date": LOGICAL_DATE}
+    assert manifest["run"] == {
+        "dag_id": DAG_ID,
+        "run_id": rerun["run_id"],
+        "partition": LOGICAL_DATE,
+        "logical_date": LOGICAL_DATE,
+    }
     assert manifest["records"] == {"in": world["records"], "out": world["records"], "passthrough": 1, "rejected": 0}
     assert manifest["clips"] == {"in": 2 * VIDEOS, "out": 2 * VIDEOS, "scored": 2 * VIDEOS, "failed": 0, "errors": {}}
     assert manifest["output"]["sha256"] == hashlib.sha256((out / "scored.jsonl").read_bytes()).hexdigest()
@@ -214,7 +278,9 @@ def test_a_run_without_logical_date_writes_to_its_run_id(runs: dict, world: dict
     run = runs["no_logical_date"]
     assert run.get("state") == "success" and run["logical_date"] == "None"
     out = Path(world["conf"]["output_root"]) / safe_name(run["run_id"])
-    assert (out / "scored.jsonl").read_bytes() == (Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl").read_bytes()
+    assert (out / "scored.jsonl").read_bytes() == (
+        Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl"
+    ).read_bytes()
     assert json.loads((out / "_manifest.json").read_text())["run"]["logical_date"] is None
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.media import write_frames, write_jsonl, write_video
+from helpers.media import decode_rgb, write_frames, write_jsonl, write_video
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.extraction import FrameReport, check_frames, clip_indices, extract_clip_frames
@@ -17,10 +16,7 @@ from video_aesthetics.extraction import FrameReport, check_frames, clip_indices,
 FRAMES = 24
 
 
-def decode_all(path: Path) -> list[np.ndarray]:
-    """Every frame of a video, decoded straight through, independently of the code under test."""
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+decode_all = decode_rgb
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -70,9 +66,15 @@ def test_extract_writes_first_middle_last_frames_with_the_videos_pixels(dataset,
 
     assert report.as_dict() == FrameReport(records=3, clips=3, extracted=3).as_dict()
     assert files_under(figure_root) == {
-        "alpha/alpha_0/img/frame_000000.jpg", "alpha/alpha_0/img/frame_000005.jpg", "alpha/alpha_0/img/frame_000009.jpg",
-        "alpha/alpha_1/img/frame_000000.jpg", "alpha/alpha_1/img/frame_000007.jpg", "alpha/alpha_1/img/frame_000013.jpg",
-        "beta/beta_0/img/frame_000000.jpg", "beta/beta_0/img/frame_000002.jpg", "beta/beta_0/img/frame_000003.jpg",
+        "alpha/alpha_0/img/frame_000000.jpg",
+        "alpha/alpha_0/img/frame_000005.jpg",
+        "alpha/alpha_0/img/frame_000009.jpg",
+        "alpha/alpha_1/img/frame_000000.jpg",
+        "alpha/alpha_1/img/frame_000007.jpg",
+        "alpha/alpha_1/img/frame_000013.jpg",
+        "beta/beta_0/img/frame_000000.jpg",
+        "beta/beta_0/img/frame_000002.jpg",
+        "beta/beta_0/img/frame_000003.jpg",
     }
     reference = decode_all(video_a)
     for folder, start in (("alpha_0", 0), ("alpha_1", 10)):
@@ -118,8 +120,12 @@ def test_skip_only_counts(dataset) -> None:
 
     report = check_frames([jsonl], config_for(figure_root), "skip")
 
-    assert report.as_dict() == FrameReport(records=3, clips=3, present=1, missing=2,
-                                           first_missing=["alpha/alpha_0", "alpha/alpha_1"]).as_dict()
+    assert (
+        report.as_dict()
+        == FrameReport(
+            records=3, clips=3, present=1, missing=2, first_missing=["alpha/alpha_0", "alpha/alpha_1"]
+        ).as_dict()
+    )
     assert files_under(figure_root) == {f"beta/beta_0/img/frame_{i * 25:06d}.jpg" for i in range(3)}
 
 
@@ -158,27 +164,42 @@ def test_unreadable_and_absent_videos_are_counted_not_fatal(tmp_path: Path) -> N
     videos.mkdir()
     (videos / "garbage.mp4").write_bytes(b"this is not a video" * 100)
     good = write_video(videos / "good.mp4", frames=12, seed=4)
-    jsonl = write_jsonl(tmp_path / "in.jsonl", [
-        record(str(videos / "garbage.mp4"), clip("g0", 0, 5), clip("g1", 5, 10)),
-        record(str(videos / "absent.mp4"), clip("x0", 0, 5)),
-        record(str(good), clip("ok", 0, 12)),
-    ])
+    jsonl = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            record(str(videos / "garbage.mp4"), clip("g0", 0, 5), clip("g1", 5, 10)),
+            record(str(videos / "absent.mp4"), clip("x0", 0, 5)),
+            record(str(good), clip("ok", 0, 12)),
+        ],
+    )
     figure_root = tmp_path / "frames"
 
     report = check_frames([jsonl], config_for(figure_root), "extract")
 
-    assert report.as_dict() == FrameReport(records=3, clips=4, extracted=1, missing=3, unreadable_videos=2,
-                                           first_missing=["garbage/g0", "garbage/g1", "absent/x0"]).as_dict()
+    assert (
+        report.as_dict()
+        == FrameReport(
+            records=3,
+            clips=4,
+            extracted=1,
+            missing=3,
+            unreadable_videos=2,
+            first_missing=["garbage/g0", "garbage/g1", "absent/x0"],
+        ).as_dict()
+    )
     assert files_under(figure_root) == {f"good/ok/img/frame_{i:06d}.jpg" for i in (0, 6, 11)}
 
 
 def test_unsafe_ids_are_missing_and_nothing_is_written_outside_figure_root(tmp_path: Path) -> None:
     write_video(tmp_path / "v.mp4", frames=12, seed=5)
     write_video(tmp_path / "..mp4", frames=12, seed=5)
-    jsonl = write_jsonl(tmp_path / "in.jsonl", [
-        record("v.mp4", clip("../../escaped", 0, 6), clip("a/b", 0, 6), clip("fine", 6, 12)),
-        record("..mp4", clip("x", 0, 6)),
-    ])
+    jsonl = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            record("v.mp4", clip("../../escaped", 0, 6), clip("a/b", 0, 6), clip("fine", 6, 12)),
+            record("..mp4", clip("x", 0, 6)),
+        ],
+    )
     figure_root = tmp_path / "deep" / "frames"
     before = files_under(tmp_path)
 
@@ -198,7 +219,11 @@ def test_corrupt_frames_are_reextracted(dataset) -> None:
     report = check_frames([jsonl], config_for(figure_root), "extract")
 
     assert (report.present, report.extracted, report.missing) == (0, 3, 0)
-    assert sorted(p.name for p in frame.parent.iterdir()) == ["frame_000000.jpg", "frame_000002.jpg", "frame_000003.jpg"]
+    assert sorted(p.name for p in frame.parent.iterdir()) == [
+        "frame_000000.jpg",
+        "frame_000002.jpg",
+        "frame_000003.jpg",
+    ]
 
 
 def test_video_root_resolves_relative_paths(tmp_path: Path) -> None:
@@ -253,16 +278,19 @@ def test_clip_without_a_frame_range_is_missing(tmp_path: Path) -> None:
     assert not (tmp_path / "frames").exists()
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    (clip("a", 0, 10), {0: 0, 5: 5, 9: 9}),
-    (clip("b", 30, 60, 30), {0: 30, 15: 45, 29: 59}),
-    (clip("c", 7, num=2), {0: 7, 1: 8}),
-    (clip("d", 3, 4), {0: 3}),
-    (clip("e", 5, 2), {}),
-    ({"id": "f", "frame_start": "0", "frame_end": 9}, {}),
-    # Without frame_start the clip could be anywhere in the video.
-    ({"id": "g", "num_frames": 5}, {}),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (clip("a", 0, 10), {0: 0, 5: 5, 9: 9}),
+        (clip("b", 30, 60, 30), {0: 30, 15: 45, 29: 59}),
+        (clip("c", 7, num=2), {0: 7, 1: 8}),
+        (clip("d", 3, 4), {0: 3}),
+        (clip("e", 5, 2), {}),
+        ({"id": "f", "frame_start": "0", "frame_end": 9}, {}),
+        # Without frame_start the clip could be anywhere in the video.
+        ({"id": "g", "num_frames": 5}, {}),
+    ],
+)
 def test_clip_indices(given: dict, expected: dict) -> None:
     assert clip_indices(given) == expected
 

@@ -42,7 +42,11 @@ def test_list_frames_in_frame_order_and_only_images(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.jpg").mkdir()
     assert [p.name for p in list_frames(tmp_path)] == [
-        "frame_1.png", "frame_2.JPG", "frame_3.webp", "frame_4.jpeg", "frame_10.jpg",
+        "frame_1.png",
+        "frame_2.JPG",
+        "frame_3.webp",
+        "frame_4.jpeg",
+        "frame_10.jpg",
     ]
     assert list_frames(tmp_path / "missing") == []
     assert [p.name for p in select_frames(list_frames(tmp_path), 2)] == ["frame_1.png", "frame_10.jpg"]
@@ -71,8 +75,10 @@ def test_squash_and_longest_modes_match_open_clip(tmp_path: Path) -> None:
     for mode in ("squash", "longest"):
         pp = PreprocessConfig(resize_mode=mode)
         reference = open_clip.image_transform(224, is_train=False, resize_mode=mode)(image)
-        ours = (torch.from_numpy(to_pixels(image, pp)).permute(2, 0, 1).float() / 255.0
-                - torch.tensor(pp.mean).view(3, 1, 1)) / torch.tensor(pp.std).view(3, 1, 1)
+        ours = (
+            torch.from_numpy(to_pixels(image, pp)).permute(2, 0, 1).float() / 255.0
+            - torch.tensor(pp.mean).view(3, 1, 1)
+        ) / torch.tensor(pp.std).view(3, 1, 1)
         assert torch.allclose(ours, reference, atol=1e-5), mode
 
 

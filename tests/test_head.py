@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.clip_models import build_head, save_head
 
-from video_aesthetics.cache import sha256_file
+from helpers.clip_models import build_head, save_head
 from video_aesthetics.errors import WeightsError
+from video_aesthetics.files import sha256_file
 from video_aesthetics.head import (
     OFFICIAL_HEAD_FILENAME,
     OFFICIAL_HEAD_SHA256,
@@ -136,8 +136,13 @@ def test_default_offline_without_cache_says_what_to_do(
     with pytest.raises(WeightsError) as info:
         load_head(checkpoint)
     message = str(info.value)
-    for part in (OFFICIAL_HEAD_FILENAME, str(tmp_path / "empty-cache" / OFFICIAL_HEAD_FILENAME),
-                 "VIDEO_AESTHETICS_CACHE", "mlp_checkpoint", "github.com"):
+    for part in (
+        OFFICIAL_HEAD_FILENAME,
+        str(tmp_path / "empty-cache" / OFFICIAL_HEAD_FILENAME),
+        "VIDEO_AESTHETICS_CACHE",
+        "mlp_checkpoint",
+        "github.com",
+    ):
         assert part in message
 
 
@@ -150,7 +155,9 @@ def test_default_refuses_a_cached_file_with_the_wrong_checksum(tmp_path: Path, m
     assert OFFICIAL_HEAD_SHA256 in message and sha256_file(impostor) in message and str(impostor) in message
 
 
-@pytest.mark.skipif(not OFFICIAL_FILE.is_file(), reason="the official head is not beside the checkout (../shared/weights)")
+@pytest.mark.skipif(
+    not OFFICIAL_FILE.is_file(), reason="the official head is not beside the checkout (../shared/weights)"
+)
 def test_official_file_loads_on_cpu(tmp_path: Path) -> None:
     loaded = load_head(OFFICIAL_FILE, embed_dim=768)
     assert loaded.input_dim == 768
@@ -162,7 +169,9 @@ def test_official_file_loads_on_cpu(tmp_path: Path) -> None:
     assert scores.shape == (8, 1) and torch.isfinite(scores).all()
 
 
-@pytest.mark.skipif(not OFFICIAL_FILE.is_file(), reason="the official head is not beside the checkout (../shared/weights)")
+@pytest.mark.skipif(
+    not OFFICIAL_FILE.is_file(), reason="the official head is not beside the checkout (../shared/weights)"
+)
 def test_default_uses_the_official_file_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDEO_AESTHETICS_CACHE", str(tmp_path))
     shutil.copy(OFFICIAL_FILE, tmp_path / OFFICIAL_HEAD_FILENAME)

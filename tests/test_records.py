@@ -25,6 +25,7 @@ from video_aesthetics.records import (
 )
 
 ROOT = Path("/frames")
+CONFIG = ScoringConfig(figure_root=str(ROOT))
 
 
 def test_stem_from_string_list_and_windows_path() -> None:
@@ -54,8 +55,15 @@ def test_samples_follow_the_frame_layout_and_refuse_escapes() -> None:
         {"video": "v.mp4", "video_clips": {"clips": "not a list"}},
         {"video": "w.mp4", "video_clips": [{"id": "w_a"}, "junk"]},
     ]
-    samples = list(iter_samples(records, ScoringConfig(), ROOT))
-    assert [(s.seq, s.record, s.clip) for s in samples] == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1), (4, 4, 0), (5, 4, 1)]
+    samples = list(iter_samples(records, CONFIG))
+    assert [(s.seq, s.record, s.clip) for s in samples] == [
+        (0, 0, 0),
+        (1, 0, 1),
+        (2, 1, 0),
+        (3, 1, 1),
+        (4, 4, 0),
+        (5, 4, 1),
+    ]
     assert samples[0].path == ROOT / "video1" / "video1_0" / "img"
     # "passwd" is a safe stem; ".." as a clip id is not.
     assert samples[2].error == "unsafe_path" and samples[2].path is None
@@ -66,7 +74,7 @@ def test_samples_follow_the_frame_layout_and_refuse_escapes() -> None:
 
 def test_whole_video_samples_one_per_record() -> None:
     config = ScoringConfig(video_clips_key="")
-    samples = list(iter_samples([{"video": ["a.mp4"]}, {"x": 1}, {"video": "b.mp4"}], config, ROOT))
+    samples = list(iter_samples([{"video": ["a.mp4"]}, {"x": 1}, {"video": "b.mp4"}], config))
     assert [(s.record, s.clip, s.path) for s in samples] == [(0, None, Path("a.mp4")), (2, None, Path("b.mp4"))]
 
 
@@ -74,7 +82,9 @@ def test_with_results_writes_scores_and_errors_into_a_copy() -> None:
     record = clip_record("v.mp4", ["v_0", "v_1"], caption="c")
     record["video_clips"]["clips"][1]["aesthetic_error"] = "stale"
     before = json.dumps(record)
-    scored = with_results(record, [SampleResult(0, 5.5, None, [5.0, 6.0]), SampleResult(1, None, "no_frames")], ScoringConfig())
+    scored = with_results(
+        record, [SampleResult(0, 5.5, None, [5.0, 6.0]), SampleResult(1, None, "no_frames")], ScoringConfig()
+    )
     assert json.dumps(record) == before
     clips = scored["video_clips"]["clips"]
     assert clips[0]["aesthetic_score"] == 5.5 and "aesthetic_error" not in clips[0]
@@ -88,8 +98,11 @@ def test_output_key_leaves_the_input_column_alone() -> None:
     config = ScoringConfig(output_key="scored_clips", frame_scores=True)
     scored = with_results(record, [SampleResult(0, 4.0, None, [4.0])], config)
     assert "aesthetic_score" not in scored["video_clips"]["clips"][0]
-    assert scored["scored_clips"]["clips"][0] == {**record["video_clips"]["clips"][0], "aesthetic_score": 4.0,
-                                                   "aesthetic_frame_scores": [4.0]}
+    assert scored["scored_clips"]["clips"][0] == {
+        **record["video_clips"]["clips"][0],
+        "aesthetic_score": 4.0,
+        "aesthetic_frame_scores": [4.0],
+    }
 
 
 def test_non_finite_scores_become_errors() -> None:
@@ -123,26 +136,25 @@ def test_merge_results_keeps_order_and_counts() -> None:
     records = [clip_record("a.mp4", ["a_0", "a_1"]), {"meta": 1}, clip_record("b.mp4", ["b_0"])]
     results = [SampleResult(0, 1.0), SampleResult(1, None, "no_frames"), SampleResult(2, 3.0)]
     counts = RecordCounts()
-    out = list(merge_results(records, results, ScoringConfig(), ROOT, counts))
+    out = list(merge_results(records, results, CONFIG, counts))
     assert out[1] == {"meta": 1}
     assert [c["aesthetic_score"] for c in out[0]["video_clips"]["clips"]] == [1.0, None]
     assert (counts.records, counts.clips, counts.scored, counts.failed, counts.passthrough) == (3, 3, 2, 1, 1)
     assert counts.errors == {"no_frames": 1}
-    totals = count_records(records, ScoringConfig(), ROOT)
+    totals = count_records(records, CONFIG)
     assert (totals.records, totals.clips, totals.passthrough) == (3, 3, 1)
 
 
 def test_merge_results_refuses_a_missing_result() -> None:
     with pytest.raises(RuntimeError, match="sample 1"):
-        list(merge_results([clip_record("a.mp4", ["a_0", "a_1"])], [SampleResult(0, 1.0)], ScoringConfig(), ROOT, RecordCounts()))
+        list(merge_results([clip_record("a.mp4", ["a_0", "a_1"])], [SampleResult(0, 1.0)], CONFIG, RecordCounts()))
 
 
 def test_atomic_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "x.jsonl"
-    with pytest.raises(RuntimeError):
-        with atomic_writer(target) as handle:
-            handle.write("partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write("partial")
+        raise RuntimeError("boom")
     assert list((tmp_path / "out").iterdir()) == []
     target.write_text("old")
     with atomic_writer(target) as handle:

@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.media import read_jsonl
+from helpers.media import decode_rgb, read_jsonl
 from video_aesthetics import video
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.extraction import check_frames
-from video_aesthetics.sample_data import PHOTOS, VARIANTS, Motion, SampleDataset, generate_sample, ken_burns
+from video_aesthetics.sample_data import (
+    PHOTOS,
+    VARIANTS,
+    Motion,
+    SampleDataset,
+    encode_video,
+    generate_sample,
+    ken_burns,
+    rgb_to_yuv420p,
+)
 
 SMALL = {"videos": 2, "seconds": 2.0, "fps": 12, "clips_per_video": 3}
 
@@ -25,8 +34,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleDataset:
 
 
 def decode(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float32)
+    return np.stack(decode_rgb(path)).astype(np.float32)
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
@@ -44,7 +52,8 @@ def test_records_have_the_seed_shape_and_real_videos(sample: SampleDataset) -> N
     records = read_jsonl(sample.jsonl)
     assert len(records) == len(sample.videos) == 2 * len(VARIANTS)
     assert {(r["source_image"], r["variant"]) for r in records} == {
-        (photo, variant) for photo in list(PHOTOS)[:2] for variant in VARIANTS}
+        (photo, variant) for photo in list(PHOTOS)[:2] for variant in VARIANTS
+    }
     ids = []
     for record in records:
         [relative] = record["video"]
@@ -112,23 +121,58 @@ def test_every_clip_extracts(sample: SampleDataset, tmp_path: Path) -> None:
 
 
 def test_absolute_paths(tmp_path: Path) -> None:
-    dataset = generate_sample(tmp_path / "abs", videos=1, seconds=1.0, fps=4, clips_per_video=2,
-                              variants=("dark",), absolute_paths=True, width=64, height=36)
+    dataset = generate_sample(
+        tmp_path / "abs",
+        videos=1,
+        seconds=1.0,
+        fps=4,
+        clips_per_video=2,
+        variants=("dark",),
+        absolute_paths=True,
+        width=64,
+        height=36,
+    )
     [record] = read_jsonl(dataset.jsonl)
     assert Path(record["video"][0]) == dataset.videos[0].path and dataset.videos[0].path.is_absolute()
     assert video.probe(dataset.videos[0].path).frames == 4
     assert not [p for p in dataset.jsonl.parent.rglob("*") if ".tmp" in p.name]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"videos": 0}, "astronaut"),
-    ({"videos": len(PHOTOS) + 1}, "between 1 and"),
-    ({"variants": ("original", "sepia")}, "sepia"),
-    ({"variants": ()}, "non-empty"),
-    ({"width": 321}, "even"),
-    ({"seconds": 0.1, "clips_per_video": 3}, "too short"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"videos": 0}, "astronaut"),
+        ({"videos": len(PHOTOS) + 1}, "between 1 and"),
+        ({"variants": ("original", "sepia")}, "sepia"),
+        ({"variants": ()}, "non-empty"),
+        ({"width": 321}, "even"),
+        ({"seconds": 0.1, "clips_per_video": 3}, "too short"),
+    ],
+)
 def test_bad_arguments(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         generate_sample(tmp_path / "bad", **{**SMALL, **changes})
     assert not (tmp_path / "bad").exists()
+
+
+def test_decoded_planes_are_exactly_the_frames_made_here(tmp_path: Path) -> None:
+    # Reproducibility on any machine rests on this: YUV made in integer numpy, coded losslessly, so
+    # neither swscale's nor x264's CPU-specific code can change a decoded sample.
+    photo = np.random.default_rng(3).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    frames = list(ken_burns(photo, 6, 64, 36, Motion((1.0, 1.3), (0.4, 0.5), (0.6, 0.5))))
+    path = encode_video(tmp_path / "v.mp4", iter(frames), 12, 64, 36)
+    with av.open(str(path)) as container:
+        planes = [frame.to_ndarray() for frame in container.decode(video=0)]  # yuv420p as stored: no conversion
+    assert len(planes) == len(frames)
+    for plane, frame in zip(planes, frames, strict=False):
+        np.testing.assert_array_equal(plane, rgb_to_yuv420p(frame))
+
+
+def test_yuv_conversion_matches_bt601_within_rounding() -> None:
+    rgb = np.random.default_rng(4).integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    yuv = rgb_to_yuv420p(rgb).astype(np.float64)
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    assert np.abs(yuv[:8] - y).max() <= 1.0
+    with pytest.raises(ConfigError, match="even"):
+        rgb_to_yuv420p(rgb[:7])

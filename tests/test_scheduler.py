@@ -7,6 +7,7 @@ process started here is stopped afterwards, whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -25,7 +26,7 @@ import requests
 
 from helpers.airflow_env import airflow, airflow_env, free_port, new_home
 from helpers.media import clip_record, read_jsonl, write_jsonl, write_video
-from video_aesthetics.shards import safe_name
+from video_aesthetics.sharding import safe_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -85,10 +86,8 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
             process.send_signal(signal.SIGTERM)
     _, alive = psutil.wait_procs(family, timeout=30)
     for survivor in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             survivor.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=10)
     for process in processes.values():
         try:
@@ -151,10 +150,15 @@ def services(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str
         for name in ("api-server", "scheduler", "dag-processor"):
             log = (home / f"{name}.log").open("w")
             running.logs[name] = log
-            running.processes[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=env,
-                                                       stdout=log, stderr=subprocess.STDOUT)
-        _wait("the api-server", lambda: requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).ok,
-              STARTUP_SECONDS, running)
+            running.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", name], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        _wait(
+            "the api-server",
+            lambda: requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).ok,
+            STARTUP_SECONDS,
+            running,
+        )
         yield running
     finally:
         _stop(running.processes)
@@ -169,8 +173,19 @@ def _create_backfill(services: Services, attempts: int = 3) -> None:
     both want to write; the CLI's transaction is rolled back then, so trying again is safe.
     """
     for attempt in range(1, attempts + 1):
-        run = airflow(services.env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_DATES[0],
-                      "--to-date", BACKFILL_DATES[1], timeout=180, check=False)
+        run = airflow(
+            services.env,
+            "backfill",
+            "create",
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            BACKFILL_DATES[0],
+            "--to-date",
+            BACKFILL_DATES[1],
+            timeout=180,
+            check=False,
+        )
         existing = services.api("GET", "/api/v2/backfills", params={"dag_id": DAG_ID}).json()["total_entries"]
         if run.returncode == 0 or existing:
             assert existing == 1, run.stdout[-3000:] + run.stderr[-3000:]
@@ -186,8 +201,12 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     assert login.status_code == 201, login.text
     services.token = login.json()["access_token"]
 
-    _wait("the dag-processor to register the DAG", lambda: services.api("GET", f"/api/v2/dags/{DAG_ID}").ok,
-          STARTUP_SECONDS, services)
+    _wait(
+        "the dag-processor to register the DAG",
+        lambda: services.api("GET", f"/api/v2/dags/{DAG_ID}").ok,
+        STARTUP_SECONDS,
+        services,
+    )
     bad = services.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"chunk_size": 0}})
     assert bad.status_code == 400 and "chunk_size" in bad.text
     assert services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["total_entries"] == 0
@@ -197,8 +216,11 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     _create_backfill(services)
     assert services.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).ok
     adhoc = _partition_input(services.root / "adhoc", tag=9, videos=3)
-    triggered = services.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                             json={"logical_date": None, "conf": {"input_path": str(adhoc), "chunk_size": 1}})
+    triggered = services.api(
+        "POST",
+        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        json={"logical_date": None, "conf": {"input_path": str(adhoc), "chunk_size": 1}},
+    )
     assert triggered.status_code == 200, triggered.text
     manual_id = triggered.json()["dag_run_id"]
 
@@ -216,11 +238,13 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     assert manual["conf"]["input_path"] == str(adhoc) and manual["logical_date"] is None
     manual_out = output / safe_name(manual_id)
     assert len(read_jsonl(manual_out / "scored.jsonl")) == 3
-    shards = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances",
-                          params={"task_id": "score_shard"}).json()["task_instances"]
+    shards = services.api(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances", params={"task_id": "score_shard"}
+    ).json()["task_instances"]
     assert sorted(t["map_index"] for t in shards) == [0, 1, 2]
-    links = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/score_shard/links",
-                         params={"map_index": 1}).json()["extra_links"]
+    links = services.api(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/score_shard/links", params={"map_index": 1}
+    ).json()["extra_links"]
     assert links["Scored output"].startswith("file://") and links["Scored output"].endswith("/shard-00001.jsonl")
 
     backfills = sorted(r["logical_date"][:10] for r in runs if r["run_type"] == "backfill")

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -14,7 +13,7 @@ from helpers.media import clip_record, write_frames
 from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
+from video_aesthetics.scoring import RankShare, Scorer, iter_results, resolve_device
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
@@ -22,19 +21,24 @@ def _config(model_args: dict[str, str], root: Path, **changes: object) -> Scorin
 
 
 @pytest.mark.parametrize("reduction", ["mean", "min", "max"])
-def test_clip_score_equals_an_independent_computation(tmp_path: Path, model_args: dict, scorer: Scorer,
-                                                      reference: torch.nn.Module, reduction: str) -> None:
+def test_clip_score_equals_an_independent_computation(
+    tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module, reduction: str
+) -> None:
     frames = write_frames(tmp_path, "vid", "vid_0", count=7, seed=11, width=640, height=360)
     config = _config(model_args, tmp_path, reduction=reduction, load_num=3)
-    [result] = list(iter_results([clip_record("x/vid.mp4", ["vid_0"])], config, scorer, tmp_path))
+    [result] = list(iter_results([clip_record("x/vid.mp4", ["vid_0"])], config, scorer))
     # 7 frames, load_num 3: the first, the middle and the last.
-    expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), [frames[0], frames[3], frames[6]], reduction)
+    expected = reference_clip_score(
+        reference, Path(model_args["mlp_checkpoint"]), [frames[0], frames[3], frames[6]], reduction
+    )
     assert result.error is None
     assert result.score == pytest.approx(expected, abs=1e-5)
     assert len(result.frame_scores) == 3
 
 
-def test_missing_and_corrupt_frames(tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module) -> None:
+def test_missing_and_corrupt_frames(
+    tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module
+) -> None:
     good = write_frames(tmp_path, "v", "v_partly", count=3, seed=2)
     good[1].write_bytes(good[1].read_bytes()[:300])  # truncated: skipped, the other two still count
     broken = write_frames(tmp_path, "v", "v_broken", count=2, seed=3)
@@ -42,7 +46,7 @@ def test_missing_and_corrupt_frames(tmp_path: Path, model_args: dict, scorer: Sc
         path.write_bytes(b"not a jpeg")
     (tmp_path / "v" / "v_empty" / "img").mkdir(parents=True)
     record = clip_record("v.mp4", ["v_partly", "v_broken", "v_empty", "v_absent"])
-    results = list(iter_results([record], _config(model_args, tmp_path), scorer, tmp_path))
+    results = list(iter_results([record], _config(model_args, tmp_path), scorer))
     assert [r.error for r in results] == [None, "corrupt_frames", "no_frames", "no_frames"]
     expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), [good[0], good[2]])
     assert results[0].score == pytest.approx(expected, abs=1e-5)
@@ -62,11 +66,11 @@ def _dataset(root: Path, videos: int, clips: int) -> list[dict]:
 def test_workers_and_shards_give_the_same_results_in_order(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
     records = _dataset(tmp_path, videos=5, clips=3)
     base = _config(model_args, tmp_path, batch_size=2)
-    in_process = list(iter_results(records, base, scorer, tmp_path))
-    with_workers = list(iter_results(records, base.replace(num_workers=2), scorer, tmp_path))
+    in_process = list(iter_results(records, base, scorer))
+    with_workers = list(iter_results(records, base.replace(num_workers=2), scorer))
     assert [r.seq for r in in_process] == list(range(15))
     assert [(r.seq, r.score) for r in with_workers] == [(r.seq, r.score) for r in in_process]
-    halves = [list(iter_results(records, base, scorer, tmp_path, Shard(rank, 2))) for rank in (0, 1)]
+    halves = [list(iter_results(records, base, scorer, RankShare(rank, 2))) for rank in (0, 1)]
     merged = sorted(halves[0] + halves[1], key=lambda r: r.seq)
     assert [(r.seq, r.score) for r in merged] == [(r.seq, r.score) for r in in_process]
     assert not {r.seq for r in halves[0]} & {r.seq for r in halves[1]}
@@ -75,8 +79,8 @@ def test_workers_and_shards_give_the_same_results_in_order(tmp_path: Path, model
 def test_a_killed_decoding_worker_does_not_end_the_run(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
     records = _dataset(tmp_path, videos=8, clips=4)
     config = _config(model_args, tmp_path, batch_size=1, num_workers=2)
-    expected = [(r.seq, r.score) for r in iter_results(records, config.replace(num_workers=0), scorer, tmp_path)]
-    results = iter_results(records, config, scorer, tmp_path)
+    expected = [(r.seq, r.score) for r in iter_results(records, config.replace(num_workers=0), scorer)]
+    results = iter_results(records, config, scorer)
     got = [next(results)]
     victims = psutil.Process().children()
     assert victims, "the DataLoader should have started worker processes"
@@ -104,6 +108,28 @@ def test_scores_do_not_depend_on_which_clips_share_a_batch(tmp_path: Path, model
     """Splitting the input by records (as the DAG's shards do) regroups batches; no score may change."""
     records = _dataset(tmp_path, videos=5, clips=3)
     config = _config(model_args, tmp_path, batch_size=4)
-    whole = [r.score for r in iter_results(records, config, scorer, tmp_path)]
-    parts = [r.score for part in (records[:1], records[1:4], records[4:]) for r in iter_results(part, config, scorer, tmp_path)]
+    whole = [r.score for r in iter_results(records, config, scorer)]
+    parts = [r.score for part in (records[:1], records[1:4], records[4:]) for r in iter_results(part, config, scorer)]
     assert parts == whole
+
+
+@pytest.mark.parametrize("forward_batch", [6, 8, 10])
+@pytest.mark.parametrize("images", [1, 6, 11, 19])
+def test_cpu_scores_are_the_same_bits_whatever_the_thread_count(
+    scorer: Scorer, images: int, forward_batch: int
+) -> None:
+    # MKL's SGEMM rounds differently with the threads it splits a matrix over (5-7 or 9-11 rows on
+    # 2 threads, say); processes with other thread counts (ranks, taskset, cgroups) must agree anyway.
+    pixels = torch.from_numpy(np.random.default_rng(images).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8))
+    before = torch.get_num_threads()
+    outputs = set()
+    try:
+        for threads in (1, 2, 3, 4):
+            torch.set_num_threads(threads)
+            fresh = Scorer(scorer.tower, scorer.head, scorer.preprocess, "cpu", forward_batch=forward_batch)
+            assert fresh.cpu_threads == threads
+            outputs.add(fresh.score_pixels(pixels).numpy().tobytes())
+            assert torch.get_num_threads() == threads  # the scorer restores the process's setting
+    finally:
+        torch.set_num_threads(before)
+    assert len(outputs) == 1

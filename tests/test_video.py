@@ -10,12 +10,19 @@ import av
 import numpy as np
 import pytest
 
-from helpers.media import picture, write_video
+from helpers.media import decode_rgb, picture, write_video
 from video_aesthetics import video
 
 
-def write_gop_video(path: Path, frames: int, fps: Fraction | int, codec: str = "libx264", gop: int = 10,
-                    width: int = 96, height: int = 64) -> Path:
+def write_gop_video(
+    path: Path,
+    frames: int,
+    fps: Fraction | int,
+    codec: str = "libx264",
+    gop: int = 10,
+    width: int = 96,
+    height: int = 64,
+) -> Path:
     """A video with a keyframe every ``gop`` frames (and B-frames for x264), so that seeking matters."""
     options = {"g": str(gop), "bf": "2"} if codec == "libx264" else {"g": str(gop)}
     with av.open(str(path), mode="w") as container:
@@ -30,9 +37,7 @@ def write_gop_video(path: Path, frames: int, fps: Fraction | int, codec: str = "
     return path
 
 
-def decode_all(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+decode_all = decode_rgb
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_read_frames_matches_a_straight_decode_across_seeks(long_video) -> None:
     indices = [3, 100, 101, 150, 239, 60, 200]
     images = video.read_frames(path, indices)
     assert len(images) == len(indices)
-    for index, image in zip(indices, images):
+    for index, image in zip(indices, images, strict=False):
         assert image.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(image), reference[index])
 
@@ -72,7 +77,7 @@ def test_read_frames_random_sets(long_video) -> None:
     rng = random.Random(1)
     for _ in range(15):
         indices = [rng.randrange(len(reference)) for _ in range(rng.randint(1, 5))]
-        for index, image in zip(indices, video.read_frames(path, indices)):
+        for index, image in zip(indices, video.read_frames(path, indices), strict=False):
             np.testing.assert_array_equal(np.asarray(image), reference[index])
 
 
@@ -80,8 +85,9 @@ def test_read_frames_any_order_and_repeats(long_video) -> None:
     path, reference = long_video
     indices = [180, 2, 180, 90, 2, 0]
     images = video.read_frames(path, indices)
-    assert [int(np.argmin([np.abs(np.asarray(img, dtype=int) - ref).mean() for ref in reference])) for img in images] \
-        == indices
+    assert [
+        int(np.argmin([np.abs(np.asarray(img, dtype=int) - ref).mean() for ref in reference])) for img in images
+    ] == indices
 
 
 def test_index_past_the_end_gives_the_last_frame(long_video, tmp_path: Path) -> None:
@@ -99,7 +105,7 @@ def test_other_containers_and_codecs(tmp_path: Path) -> None:
         path = write_gop_video(tmp_path / name, frames=80, fps=25, codec=codec)
         reference = decode_all(path)
         indices = [79, 0, 55, 56]
-        for index, image in zip(indices, video.read_frames(path, indices)):
+        for index, image in zip(indices, video.read_frames(path, indices), strict=False):
             np.testing.assert_array_equal(np.asarray(image), reference[index], err_msg=f"{name} frame {index}")
 
 

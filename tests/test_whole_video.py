@@ -7,15 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import pytest
 import torch
 from PIL import Image
 
-from helpers.media import read_jsonl, write_jsonl, write_video
+from helpers.media import decode_rgb, read_jsonl, write_jsonl, write_video
 from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.pipeline import score_jsonl
+from video_aesthetics.runner import score_file
 from video_aesthetics.scoring import Scorer, iter_results
 
 
@@ -25,8 +24,7 @@ def _config(model_args: dict[str, str], **changes: object) -> ScoringConfig:
 
 def _decoded_frames(path: Path, indices: list[int], folder: Path) -> list[Path]:
     """The frames at ``indices``, decoded independently (every frame, in order) and saved losslessly."""
-    with av.open(str(path)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    frames = decode_rgb(path)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in indices:
@@ -37,11 +35,12 @@ def _decoded_frames(path: Path, indices: list[int], folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize(("suffix", "codec"), [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9")])
 def test_score_is_the_mean_over_frames_spread_over_the_whole_video(
-        tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module, suffix: str, codec: str) -> None:
+    tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module, suffix: str, codec: str
+) -> None:
     # Matroska/WebM headers carry no frame count: the frames are counted another way there.
     video = write_video(tmp_path / f"clip.{suffix}", frames=25, seed=4, codec=codec)
     config = _config(model_args, load_num=3, frame_scores=True)
-    [result] = list(iter_results([{"video": str(video)}], config, scorer, tmp_path))
+    [result] = list(iter_results([{"video": str(video)}], config, scorer))
     # 25 frames, load_num 3: the first, the middle and the last.
     frames = _decoded_frames(video, [0, 12, 24], tmp_path / "expected")
     head = Path(model_args["mlp_checkpoint"])
@@ -50,10 +49,11 @@ def test_score_is_the_mean_over_frames_spread_over_the_whole_video(
     assert result.frame_scores == pytest.approx([reference_clip_score(reference, head, [f]) for f in frames], abs=1e-5)
 
 
-def test_a_video_shorter_than_load_num_uses_every_frame(tmp_path: Path, model_args: dict, scorer: Scorer,
-                                                       reference: torch.nn.Module) -> None:
+def test_a_video_shorter_than_load_num_uses_every_frame(
+    tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module
+) -> None:
     video = write_video(tmp_path / "short.mp4", frames=2, seed=9)
-    [result] = list(iter_results([{"video": [str(video)]}], _config(model_args, load_num=5), scorer, tmp_path))
+    [result] = list(iter_results([{"video": [str(video)]}], _config(model_args, load_num=5), scorer))
     frames = _decoded_frames(video, [0, 1], tmp_path / "expected")
     assert len(result.frame_scores) == 2
     expected = reference_clip_score(reference, Path(model_args["mlp_checkpoint"]), frames)
@@ -76,14 +76,14 @@ def test_unreadable_videos_get_null_and_an_error_and_nothing_is_lost(tmp_path: P
         {"caption": "no video: passes through", "id": 6},
     ]
     source, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out.jsonl"
-    stats = score_jsonl(source, out, _config(model_args))
+    stats = score_file(source, out, _config(model_args))
     got = read_jsonl(out)
     assert isinstance(got[0]["aesthetic_score"], float) and "aesthetic_error" not in got[0]
     for record in got[1:5]:
         assert record["aesthetic_score"] is None
         assert record["aesthetic_error"] == "unreadable_video"
     assert got[5] == records[5]
-    for before, after in zip(records, got):
+    for before, after in zip(records, got, strict=False):
         assert {k: v for k, v in after.items() if not k.startswith("aesthetic_")} == before
     assert (stats.records, stats.clips, stats.scored, stats.failed, stats.passthrough) == (6, 5, 1, 4, 1)
     assert stats.errors == {"unreadable_video": 4}
@@ -94,12 +94,29 @@ def test_cli_with_an_empty_clips_key_scores_whole_videos(tmp_path: Path, model_a
     records.append({"video": str(tmp_path / "missing.mp4"), "i": 3})
     source = write_jsonl(tmp_path / "in.jsonl", records)
     expected = tmp_path / "expected.jsonl"
-    score_jsonl(source, expected, _config(model_args, load_num=3))
+    score_file(source, expected, _config(model_args, load_num=3))
     out = tmp_path / "out.jsonl"
     # Decoding happens in worker processes here, in the main process for the expected output.
-    command = [sys.executable, "-m", "video_aesthetics", "score", "--input", str(source), "--output", str(out),
-               "--video-clips-key", "", "--clip-model", model_args["clip_model"],
-               "--mlp-checkpoint", model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "video_aesthetics",
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--video-clips-key",
+        "",
+        "--clip-model",
+        model_args["clip_model"],
+        "--mlp-checkpoint",
+        model_args["mlp_checkpoint"],
+        "--device",
+        "cpu",
+        "--num-workers",
+        "2",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == expected.read_bytes()

@@ -1,44 +1,108 @@
-"""The parameters of a scoring run, shared by the CLI, the evaluator API and the Airflow operator."""
+"""The parameters of a scoring run: one self-validating config, and the one mapping onto it.
+
+Every face of the project (CLI, seed-compatible evaluator, Airflow operator, DAG tasks) hands its
+parameters to ``ScoringConfig.from_params``; defaults are stated here and nowhere else. A
+ScoringConfig checks itself on construction, so an invalid one cannot exist.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from video_aesthetics.errors import ConfigError
 
 REDUCTIONS = ("mean", "min", "max")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_CLIPS_KEY = "video_clips"
+_UNSET_TEXT = frozenset({"", "None", "null"})
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """Everything that decides which frames are read and how they are scored.
 
-    Defaults are the seed's (DataFlow-MM VideoAestheticEvaluator). ``video_clips_key`` set to
-    None or "" switches to whole-video scoring: one sample per record, frames decoded from the video.
+    Defaults are the seed's (DataFlow-MM VideoAestheticEvaluator). ``video_clips_key`` None or ""
+    switches to whole-video scoring: one sample per record, frames decoded from the video.
     """
 
     figure_root: str = "extract_frames"
     input_video_key: str = "video"
-    video_clips_key: str | None = "video_clips"
+    video_clips_key: str | None = DEFAULT_CLIPS_KEY
     clip_model: str = "ViT-L/14"
     mlp_checkpoint: str | None = None
     load_num: int = 3
     batch_size: int = 64
     num_workers: int = 4
-    output_key: str = "video_clips"
+    output_key: str = DEFAULT_CLIPS_KEY
     device: str = "auto"
     reduction: str = "mean"
     frame_scores: bool = False
     skip_bad_records: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("load_num", "batch_size"):
+            _integer(name, getattr(self, name), minimum=1)
+        _integer("num_workers", self.num_workers, minimum=0, hint=" (0 decodes in the main process)")
+        if self.reduction not in REDUCTIONS:
+            raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        if not isinstance(self.device, str) or not _is_device(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
+        for name in ("figure_root", "input_video_key", "clip_model", "output_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if self.video_clips_key is not None and not isinstance(self.video_clips_key, str):
+            raise ConfigError(
+                f"video_clips_key must be a string (empty for whole-video scoring), got {self.video_clips_key!r}"
+            )
+        if self.mlp_checkpoint is not None and (not isinstance(self.mlp_checkpoint, str) or not self.mlp_checkpoint):
+            raise ConfigError(
+                f"mlp_checkpoint must be a path or None (LAION's official head), got {self.mlp_checkpoint!r}"
+            )
+        for name in ("frame_scores", "skip_bad_records"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not self.whole_video and self.output_key == self.input_video_key:
+            raise ConfigError(
+                f"output_key {self.output_key!r} is the video field (input_video_key): scores would "
+                "replace the video path; choose another output_key"
+            )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ScoringConfig:
+        """The config that ``params`` (any face's parameters by the seed's names) describe.
+
+        Absent keys and None take the default; optional texts ("", "None", "null": what templates
+        and forms render for nothing) count as unset. ``output_key`` follows ``video_clips_key``
+        unless given. Unknown keys are refused with the list of known ones.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"unknown scoring parameter(s) {unknown}; known: {sorted(known)}")
+        given: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+        if "mlp_checkpoint" in given:
+            given["mlp_checkpoint"] = optional_text(given["mlp_checkpoint"])
+        if "video_clips_key" in params:
+            # The seed's switch: None or "" means whole-video scoring, not "the default key".
+            given["video_clips_key"] = optional_text(params["video_clips_key"]) or ""
+        if optional_text(given.get("output_key")) is None:
+            given["output_key"] = given.get("video_clips_key") or DEFAULT_CLIPS_KEY
+        return cls(**given)
+
     @property
     def whole_video(self) -> bool:
         return not self.video_clips_key
 
-    def replace(self, **changes: Any) -> "ScoringConfig":
+    @property
+    def frames_root(self) -> Path:
+        return Path(self.figure_root)
+
+    def replace(self, **changes: Any) -> ScoringConfig:
         """A copy with ``changes`` applied; None values keep the current value (the seed's run() overrides)."""
         given = {k: v for k, v in changes.items() if v is not None}
         unknown = set(given) - {f.name for f in dataclasses.fields(self)}
@@ -49,36 +113,26 @@ class ScoringConfig:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "ScoringConfig":
-        """Raise ConfigError naming the first bad parameter and the values it accepts."""
-        _positive("load_num", self.load_num)
-        _positive("batch_size", self.batch_size)
-        if not isinstance(self.num_workers, int) or isinstance(self.num_workers, bool) or self.num_workers < 0:
-            raise ConfigError(f"num_workers must be an integer >= 0 (0 decodes in the main process), got {self.num_workers!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("figure_root", "input_video_key", "clip_model", "output_key"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-        if self.video_clips_key is not None and not isinstance(self.video_clips_key, str):
-            raise ConfigError(f"video_clips_key must be a string (empty for whole-video scoring), got {self.video_clips_key!r}")
-        return self
-
 
 def optional_text(value: Any) -> str | None:
-    """None for None, "" and the strings a template renders None as; else the text, stripped.
-
-    Airflow params and rendered templates hand parameters over as text: "None" there means unset.
-    """
+    """None for None, "" and the strings a template renders None as; else the text, stripped."""
     if value is None:
         return None
     text = str(value).strip()
-    return None if text in ("", "None", "null") else text
+    return None if text in _UNSET_TEXT else text
 
 
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+def _is_device(name: str) -> bool:
+    if name in DEVICES:
+        return True
+    kind, _, index = name.partition(":")
+    return kind == "cuda" and index.isdigit()
+
+
+def _integer(name: str, value: Any, *, minimum: int, hint: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
+
+
+# The parameters every face passes by name: the seed's ten, then our extras.
+PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ScoringConfig))

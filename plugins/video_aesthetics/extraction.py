@@ -18,11 +18,11 @@ from typing import Any
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.files import atomic_writer
 from video_aesthetics.frames import is_readable, list_frames, select_frames
 from video_aesthetics.records import (
     JsonlSource,
     Sample,
-    atomic_writer,
     clip_id,
     clip_list,
     samples_of,
@@ -96,7 +96,6 @@ def check_frames(inputs: list[Path], config: ScoringConfig, policy: str, video_r
     """
     if policy not in POLICIES:
         raise ConfigError(f"on_missing_frames must be one of {', '.join(POLICIES)}, got {policy!r}")
-    config.validate()
     report = FrameReport()
     if config.whole_video:
         # Whole videos are decoded by the scorer itself: there are no frame folders to check.
@@ -120,16 +119,27 @@ def check_frames(inputs: list[Path], config: ScoringConfig, policy: str, video_r
                 _add(report, in_flight.popleft())
             if time.monotonic() - last_log >= _LOG_EVERY_SECONDS:
                 last_log = time.monotonic()
-                log.info("frames: %d of %d clips seen so far are missing, %d extracted",
-                         report.missing, report.clips, report.extracted)
+                log.info(
+                    "frames: %d of %d clips seen so far are missing, %d extracted",
+                    report.missing,
+                    report.clips,
+                    report.extracted,
+                )
         while in_flight:
             _add(report, in_flight.popleft())
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    log.info("frames: %d records, %d clips: %d present, %d extracted, %d missing, %d unreadable videos (%.1f s)",
-             report.records, report.clips, report.present, report.extracted, report.missing,
-             report.unreadable_videos, time.monotonic() - started)
+    log.info(
+        "frames: %d records, %d clips: %d present, %d extracted, %d missing, %d unreadable videos (%.1f s)",
+        report.records,
+        report.clips,
+        report.present,
+        report.extracted,
+        report.missing,
+        report.unreadable_videos,
+        time.monotonic() - started,
+    )
     if policy == "fail" and report.missing:
         raise InputError(_missing_message(report, config))
     return report
@@ -151,26 +161,26 @@ def _missing_message(report: FrameReport, config: ScoringConfig) -> str:
     return (
         f"{report.missing} of {report.clips} clips have no readable frames under {config.figure_root} "
         f"(expected <figure_root>/<video stem>/<clip id>/img/*.jpg): {shown}{more}. Extract their frames first "
-        "(e.g. with VideoFrameFilter), or set on_missing_frames to \"extract\" to decode them from the videos, "
-        "or to \"skip\" to score the rest and record these clips as unscored (no_frames)"
+        '(e.g. with VideoFrameFilter), or set on_missing_frames to "extract" to decode them from the videos, '
+        'or to "skip" to score the rest and record these clips as unscored (no_frames)'
     )
 
 
-def _groups(inputs: list[Path], config: ScoringConfig, video_root: Path | None, report: FrameReport) -> Iterator[_Group]:
+def _groups(
+    inputs: list[Path], config: ScoringConfig, video_root: Path | None, report: FrameReport
+) -> Iterator[_Group]:
     """Clips grouped by video, counting records and clips into ``report`` as they are read.
 
     Records of one video are usually one record, or adjacent ones: grouping runs of the same video
     opens each video once without holding the whole input in memory.
     """
-    figure_root = Path(config.figure_root)
-    for input_path in inputs:
-        input_path = Path(input_path)
+    for input_path in map(Path, inputs):
         base = Path(video_root) if video_root is not None else input_path.parent
         group: _Group | None = None
         seq = 0
         for record_no, record in enumerate(JsonlSource(input_path, skip_bad_records=config.skip_bad_records)):
             report.records += 1
-            samples = samples_of(record, record_no, config, figure_root, seq)
+            samples = samples_of(record, record_no, config, seq)
             if not samples:
                 continue
             seq += len(samples)
@@ -255,7 +265,7 @@ def _decode(source: Path | None, batch: list[_Clip]) -> dict[int, Any]:
     if source is None:
         raise InputError("the record names no video file")
     wanted = sorted({index for item in batch for index in clip_indices(item.clip).values()})
-    return dict(zip(wanted, read_frames(source, wanted)))
+    return dict(zip(wanted, read_frames(source, wanted), strict=False))
 
 
 def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list[Path]:
@@ -266,11 +276,13 @@ def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list
     """
     indices = clip_indices(clip)
     if not indices:
-        raise InputError(f"clip {clip!r} has no usable frame range: it needs frame_start, and frame_end "
-                         "(exclusive) or num_frames, covering at least one frame")
+        raise InputError(
+            f"clip {clip!r} has no usable frame range: it needs frame_start, and frame_end "
+            "(exclusive) or num_frames, covering at least one frame"
+        )
     images = read_frames(video, list(indices.values()))
     paths = []
-    for (local, _), image in zip(indices.items(), images):
+    for (local, _), image in zip(indices.items(), images, strict=False):
         paths.append(_write_jpeg(image, Path(folder) / f"frame_{local:06d}.jpg"))
     return paths
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -29,8 +28,8 @@ class PreprocessConfig:
     """A model's own preprocessing (open_clip's preprocess_cfg, reduced to what the pixels need)."""
 
     size: int = 224
-    mean: tuple[float, float, float] = OPENAI_MEAN
-    std: tuple[float, float, float] = OPENAI_STD
+    mean: tuple[float, float, float] = OPENAI_DATASET_MEAN
+    std: tuple[float, float, float] = OPENAI_DATASET_STD
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     fill_color: int = 0
@@ -61,7 +60,7 @@ def select_evenly(count: int, load_num: int) -> list[int]:
     if load_num == 1:
         return [(count - 1) // 2]
     step = (count - 1) / (load_num - 1)
-    return [int(round(i * step)) for i in range(load_num)]
+    return [round(i * step) for i in range(load_num)]
 
 
 def select_frames(frames: Sequence[Path], load_num: int) -> list[Path]:
@@ -96,8 +95,8 @@ def _center_crop_or_pad(pixels: np.ndarray, size: int, fill: int) -> np.ndarray:
         top, left = (canvas.shape[0] - height) // 2, (canvas.shape[1] - width) // 2
         canvas[top : top + height, left : left + width] = pixels
         pixels, height, width = canvas, canvas.shape[0], canvas.shape[1]
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
     return np.array(pixels[top : top + size, left : left + size])  # a writable copy: torch warns on read-only arrays
 
 

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from video_aesthetics.cache import cache_dir, fetch, sha256_file
 from video_aesthetics.errors import WeightsError
+from video_aesthetics.files import sha256_file
+from video_aesthetics.settings import cache_dir
+from video_aesthetics.weights_cache import fetch
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,7 @@ def load_head(checkpoint: str | os.PathLike[str] | None, embed_dim: int | None =
     made for embeddings of another width than ``embed_dim`` (the CLIP model's, when given).
     """
     # "" arrives from CLI flags and Airflow params left empty: it means the default, not the current folder.
-    if checkpoint is None or not str(checkpoint).strip():
-        path = _official_path()
-    else:
-        path = Path(checkpoint).expanduser()
+    path = _official_path() if checkpoint is None or not str(checkpoint).strip() else Path(checkpoint).expanduser()
     if not path.is_file():
         raise WeightsError(
             f"mlp_checkpoint {str(path)!r} does not exist or is not a file: "
@@ -97,8 +96,13 @@ def load_head(checkpoint: str | os.PathLike[str] | None, embed_dim: int | None =
         raise WeightsError(f"the head in {path} has NaN or infinite weights: the file is damaged; replace it")
     digest = sha256_file(path)
     identity = {"path": str(path.resolve()), "sha256": digest, "official": digest == OFFICIAL_HEAD_SHA256}
-    log.info("aesthetic head %s: %d-wide input, sha256 %s%s", path, input_dim, digest,
-             " (official LAION head)" if identity["official"] else "")
+    log.info(
+        "aesthetic head %s: %d-wide input, sha256 %s%s",
+        path,
+        input_dim,
+        digest,
+        " (official LAION head)" if identity["official"] else "",
+    )
     return LoadedHead(module=module, input_dim=input_dim, identity=identity)
 
 
@@ -113,10 +117,7 @@ def check_width(input_dim: int, embed_dim: int, path: Path | str) -> None:
 
 def _official_path() -> Path:
     dest = cache_dir() / OFFICIAL_HEAD_FILENAME
-    hint = (
-        "or set VIDEO_AESTHETICS_CACHE to a folder holding it, "
-        "or pass a local copy's path as mlp_checkpoint"
-    )
+    hint = "or set VIDEO_AESTHETICS_CACHE to a folder holding it, or pass a local copy's path as mlp_checkpoint"
     return fetch(OFFICIAL_HEAD_URL, dest, OFFICIAL_HEAD_SHA256, hint=hint)
 
 
@@ -143,7 +144,9 @@ def _unwrap(checkpoint: Any, path: Path) -> dict[str, Any]:
             checkpoint = checkpoint[wrapper]
             break
     # Checkpoints saved from DataParallel/DistributedDataParallel prefix every key with "module.".
-    return {(key[len("module."):] if str(key).startswith("module.") else key): value for key, value in checkpoint.items()}
+    return {
+        (key[len("module.") :] if str(key).startswith("module.") else key): value for key, value in checkpoint.items()
+    }
 
 
 def _check_layout(state: dict[str, Any], path: Path) -> int:

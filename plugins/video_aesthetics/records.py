@@ -7,21 +7,20 @@ itself is one sample. Everything else in a record passes through untouched.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import IO, Any
+from typing import Any
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import InputError
+from video_aesthetics.files import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,9 @@ def parse_line(text: str, source: Path | str, number: int) -> dict[str, Any] | B
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return BadLine(str(source), number, f"malformed JSON ({err.msg} at column {err.colno})", text.rstrip("\n"))
     if not isinstance(record, dict):
-        return BadLine(str(source), number, f"a record must be a JSON object, got {type(record).__name__}", text.rstrip("\n"))
+        return BadLine(
+            str(source), number, f"a record must be a JSON object, got {type(record).__name__}", text.rstrip("\n")
+        )
     return record
 
 
@@ -180,7 +181,7 @@ def is_safe_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not re.search(r"[/\\\x00]", name) and not os.path.isabs(name)
 
 
-def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, figure_root: Path, seq: int) -> list[Sample]:
+def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, seq: int) -> list[Sample]:
     """The samples of one record, numbered from ``seq``; empty when the record passes through."""
     if config.whole_video:
         path = video_path(record, config.input_video_key)
@@ -197,16 +198,16 @@ def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, fi
         if not isinstance(clip, dict):
             samples.append(Sample(seq + index, record_no, index, None, "invalid_clip"))
         elif is_safe_component(stem) and is_safe_component(cid):
-            samples.append(Sample(seq + index, record_no, index, figure_root / stem / cid / "img"))
+            samples.append(Sample(seq + index, record_no, index, config.frames_root / stem / cid / "img"))
         else:
             samples.append(Sample(seq + index, record_no, index, None, UNSAFE_PATH))
     return samples
 
 
-def iter_samples(records: Iterable[dict[str, Any]], config: ScoringConfig, figure_root: Path) -> Iterator[Sample]:
+def iter_samples(records: Iterable[dict[str, Any]], config: ScoringConfig) -> Iterator[Sample]:
     seq = 0
     for record_no, record in enumerate(records):
-        samples = samples_of(record, record_no, config, figure_root, seq)
+        samples = samples_of(record, record_no, config, seq)
         seq += len(samples)
         yield from samples
 
@@ -249,26 +250,6 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
 
-@contextlib.contextmanager
-def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and rename it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    # Not mkstemp: its 0600 would make outputs private; 0666 lets the umask decide, as for any file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> int:
     count = 0
     with atomic_writer(path) as handle:
@@ -288,12 +269,12 @@ def default_rejects_path(output: Path | str) -> Path:
     return Path(rejects_location(str(output)))
 
 
-def count_records(records: Iterable[dict[str, Any]], config: ScoringConfig, figure_root: Path) -> RecordCounts:
+def count_records(records: Iterable[dict[str, Any]], config: ScoringConfig) -> RecordCounts:
     """A pass over the input that counts records and samples (and, for a JSONL source, validates every line)."""
     counts = RecordCounts()
     seq = 0
     for record_no, record in enumerate(records):
-        samples = samples_of(record, record_no, config, figure_root, seq)
+        samples = samples_of(record, record_no, config, seq)
         seq += len(samples)
         counts.records += 1
         counts.clips += len(samples)
@@ -305,7 +286,6 @@ def merge_results(
     records: Iterable[dict[str, Any]],
     results: Iterable[SampleResult],
     config: ScoringConfig,
-    figure_root: Path,
     counts: RecordCounts,
     on_result: Callable[[SampleResult], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -313,7 +293,7 @@ def merge_results(
     pending = iter(results)
     seq = 0
     for record_no, record in enumerate(records):
-        samples = samples_of(record, record_no, config, figure_root, seq)
+        samples = samples_of(record, record_no, config, seq)
         seq += len(samples)
         counts.records += 1
         if not samples:

@@ -9,8 +9,11 @@ plus ``source_image`` and ``variant`` fields that pass through scoring untouched
 
 from __future__ import annotations
 
+import functools
 import importlib
+import itertools
 import logging
+import math
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +43,7 @@ def _photo(name: str, pick: Callable[[Any], np.ndarray] | None = None) -> Callab
             raise ConfigError("the sample dataset needs scikit-image: pip install 'video-aesthetics[demo]'") from err
         image = getattr(data, name)()
         return pick(image) if pick else image
+
     return load
 
 
@@ -102,7 +106,7 @@ def generate_sample(
     """
     validate_sample_args(videos, clips_per_video, seconds, fps, width, height, variants)
     root = Path(out_dir).resolve()
-    frames = int(round(seconds * fps))
+    frames = round(seconds * fps)
     made = []
     for number, photo_name in enumerate(list(PHOTOS)[:videos]):
         photo = _as_rgb(PHOTOS[photo_name]())
@@ -112,24 +116,35 @@ def generate_sample(
             noise = np.random.default_rng([seed, number, VARIANTS.index(variant)])
             pictures = (degrade(frame, variant, noise) for frame in ken_burns(photo, frames, width, height, motion))
             encode_video(path, pictures, fps, width, height)
-            made.append(SampleVideo(path, photo_name, variant, frames, tuple(clip_spans(path.stem, frames, clips_per_video))))
+            made.append(
+                SampleVideo(path, photo_name, variant, frames, tuple(clip_spans(path.stem, frames, clips_per_video)))
+            )
     jsonl = root / CLIPS_FILE
     write_jsonl(jsonl, (_record(video, root, absolute_paths) for video in made))
     log.info("sample: %d videos, %d clips in %s", len(made), sum(len(v.clips) for v in made), root)
     return SampleDataset(root, jsonl, tuple(made))
 
 
-def validate_sample_args(videos: int, clips_per_video: int = 3, seconds: float = 4.0, fps: int = 12, width: int = 320,
-                         height: int = 180, variants: Sequence[str] = VARIANTS) -> None:
+def validate_sample_args(
+    videos: int,
+    clips_per_video: int = 3,
+    seconds: float = 4.0,
+    fps: int = 12,
+    width: int = 320,
+    height: int = 180,
+    variants: Sequence[str] = VARIANTS,
+) -> None:
     """Raise ConfigError naming the first argument of generate_sample that cannot work."""
     if not 1 <= videos <= len(PHOTOS):
-        raise ConfigError(f"videos must be between 1 and {len(PHOTOS)} (one per photograph: {', '.join(PHOTOS)}), got {videos}")
+        raise ConfigError(
+            f"videos must be between 1 and {len(PHOTOS)} (one per photograph: {', '.join(PHOTOS)}), got {videos}"
+        )
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ConfigError(f"variants must be a non-empty selection of {', '.join(VARIANTS)}, got {list(variants)}")
     if width % 2 or height % 2 or width < 32 or height < 32:
         raise ConfigError(f"width and height must be even and at least 32 (yuv420p), got {width}x{height}")
-    if fps < 1 or clips_per_video < 1 or int(round(seconds * fps)) < clips_per_video:
+    if fps < 1 or clips_per_video < 1 or round(seconds * fps) < clips_per_video:
         raise ConfigError(f"{seconds} s at {fps} fps is too short for {clips_per_video} clips of at least one frame")
 
 
@@ -148,7 +163,7 @@ def clip_spans(stem: str, frames: int, count: int) -> list[dict[str, Any]]:
     edges = [round(i * frames / count) for i in range(count + 1)]
     return [
         {"id": f"{stem}_{i}", "frame_start": start, "frame_end": end, "num_frames": end - start}
-        for i, (start, end) in enumerate(zip(edges, edges[1:]))
+        for i, (start, end) in enumerate(itertools.pairwise(edges))
     ]
 
 
@@ -199,7 +214,7 @@ def degrade(frame: np.ndarray, variant: str, rng: np.random.Generator) -> np.nda
     if variant == "noisy":
         pixels += rng.normal(0.0, 40.0, pixels.shape)
     elif variant == "dark":
-        pixels = 255.0 * (pixels / 255.0) ** 2.2 * 0.35
+        return _dark_table()[frame]
     elif variant == "washed_out":
         pixels = 150.0 + 0.35 * pixels
     else:
@@ -207,18 +222,33 @@ def degrade(frame: np.ndarray, variant: str, rng: np.random.Generator) -> np.nda
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
+@functools.cache
+def _dark_table() -> np.ndarray:
+    """Gamma 2.2 at 35 % as a table: no entry is near a rounding tie, so any libm's pow gives the same bytes."""
+    exact = [255.0 * (i / 255.0) ** 2.2 * 0.35 for i in range(256)]
+    assert all(abs(v - math.floor(v) - 0.5) > 1e-6 for v in exact)
+    return np.array([round(v) for v in exact], dtype=np.uint8)
+
+
 def encode_video(path: Path, frames: Iterator[np.ndarray], fps: int, width: int, height: int) -> Path:
-    """H.264 at near-visually-lossless quality (so degradations survive), written to a temporary file and renamed."""
+    """Lossless H.264 of ``frames``, written to a temporary file and renamed.
+
+    Reproducible by construction: the RGB frames become YUV 4:2:0 in integer arithmetic here
+    (FFmpeg's swscale has CPU-specific code paths), and lossless coding (qp 0) makes the decoded
+    planes equal to those whatever choices x264's CPU-specific code makes. The same seed therefore
+    gives the same decoded pixels on every machine.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name of our own rather than mkstemp's: FFmpeg creates the file, with the umask's usual mode.
     temp = str(path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}"))
     try:
         with av.open(temp, mode="w", format="mp4") as container:
-            # One thread and fixed options: x264's output is then the same bytes on every machine run.
-            stream = container.add_stream("libx264", rate=Fraction(fps), options={"crf": "18", "preset": "veryfast", "threads": "1"})
+            stream = container.add_stream(
+                "libx264", rate=Fraction(fps), options={"qp": "0", "preset": "veryfast", "threads": "1"}
+            )
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
@@ -229,8 +259,25 @@ def encode_video(path: Path, frames: Iterator[np.ndarray], fps: int, width: int,
     return path
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 of an (H, W, 3) uint8 image, in PyAV's (H * 3 // 2, W) plane layout."""
+    height, width = rgb.shape[:2]
+    if height % 2 or width % 2:
+        raise ConfigError(f"yuv420p needs an even width and height, got {width}x{height}")
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+
+    def quad_sum(c: np.ndarray) -> np.ndarray:  # the 2x2 block sums that 4:2:0 chroma averages
+        return c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]
+
+    rs, gs, bs = quad_sum(r), quad_sum(g), quad_sum(b)
+    u = ((-38 * rs - 74 * gs + 112 * bs + 512) >> 10) + 128
+    v = ((112 * rs - 94 * gs - 18 * bs + 512) >> 10) + 128
+    planes = [np.clip(p, 0, 255).astype(np.uint8).reshape(-1) for p in (y, u, v)]
+    return np.concatenate(planes).reshape(height * 3 // 2, width)
+
+
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return np.ascontiguousarray(image[..., :3].astype(np.uint8))
-

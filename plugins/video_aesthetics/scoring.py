@@ -6,11 +6,13 @@ process never holds more than the batches in flight, whatever the size of the in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import signal
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from video_aesthetics import video
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import PreprocessConfig, list_frames, load_frame, select_evenly, select_frames, to_pixels
+from video_aesthetics.processes import die_with_parent
 from video_aesthetics.records import (
     CORRUPT_FRAMES,
     NO_FRAMES,
@@ -39,7 +42,7 @@ _REDUCE = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" takes CUDA when present; asking for CUDA where there is none is a configuration error."""
+    """ "auto" takes CUDA when present; asking for CUDA where there is none is a configuration error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -48,14 +51,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# CPU throughput is flat beyond a few images per forward; larger fixed groups only waste padding.
-CPU_FORWARD_BATCH = 16
+# CPU images per forward pass. Each group runs on one intra-op thread (groups run side by side on
+# the process's threads): MKL's SGEMM rounds differently with the number of threads it splits a
+# matrix over, so only a fixed thread count per forward makes scores the same bits in every
+# process, whatever its thread count, CPU affinity or load.
+CPU_FORWARD_GROUP = 8
 
 
 def forward_batch_for(config: ScoringConfig, device: torch.device) -> int:
     """Images per forward pass: a whole batch of clips on GPUs, which need large batches to be busy."""
-    frames = config.batch_size * config.load_num
-    return frames if device.type == "cuda" else min(frames, CPU_FORWARD_BATCH)
+    return config.batch_size * config.load_num if device.type == "cuda" else CPU_FORWARD_GROUP
 
 
 class Scorer:
@@ -64,11 +69,20 @@ class Scorer:
     ``model`` is an open_clip CLIP model (its ``visual`` tower is kept) or an image tower itself.
     """
 
-    def __init__(self, model: torch.nn.Module, head: torch.nn.Module, preprocess: PreprocessConfig,
-                 device: torch.device | str = "cpu", identity: dict[str, Any] | None = None,
-                 forward_batch: int = CPU_FORWARD_BATCH) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        head: torch.nn.Module,
+        preprocess: PreprocessConfig,
+        device: torch.device | str = "cpu",
+        identity: dict[str, Any] | None = None,
+        forward_batch: int = CPU_FORWARD_GROUP,
+    ) -> None:
         self.device = torch.device(device)
         self.forward_batch = forward_batch
+        # The CPU threads this process may use, taken when the scorer is made (ranks set theirs first).
+        self.cpu_threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self._pool: ThreadPoolExecutor | None = None
         # open_clip's encode_image is its image tower; keeping only the tower frees the text
         # tower's memory (123M parameters for ViT-L/14) on the device.
         self.tower = getattr(model, "visual", model).to(self.device).eval()
@@ -82,10 +96,10 @@ class Scorer:
         self.autocast = self.device.type == "cuda"
 
     @classmethod
-    def load(cls, config: ScoringConfig, device: torch.device | str | None = None) -> "Scorer":
+    def load(cls, config: ScoringConfig, device: torch.device | str | None = None) -> Scorer:
         """Load the CLIP model and head named by ``config``, checked against each other, once per run."""
+        from video_aesthetics.clip_loader import load_clip
         from video_aesthetics.head import check_width, load_head
-        from video_aesthetics.model import load_clip
 
         # The head first: it is small, and a wrong path should not wait for a 900 MB tower to load.
         head = load_head(config.mlp_checkpoint)
@@ -101,19 +115,33 @@ class Scorer:
 
         The tower always sees ``forward_batch`` images, the last group padded with black ones:
         matrix kernels are chosen by shape, so a fixed shape makes each image's score independent
-        of which other images share its batch. Sharded, multi-process and single runs then agree
+        of which other images share its batch. On the CPU every group also runs on exactly one
+        intra-op thread (see CPU_FORWARD_GROUP). Sharded, multi-process and single runs then agree
         to the last bit.
         """
         count = pixels.shape[0]
-        scores = []
+        groups = []
         for start in range(0, count, self.forward_batch):
             part = pixels[start : start + self.forward_batch]
             if part.shape[0] < self.forward_batch:
                 padding = part.new_zeros((self.forward_batch - part.shape[0], *part.shape[1:]))
                 part = torch.cat([part, padding])
-            scores.append(self._forward(part)[: count - start])
-        return torch.cat(scores) if scores else torch.empty(0)
+            groups.append(part)
+        if not groups:
+            return torch.empty(0)
+        if self.device.type == "cpu":
+            with _one_intra_op_thread():
+                scores = list(self._cpu_pool().map(self._forward, groups))
+        else:
+            scores = [self._forward(group) for group in groups]
+        return torch.cat(scores)[:count]
 
+    def _cpu_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.cpu_threads), thread_name_prefix="scorer")
+        return self._pool
+
+    @torch.inference_mode()  # thread-local: the CPU pool's threads need their own
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
@@ -125,9 +153,27 @@ class Scorer:
         return self.head(embeddings).squeeze(-1).float().cpu()
 
 
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
-class Shard:
-    """This process's share of the batches when several processes score one input."""
+class Scored:
+    """A run's sample results in input order (a lazy iterator or a gathered list) and the model that made them."""
+
+    results: Iterable[SampleResult]
+    identity: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RankShare:
+    """This process's share of the batches when several processes (ranks) score one input."""
 
     rank: int = 0
     world: int = 1
@@ -136,24 +182,29 @@ class Shard:
 class FrameBatches(IterableDataset):
     """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches."""
 
-    def __init__(self, source: Iterable[dict[str, Any]], config: ScoringConfig, figure_root: Path,
-                 preprocess: PreprocessConfig, shard: Shard = Shard(), start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        source: Iterable[dict[str, Any]],
+        config: ScoringConfig,
+        preprocess: PreprocessConfig,
+        share: RankShare = RankShare(),
+        start_batch: int = 0,
+    ) -> None:
         self.source = source
         self.config = config
-        self.figure_root = figure_root
         self.preprocess = preprocess
-        self.shard = shard
+        self.share = share
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        batches = _batched(iter_samples(self.source, self.config, self.figure_root), self.config.batch_size)
+        batches = _batched(iter_samples(self.source, self.config), self.config.batch_size)
         for number, samples in enumerate(batches):
-            if number < self.start_batch or number % self.shard.world != self.shard.rank:
+            if number < self.start_batch or number % self.share.world != self.share.rank:
                 continue
             # Within a rank, batches go round-robin to workers: the order DataLoader collects them in.
-            if (number // self.shard.world) % workers != worker:
+            if (number // self.share.world) % workers != worker:
                 continue
             yield load_batch(number, samples, self.config, self.preprocess)
 
@@ -190,7 +241,7 @@ def load_sample(sample: Sample, config: ScoringConfig, pp: PreprocessConfig) -> 
         if config.whole_video:
             return _video_pixels(sample.path, config.load_num, pp)
         return _folder_pixels(sample.path, config.load_num, pp)
-    except Exception:  # noqa: BLE001 - one bad sample must never end a run of millions
+    except Exception:
         log.exception("could not load sample %s", sample.path)
         return [], DECODE_ERROR
 
@@ -220,9 +271,10 @@ def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig) -> tuple[list
     return [to_pixels(image, pp) for image in images], None
 
 
-def iter_results(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, figure_root: Path,
-                 shard: Shard = Shard()) -> Iterator[SampleResult]:
-    """Results of this shard's samples, in input order.
+def iter_results(
+    source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, share: RankShare = RankShare()
+) -> Iterator[SampleResult]:
+    """Results of this rank's share of the samples, in input order.
 
     When a decoding worker dies, the batches not yet scored are decoded in this process instead:
     one lost worker must not end a run of millions of clips.
@@ -230,8 +282,14 @@ def iter_results(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer
     next_batch = 0
     workers = config.num_workers
     while True:
-        dataset = FrameBatches(source, config, figure_root, scorer.preprocess, shard, start_batch=next_batch)
-        loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda")
+        dataset = FrameBatches(source, config, scorer.preprocess, share, start_batch=next_batch)
+        loader = DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=scorer.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+        )
         try:
             for batch in _synchronous(loader):
                 results = list(_sample_results(batch, scorer.score_pixels(batch["pixels"]), config.reduction))
@@ -241,6 +299,11 @@ def iter_results(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer
         except WorkerFailure as failure:
             log.warning("a decoding worker failed (%r); decoding the rest in the main process", failure.__cause__)
             workers = 0
+
+
+def _worker_init(_worker_id: int) -> None:
+    # A worker outliving its scorer (killed task, killed supervisor) would decode for nobody.
+    die_with_parent()
 
 
 class WorkerFailure(Exception):
@@ -274,7 +337,7 @@ def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
 
 def _sample_results(batch: dict[str, Any], scores: torch.Tensor, reduction: str) -> Iterator[SampleResult]:
     offset = 0
-    for seq, count, error in zip(batch["seqs"], batch["counts"], batch["errors"]):
+    for seq, count, error in zip(batch["seqs"], batch["counts"], batch["errors"], strict=False):
         if not count:
             yield SampleResult(seq, None, error or NO_FRAMES)
             continue

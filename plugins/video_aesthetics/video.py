@@ -13,6 +13,8 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+# swscale's exact C path for YUV to RGB: its SIMD paths round differently on different CPUs.
+BITEXACT = "BITEXACT"
 # Seeking costs a keyframe decode; below this gap decoding straight on is cheaper.
 _SEEK_GAP_SECONDS = 2.0
 
@@ -36,9 +38,9 @@ def probe(path: Path | str) -> VideoInfo:
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = int(stream.frames or 0)
         if frames <= 0 and stream.duration and stream.time_base:
-            frames = int(round(float(stream.duration * stream.time_base) * fps))
+            frames = round(float(stream.duration * stream.time_base) * fps)
         if frames <= 0 and container.duration:
-            frames = int(round(container.duration / av.time_base * fps))
+            frames = round(container.duration / av.time_base * fps)
         if frames <= 0:
             frames = sum(1 for _ in container.decode(stream))
         return VideoInfo(frames, fps, stream.codec_context.width, stream.codec_context.height)
@@ -73,7 +75,7 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
                 latest = frame
                 if position < pending[0]:
                     continue
-                image = frame.to_image()
+                image = frame.to_image(interpolation=BITEXACT)
                 while pending and pending[0] <= position:
                     found[pending.pop(0)] = image
                 if not pending or pending[0] - position > gap:
@@ -81,7 +83,7 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
             else:
                 # End of stream: what is still wanted lies past the last frame.
                 if latest is not None:
-                    image = latest.to_image()
+                    image = latest.to_image(interpolation=BITEXACT)
                     found.update((index, image) for index in pending)
                 break
     missing = [i for i in wanted if found.get(i) is None]
@@ -93,7 +95,7 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
 def _frame_number(frame: av.VideoFrame, start: int, rate: Fraction, time_base: Fraction, previous: int) -> int:
     if frame.pts is None:
         return previous + 1
-    return int(round(float((frame.pts - start) * time_base * rate)))
+    return round(float((frame.pts - start) * time_base * rate))
 
 
 def _video_stream(container: av.container.InputContainer, path: Path | str) -> av.video.stream.VideoStream:

@@ -76,10 +76,13 @@ def use_private_airflow_home() -> Path:
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run the ``airflow`` CLI of this interpreter's environment."""
-    run = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and run.returncode != 0:
-        raise AssertionError(f"airflow {' '.join(args)} exited {run.returncode}:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+        raise AssertionError(
+            f"airflow {' '.join(args)} exited {run.returncode}:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+        )
     return run
 
 
@@ -147,7 +150,9 @@ _DAG_TEST = textwrap.dedent(
 )
 
 
-def dag_test(env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeout: float = 600) -> list[dict[str, Any]]:
+def dag_test(
+    env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeout: float = 600
+) -> list[dict[str, Any]]:
     """Run ``dag.test()`` for each of ``runs`` ({"conf": ..., "logical_date": "YYYY-MM-DD"}) in one child process.
 
     One process for all runs: starting Airflow's in-process API and importing torch dominate a
@@ -156,13 +161,15 @@ def dag_test(env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeo
     The combined log of the child is in each outcome's "log".
     """
     args = {"dags": env["AIRFLOW__CORE__DAGS_FOLDER"], "dag_id": dag_id, "runs": runs}
-    run = subprocess.run([sys.executable, "-c", _DAG_TEST, json.dumps(args)], env=env, capture_output=True,
-                         text=True, timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST, json.dumps(args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
-        raise AssertionError(f"dag.test() printed no result (exit {run.returncode}):\n"
-                             f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}")
-    results = json.loads(lines[-1][len("RESULT "):])
+        raise AssertionError(
+            f"dag.test() printed no result (exit {run.returncode}):\n{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
+        )
+    results = json.loads(lines[-1][len("RESULT ") :])
     for result in results:
         result["log"] = run.stdout + run.stderr
     return results

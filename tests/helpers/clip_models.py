@@ -63,7 +63,9 @@ def save_open_clip_dir(
         "interpolation": "bicubic",
         "resize_mode": "shortest",
     }
-    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}, indent=2))
+    (directory / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}, indent=2)
+    )
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if safetensors:
         from safetensors.torch import save_file

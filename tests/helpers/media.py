@@ -31,8 +31,16 @@ def write_jpeg(path: Path, seed: int, width: int = 320, height: int = 180, quali
     return path
 
 
-def write_frames(figure_root: Path, stem: str, clip_id: str, count: int, seed: int = 0,
-                 width: int = 320, height: int = 180, suffix: str = ".jpg") -> list[Path]:
+def write_frames(
+    figure_root: Path,
+    stem: str,
+    clip_id: str,
+    count: int,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 180,
+    suffix: str = ".jpg",
+) -> list[Path]:
     """``count`` frames at ``<figure_root>/<stem>/<clip_id>/img/frame_<i:06d><suffix>``."""
     folder = figure_root / stem / clip_id / "img"
     paths = []
@@ -44,8 +52,15 @@ def write_frames(figure_root: Path, stem: str, clip_id: str, count: int, seed: i
     return paths
 
 
-def write_video(path: Path, frames: int = 24, seed: int = 0, width: int = 160, height: int = 96,
-                fps: int = 12, codec: str = "libx264") -> Path:
+def write_video(
+    path: Path,
+    frames: int = 24,
+    seed: int = 0,
+    width: int = 160,
+    height: int = 96,
+    fps: int = 12,
+    codec: str = "libx264",
+) -> Path:
     """A short real video whose frames differ from each other (each is a different picture)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
@@ -74,8 +89,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def clip_record(video: str, clip_ids: list[str], **extra: Any) -> dict[str, Any]:
     """A record in the seed's shape: video as a one-element list, clips under video_clips.clips."""
-    clips = [{"id": cid, "frame_start": 30 * i, "frame_end": 30 * i + 30, "num_frames": 30}
-             for i, cid in enumerate(clip_ids)]
+    clips = [
+        {"id": cid, "frame_start": 30 * i, "frame_end": 30 * i + 30, "num_frames": 30} for i, cid in enumerate(clip_ids)
+    ]
     return {"video": [video], "video_clips": {"clips": clips}, **extra}
 
 
@@ -90,3 +106,9 @@ def frame_dataset(root: Path, videos: int = 3, clips_per_video: int = 2, frames_
             write_frames(figure_root, stem, cid, frames_per_clip, seed=v * 100 + c)
         records.append(clip_record(f"./videos/{stem}.mp4", ids, caption=f"caption {v}", meta={"n": v}))
     return write_jsonl(root / "input.jsonl", records), figure_root
+
+
+def decode_rgb(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as RGB, converted with swscale's exact C path (the same pixels on any CPU)."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24", interpolation="BITEXACT") for frame in container.decode(video=0)]

@@ -20,7 +20,11 @@ def load_reference_model(clip_dir: Path) -> torch.nn.Module:
     config = json.loads((clip_dir / "open_clip_config.json").read_text())
     model = open_clip.CLIP(**config["model_cfg"])
     weights = clip_dir / "open_clip_model.safetensors"
-    state = load_file(weights) if weights.exists() else torch.load(clip_dir / "open_clip_pytorch_model.bin", weights_only=True)
+    state = (
+        load_file(weights)
+        if weights.exists()
+        else torch.load(clip_dir / "open_clip_pytorch_model.bin", weights_only=True)
+    )
     model.load_state_dict(state)
     return model.eval()
 

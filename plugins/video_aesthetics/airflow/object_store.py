@@ -20,7 +20,7 @@ from typing import IO, TypeVar
 from airflow.sdk import ObjectStoragePath
 
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.records import atomic_writer
+from video_aesthetics.files import atomic_writer
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,9 +17,9 @@ import pytest
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_jsonl, write_video
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator, cli
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.distributed import merge_shards, resolve_nproc, score_jsonl, wants_distributed
-from video_aesthetics.errors import RankFailedError
-from video_aesthetics.errors import ConfigError
+from video_aesthetics.errors import ConfigError, RankFailedError
+from video_aesthetics.ranks import merge_rank_results, resolve_nproc, wanted
+from video_aesthetics.runner import score_file
 
 BIN = Path(sys.executable).parent
 
@@ -33,14 +34,32 @@ def _dataset(root: Path) -> tuple[Path, Path]:
 
 
 def _score_args(source: Path, out: Path, figure_root: Path, model_args: dict[str, str]) -> list[str]:
-    return ["score", "--input", str(source), "--output", str(out), "--figure-root", str(figure_root),
-            "--clip-model", model_args["clip_model"], "--mlp-checkpoint", model_args["mlp_checkpoint"],
-            "--device", "cpu", "--num-workers", "0", "--batch-size", "2", "--frame-scores"]
+    return [
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--figure-root",
+        str(figure_root),
+        "--clip-model",
+        model_args["clip_model"],
+        "--mlp-checkpoint",
+        model_args["mlp_checkpoint"],
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--frame-scores",
+    ]
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "video-aesthetics"), *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=600)
+    return subprocess.run(
+        [str(BIN / "video-aesthetics"), *args], capture_output=True, text=True, env=env or dict(os.environ), timeout=600
+    )
 
 
 def _stats(stdout: str) -> dict:
@@ -49,8 +68,11 @@ def _stats(stdout: str) -> dict:
 
 
 def _clip_scores(path: Path) -> list[tuple[str, object]]:
-    return [(clip["id"], clip["aesthetic_score"]) for record in read_jsonl(path)
-            for clip in record.get("video_clips", {}).get("clips", [])]
+    return [
+        (clip["id"], clip["aesthetic_score"])
+        for record in read_jsonl(path)
+        for clip in record.get("video_clips", {}).get("clips", [])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +86,28 @@ def single(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str])
 
 
 def test_merge_shards_restores_input_order_and_refuses_duplicates() -> None:
-    shards = [[(0, 1.0, None, None), (1, 2.0, None, None), (4, None, "no_frames", None)],
-              [(2, 3.0, None, [3.0]), (3, 4.0, None, None)]]
-    assert [(r.seq, r.score, r.error) for r in merge_shards(shards)] == [
-        (0, 1.0, None), (1, 2.0, None), (2, 3.0, None), (3, 4.0, None), (4, None, "no_frames")]
-    assert merge_shards(shards)[2].frame_scores == [3.0]
+    shards = [
+        [(0, 1.0, None, None), (1, 2.0, None, None), (4, None, "no_frames", None)],
+        [(2, 3.0, None, [3.0]), (3, 4.0, None, None)],
+    ]
+    assert [(r.seq, r.score, r.error) for r in merge_rank_results(shards)] == [
+        (0, 1.0, None),
+        (1, 2.0, None),
+        (2, 3.0, None),
+        (3, 4.0, None),
+        (4, None, "no_frames"),
+    ]
+    assert merge_rank_results(shards)[2].frame_scores == [3.0]
     with pytest.raises(RuntimeError, match="sample 1 was scored by more than one rank"):
-        merge_shards([[(0, 1.0, None, None), (1, 2.0, None, None)], [(1, 2.0, None, None)]])
+        merge_rank_results([[(0, 1.0, None, None), (1, 2.0, None, None)], [(1, 2.0, None, None)]])
 
 
 def test_when_to_go_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert not wants_distributed(False, None) and not wants_distributed(False, 1)
-    assert wants_distributed(True, None) and wants_distributed(False, 2)
+    assert not wanted(False, None) and not wanted(False, 1)
+    assert wanted(True, None) and wanted(False, 2)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert wants_distributed(False, None)
+    assert wanted(False, None)
 
 
 def test_cpu_runs_need_a_process_count() -> None:
@@ -110,8 +139,15 @@ def test_cli_two_processes_give_the_same_bytes_as_one(tmp_path: Path, model_args
 def test_torchrun_ranks_write_once_and_agree_with_one_process(tmp_path: Path, model_args: dict, single: tuple) -> None:
     source, figure_root, one = single
     out = tmp_path / "torchrun.jsonl"
-    command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "video_aesthetics",
-               *_score_args(source, out, figure_root, model_args)]
+    command = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "video_aesthetics",
+        *_score_args(source, out, figure_root, model_args),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == one.read_bytes()
@@ -124,15 +160,36 @@ def test_a_killed_rank_fails_the_run_and_nothing_is_written(tmp_path: Path, mode
     # nobody writes to. Rank 1 then stays inside its scoring loop, and rank 0 waits for it at the gather.
     stuck = tmp_path / "stuck.mp4"
     os.mkfifo(stuck)
-    source = write_jsonl(tmp_path / "in.jsonl", [{"video": str(write_video(tmp_path / "a.mp4", frames=4))},
-                                                 {"video": str(stuck)}])
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [{"video": str(write_video(tmp_path / "a.mp4", frames=4))}, {"video": str(stuck)}]
+    )
     out, scratch = tmp_path / "out.jsonl", tmp_path / "tmp"
     scratch.mkdir()
-    args = [str(BIN / "video-aesthetics"), "score", "--input", str(source), "--output", str(out),
-            "--video-clips-key", "", "--clip-model", model_args["clip_model"], "--mlp-checkpoint",
-            model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "0", "--batch-size", "1", "--nproc", "2"]
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "TMPDIR": str(scratch)})
+    args = [
+        str(BIN / "video-aesthetics"),
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--video-clips-key",
+        "",
+        "--clip-model",
+        model_args["clip_model"],
+        "--mlp-checkpoint",
+        model_args["mlp_checkpoint"],
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--nproc",
+        "2",
+    ]
+    run = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)}
+    )
     writer = None
     try:
         ranks = _wait_for_ranks(psutil.Process(run.pid), 2)
@@ -189,10 +246,8 @@ def _open_paths(process: psutil.Process) -> set[str]:
     folder = Path(f"/proc/{process.pid}/fd")
     paths = set()
     for fd in folder.iterdir():
-        try:
+        with contextlib.suppress(OSError):
             paths.add(os.readlink(fd))
-        except OSError:
-            pass
     return paths
 
 
@@ -215,12 +270,13 @@ def test_a_rank_that_raises_names_itself_and_its_error(tmp_path: Path, model_arg
     source, figure_root, _ = single
     head = tmp_path / "broken.pth"
     head.write_bytes(b"not a checkpoint")
-    config = ScoringConfig(**{**model_args, "mlp_checkpoint": str(head)}, figure_root=str(figure_root),
-                           num_workers=0, device="cpu")
+    config = ScoringConfig(
+        **{**model_args, "mlp_checkpoint": str(head)}, figure_root=str(figure_root), num_workers=0, device="cpu"
+    )
     out = tmp_path / "out.jsonl"
     expected = r"(?s)rank [01] failed while loading the model: WeightsError: .*broken\.pth.*no output was written"
     with pytest.raises(RankFailedError, match=expected):
-        score_jsonl(source, out, config, nproc=2)
+        score_file(source, out, config, nproc=2)
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["broken.pth"]
 
 
@@ -228,8 +284,16 @@ def test_a_rank_that_raises_names_itself_and_its_error(tmp_path: Path, model_arg
 def test_evaluator_spawns_ranks_itself_with_init_distributed(tmp_path: Path, model_args: dict, single: tuple) -> None:
     source, figure_root, one = single
     storage = JsonlStorage(str(source), cache_path=str(tmp_path))
-    evaluator = VideoAestheticEvaluator(figure_root=str(figure_root), **model_args, batch_size=2, num_workers=0,
-                                        init_distributed=True, device="cpu", frame_scores=True, nproc=2)
+    evaluator = VideoAestheticEvaluator(
+        figure_root=str(figure_root),
+        **model_args,
+        batch_size=2,
+        num_workers=0,
+        init_distributed=True,
+        device="cpu",
+        frame_scores=True,
+        nproc=2,
+    )
     assert evaluator.run(storage.step()) == ["video_clips"]
     assert read_jsonl(tmp_path / "dataflow_cache_step1.jsonl") == read_jsonl(one)
     assert evaluator.scorer is None  # the model lived in the ranks

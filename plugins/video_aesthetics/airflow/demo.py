@@ -1,4 +1,4 @@
-"""``python -m video_aesthetics.demo`` (``make demo``): the whole pipeline on a generated sample, in a local Airflow.
+"""``python -m video_aesthetics.airflow.demo`` (``make demo``): the whole pipeline on a generated sample, in a local Airflow.
 
 1. make sure the model weights can be had (downloaded once into the cache, or local files named by
    VIDEO_AESTHETICS_CLIP_MODEL / VIDEO_AESTHETICS_MLP_CHECKPOINT), or stop with what to set;
@@ -41,7 +41,7 @@ class DemoError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m video_aesthetics.demo",
+        prog="python -m video_aesthetics.airflow.demo",
         description="Generate a sample of clean and degraded videos, score every clip with the "
         f"{DAG_ID} DAG in a local Airflow, and print the scores.",
         epilog=f"Weights: CLIP ViT-L/14 and LAION's aesthetic head are downloaded into the cache on first use "
@@ -49,21 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
         f"and {MLP_CHECKPOINT_ENV} to local files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("demo_output"),
-                        help="folder for the sample, frames, scores and the Airflow home")
-    parser.add_argument("--videos", type=int, default=4,
-                        help="photographs to film; each gives one clean and four degraded videos")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_output"),
+        help="folder for the sample, frames, scores and the Airflow home",
+    )
+    parser.add_argument(
+        "--videos", type=int, default=4, help="photographs to film; each gives one clean and four degraded videos"
+    )
     parser.add_argument("--clips-per-video", type=int, default=3, help="clips cut from each video")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each video")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pans and zooms and of the noise")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="records per shard (default: about four shards)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="records per shard (default: about four shards)")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward batch")
     parser.add_argument("--num-workers", type=int, default=2, help="frame decoding processes per shard")
-    parser.add_argument("--date", default=None,
-                        help="logical date of the run, YYYY-MM-DD (default: today, UTC); it names the output partition")
-    parser.add_argument("--dags-folder", type=Path, default=None,
-                        help="folder holding the DAG file (default: this checkout's dags/)")
+    parser.add_argument(
+        "--date",
+        default=None,
+        help="logical date of the run, YYYY-MM-DD (default: today, UTC); it names the output partition",
+    )
+    parser.add_argument(
+        "--dags-folder", type=Path, default=None, help="folder holding the DAG file (default: this checkout's dags/)"
+    )
     return parser
 
 
@@ -86,17 +94,26 @@ def run(args: argparse.Namespace) -> int:
     model = weights_from_env()
 
     # Weights first: without them nothing else is worth doing.
-    say("1/4 checking the model weights" + (f" ({model['clip_model']}, {model.get('mlp_checkpoint') or 'official head'})"
-                                           if model else " (CLIP ViT-L/14 and LAION's head; downloaded once)"))
+    say(
+        "1/4 checking the model weights"
+        + (
+            f" ({model['clip_model']}, {model.get('mlp_checkpoint') or 'official head'})"
+            if model
+            else " (CLIP ViT-L/14 and LAION's head; downloaded once)"
+        )
+    )
     identity = check_weights(model.get("clip_model"), model.get("mlp_checkpoint"))
     say(f"    CLIP {identity['clip']}, head {identity['head']}")
 
     say(f"2/4 generating the sample dataset in {out / 'sample'}")
-    sample = generate_sample(out / "sample", videos=args.videos, clips_per_video=args.clips_per_video,
-                             seconds=args.seconds, seed=args.seed)
+    sample = generate_sample(
+        out / "sample", videos=args.videos, clips_per_video=args.clips_per_video, seconds=args.seconds, seed=args.seed
+    )
     records = len(sample.videos)
-    say(f"    {records} videos (from {args.videos} photograph(s): clean, blurred, noisy, dark and washed out), "
-        f"{sample.clips} clips")
+    say(
+        f"    {records} videos (from {args.videos} photograph(s): clean, blurred, noisy, dark and washed out), "
+        f"{sample.clips} clips"
+    )
 
     # Frames come from the DAG's own check_frames task; stale ones from another sample must not be reused.
     shutil.rmtree(out / "frames", ignore_errors=True)
@@ -115,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
     env = airflow_env(out / "airflow", dags_folder)
     log_file = out / "airflow" / "demo-run.log"
     log_file.unlink(missing_ok=True)
-    say(f"3/4 running the {DAG_ID} DAG in a local Airflow ({math.ceil(records / chunk_size)} shards; "
-        f"log: {log_file})")
+    say(f"3/4 running the {DAG_ID} DAG in a local Airflow ({math.ceil(records / chunk_size)} shards; log: {log_file})")
     airflow(["db", "migrate"], env, log_file, "migrating the Airflow database")
     airflow(["dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)], env, log_file, "the DAG run")
 
@@ -132,9 +148,13 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(rows))
     facts = json.loads(manifest.read_text(encoding="utf-8"))
     clips = facts.get("clips", {})
-    print(f"\n{clips.get('scored', '?')} of {clips.get('out', '?')} clips scored in {len(facts.get('shards', []))} shards.")
-    print(f"Output:   {scored}\nManifest: {manifest}\nFrames:   {out / 'frames'}\nAirflow:  {out / 'airflow'} "
-          f"(AIRFLOW_HOME; run log {log_file})")
+    print(
+        f"\n{clips.get('scored', '?')} of {clips.get('out', '?')} clips scored in {len(facts.get('shards', []))} shards."
+    )
+    print(
+        f"Output:   {scored}\nManifest: {manifest}\nFrames:   {out / 'frames'}\nAirflow:  {out / 'airflow'} "
+        f"(AIRFLOW_HOME; run log {log_file})"
+    )
     return 0
 
 
@@ -150,15 +170,18 @@ def prepare_out(out: Path) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"--out {out} already holds files the demo did not write; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("Written by python -m video_aesthetics.demo; the demo may replace anything here.\n")
+    (out / MARKER).write_text(
+        "Written by python -m video_aesthetics.airflow.demo; the demo may replace anything here.\n"
+    )
     return out
 
 
 def find_dags_folder(given: Path | None) -> Path:
-    folder = given or Path(__file__).resolve().parents[2] / "dags"
+    folder = given or Path(__file__).resolve().parents[3] / "dags"
     if not (folder / f"{DAG_ID}.py").is_file():
-        raise DemoError(f"{folder} holds no {DAG_ID}.py: run the demo from a checkout of the project, "
-                        "or pass --dags-folder")
+        raise DemoError(
+            f"{folder} holds no {DAG_ID}.py: run the demo from a checkout of the project, or pass --dags-folder"
+        )
     return folder.resolve()
 
 
@@ -186,9 +209,9 @@ def check_weights(clip_model: str | None, mlp_checkpoint: str | None) -> dict[st
 
     A failure here is a clear message instead of a failed task deep in the DAG run.
     """
+    from video_aesthetics.clip_loader import DEFAULT_CLIP_MODEL, load_clip
     from video_aesthetics.errors import WeightsError
     from video_aesthetics.head import load_head
-    from video_aesthetics.model import DEFAULT_CLIP_MODEL, load_clip
 
     spec = clip_model or DEFAULT_CLIP_MODEL
     try:
@@ -203,8 +226,10 @@ def check_weights(clip_model: str | None, mlp_checkpoint: str | None) -> dict[st
             f"or put them into the cache folder ($VIDEO_AESTHETICS_CACHE), or allow downloads "
             f"(unset VIDEO_AESTHETICS_OFFLINE / HF_HUB_OFFLINE)."
         ) from None
-    identity = {"clip": f"{clip.identity.get('architecture')} from {clip.identity.get('source')}",
-                "head": "official LAION" if head.identity.get("official") else str(head.identity.get("path"))}
+    identity = {
+        "clip": f"{clip.identity.get('architecture')} from {clip.identity.get('source')}",
+        "head": "official LAION" if head.identity.get("official") else str(head.identity.get("path")),
+    }
     del clip, head
     gc.collect()
     return identity
@@ -214,19 +239,21 @@ def airflow_env(home: Path, dags_folder: Path) -> dict[str, str]:
     """The environment of an Airflow that lives in ``home``: SQLite, LocalExecutor, this checkout's DAGs."""
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and k not in _DEPLOYMENT_ENV}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(dags_folder.parent / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        # A scheduled (daily) DAG: the demo triggers its one run by hand.
-        "VIDEO_AESTHETICS_SCHEDULE": "none",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(dags_folder.parent / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            # A scheduled (daily) DAG: the demo triggers its one run by hand.
+            "VIDEO_AESTHETICS_SCHEDULE": "none",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -236,8 +263,14 @@ def airflow(arguments: list[str], env: dict[str, str], log_file: Path, what: str
     with log_file.open("a", encoding="utf-8") as log:
         log.write(f"\n$ airflow {' '.join(arguments)}\n")
         log.flush()
-        result = subprocess.run([sys.executable, "-m", "airflow", *arguments], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *arguments],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     if result.returncode != 0:
         tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-_LOG_TAIL_LINES:])
         raise DemoError(f"{what} failed (exit status {result.returncode}); the end of {log_file}:\n{tail}")
@@ -254,25 +287,38 @@ def score_rows(scored: Path) -> list[dict[str, Any]]:
             container = record.get("video_clips") or {}
             clips = container.get("clips", []) if isinstance(container, dict) else container
             for clip in clips:
-                rows.append({
-                    "clip": clip.get("id"),
-                    "photo": record.get("source_image", ""),
-                    "variant": record.get("variant", ""),
-                    "score": clip.get("aesthetic_score"),
-                    "error": clip.get("aesthetic_error"),
-                })
+                rows.append(
+                    {
+                        "clip": clip.get("id"),
+                        "photo": record.get("source_image", ""),
+                        "variant": record.get("variant", ""),
+                        "score": clip.get("aesthetic_score"),
+                        "error": clip.get("aesthetic_error"),
+                    }
+                )
     rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0), str(r["clip"])))
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = ("#", "clip", "photograph", "version", "score")
-    body = [(str(i), str(r["clip"]), str(r["photo"]), str(r["variant"]),
-             f"{r['score']:.3f}" if r["score"] is not None else f"- ({r['error']})")
-            for i, r in enumerate(rows, start=1)]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
-    lines = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in (header, *body)]
+    body = [
+        (
+            str(i),
+            str(r["clip"]),
+            str(r["photo"]),
+            str(r["variant"]),
+            f"{r['score']:.3f}" if r["score"] is not None else f"- ({r['error']})",
+        )
+        for i, r in enumerate(rows, start=1)
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=False)]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        )
+        for row in (header, *body)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

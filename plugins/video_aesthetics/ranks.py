@@ -1,4 +1,6 @@
-"""Scoring with several processes: one rank per GPU (or N gloo processes on CPU), results gathered on rank 0.
+"""A way of running a scoring run: several processes (one rank per GPU, or N gloo processes on CPU), results gathered.
+
+``runner`` chooses this module; it only scores and hands the results back, and ``runner`` writes them.
 
 Two ways in:
 
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,14 +47,12 @@ import torch.multiprocessing as torch_mp
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, RankFailedError, VideoAestheticsError
-from video_aesthetics.records import JsonlSource, SampleResult, count_records
-from video_aesthetics.scoring import Scorer, Shard, iter_results, resolve_device
+from video_aesthetics.processes import die_with_parent
+from video_aesthetics.records import SampleResult, count_records
+from video_aesthetics.scoring import RankShare, Scored, Scorer, iter_results, resolve_device
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-# What the writing side does with every rank's results: (results in input order, model identity) -> outcome.
-Finish = Callable[[Iterable[SampleResult], dict[str, Any]], T]
 ScorerLoader = Callable[[torch.device], Scorer]
 Compact = tuple[int, float | None, str | None, list[float] | None]
 
@@ -74,13 +74,6 @@ class RankInfo:
     device: torch.device
 
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Stands in for the Scorer in RunStats where the model lived in other processes."""
-
-    identity: dict[str, Any]
-
-
 def launched() -> bool:
     """Whether this process is one rank of a run started by torchrun, or already in a process group."""
     if dist.is_available() and dist.is_initialized():
@@ -88,7 +81,7 @@ def launched() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
-def wants_distributed(init_distributed: bool, nproc: int | None) -> bool:
+def wanted(init_distributed: bool, nproc: int | None) -> bool:
     """The seed's rule (init_distributed or WORLD_SIZE > 1), plus an explicit nproc above 1."""
     return bool(init_distributed) or (nproc is not None and nproc > 1) or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -103,12 +96,16 @@ def resolve_nproc(config: ScoringConfig, nproc: int | None) -> int:
         if nproc is None:
             return available
         if nproc > available:
-            raise ConfigError(f"nproc={nproc} but {available} GPU(s) are visible and each rank needs its own; "
-                              f"use nproc <= {available}, or device 'cpu' for gloo processes on the CPU")
+            raise ConfigError(
+                f"nproc={nproc} but {available} GPU(s) are visible and each rank needs its own; "
+                f"use nproc <= {available}, or device 'cpu' for gloo processes on the CPU"
+            )
         return nproc
     if nproc is None:
-        raise ConfigError("distributed scoring on CPU needs the number of processes: pass nproc=N (--nproc N) "
-                          "to start N gloo processes, or run on a machine with GPUs")
+        raise ConfigError(
+            "distributed scoring on CPU needs the number of processes: pass nproc=N (--nproc N) "
+            "to start N gloo processes, or run on a machine with GPUs"
+        )
     return nproc
 
 
@@ -120,15 +117,23 @@ def rank_device(config: ScoringConfig, local_rank: int) -> torch.device:
     if device.index is not None:
         log.warning("device %s: each rank uses cuda:LOCAL_RANK instead", config.device)
     if local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
-                          "start at most one rank per GPU")
+        raise ConfigError(
+            f"local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+            "start at most one rank per GPU"
+        )
     return torch.device("cuda", local_rank)
 
 
 @contextlib.contextmanager
-def process_group(config: ScoringConfig, *, timeout: timedelta = DEFAULT_TIMEOUT, rank: int | None = None,
-                  world: int | None = None, local_rank: int | None = None,
-                  init_method: str | None = None) -> Iterator[RankInfo]:
+def process_group(
+    config: ScoringConfig,
+    *,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    rank: int | None = None,
+    world: int | None = None,
+    local_rank: int | None = None,
+    init_method: str | None = None,
+) -> Iterator[RankInfo]:
     """Join the existing process group, or create one (torchrun's environment by default) and destroy it after.
 
     On CUDA the group pairs NCCL with gloo, so that the object gather of results travels through
@@ -156,115 +161,99 @@ def process_group(config: ScoringConfig, *, timeout: timedelta = DEFAULT_TIMEOUT
             dist.destroy_process_group()
 
 
-def score_distributed(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T], *,
-                      nproc: int | None = None, load_scorer: ScorerLoader | None = None,
-                      timeout: timedelta = DEFAULT_TIMEOUT) -> T | None:
-    """Score ``source`` with several ranks and hand all results, in input order, to ``finish`` once.
+@contextlib.contextmanager
+def scored(
+    source: Iterable[dict[str, Any]],
+    config: ScoringConfig,
+    *,
+    nproc: int | None = None,
+    load_scorer: ScorerLoader | None = None,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> Iterator[Scored | None]:
+    """All ranks' results of ``source``, in input order, where they are to be written; None elsewhere.
 
-    ``finish`` runs on rank 0 when launched (other ranks return None once it is done) and in this
-    process when ranks are spawned (``source`` must then be picklable: a list or a JsonlSource).
-    ``load_scorer`` lets a caller reuse a model it holds, where scoring happens in this process.
+    Launched (torchrun): every rank scores its share, rank 0 receives all results, and the ranks
+    leave the block together, so that code after it on any rank finds the output written. Else
+    ``nproc`` ranks are spawned (``source`` must then be picklable: a list or a JsonlSource) and
+    this process receives their results. ``load_scorer`` lets a caller reuse a model it holds,
+    where scoring happens in this process.
     """
-    config.validate()
     if launched():
         if nproc is not None and nproc != int(os.environ.get("WORLD_SIZE", nproc)):
             log.warning("nproc=%s ignored: the launcher started %s ranks", nproc, os.environ.get("WORLD_SIZE"))
-        return _score_launched(source, config, finish, load_scorer, timeout)
+        with process_group(config, timeout=timeout) as info:
+            scorer = load_scorer(info.device) if load_scorer else Scorer.load(config, info.device)
+            merged = gather_results(score_share(source, config, scorer, info), info)
+            yield Scored(merged, scorer.identity) if merged is not None else None
+            dist.barrier()
+        return
     count = resolve_nproc(config, nproc)
     if count == 1:
         device = rank_device(config, 0)
         scorer = load_scorer(device) if load_scorer else Scorer.load(config, device)
-        return finish(iter_results(source, config, scorer, Path(config.figure_root)), scorer.identity)
-    return _score_spawned(source, config, finish, count, timeout)
+        yield Scored(iter_results(source, config, scorer), scorer.identity)
+        return
+    yield _score_spawned(source, config, count, timeout)
 
 
-def score_jsonl(input_path: Path | str, output_path: Path | str, config: ScoringConfig, *, nproc: int | None = None,
-                rejects_path: Path | str | None = None, timeout: timedelta = DEFAULT_TIMEOUT) -> Any:
-    """``pipeline.score_jsonl`` with several ranks: RunStats where the output was written, None on other ranks."""
-    from video_aesthetics import pipeline
-
-    config.validate()
-    source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records)
-    # A malformed line or a missing file is reported here, once, not by every rank.
-    count_records(source, config, Path(config.figure_root))
-
-    def finish(results: Iterable[SampleResult], identity: dict[str, Any]) -> pipeline.RunStats:
-        return pipeline.score_jsonl(input_path, output_path, config, rejects_path=rejects_path,
-                                    scorer=ModelIdentity(identity), results=results)
-
-    started = time.monotonic()
-    stats = score_distributed(source, config, finish, nproc=nproc, timeout=timeout)
-    return with_run_time(stats, time.monotonic() - started)
-
-
-def with_run_time(stats: Any, seconds: float) -> Any:
-    """RunStats timed over the whole run: ``finish`` alone only saw the gathered results go by."""
-    if stats is not None:
-        stats.seconds = round(seconds, 3)
-        stats.clips_per_s = round(stats.clips / seconds, 3) if seconds > 0 else 0.0
-    return stats
-
-
-def _score_launched(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T],
-                    load_scorer: ScorerLoader | None, timeout: timedelta) -> T | None:
-    with process_group(config, timeout=timeout) as info:
-        scorer = load_scorer(info.device) if load_scorer else Scorer.load(config, info.device)
-        merged = gather_results(score_shard(source, config, scorer, info), info)
-        outcome = finish(merged, scorer.identity) if merged is not None else None
-        # Ranks return together, so that code after this call on any rank finds the output written.
-        dist.barrier()
-        return outcome
-
-
-def score_shard(source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer,
-                info: RankInfo) -> list[Compact]:
+def score_share(
+    source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, info: RankInfo
+) -> list[Compact]:
     """This rank's results as compact tuples (seq, score, error, frame_scores), in seq order."""
-    total = _shard_size(count_records(source, config, Path(config.figure_root)).clips, config.batch_size, info)
+    total = _share_size(count_records(source, config).clips, config.batch_size, info)
     started = last = time.monotonic()
     done: list[Compact] = []
-    for result in iter_results(source, config, scorer, Path(config.figure_root), Shard(info.rank, info.world)):
+    for result in iter_results(source, config, scorer, RankShare(info.rank, info.world)):
         done.append((result.seq, result.score, result.error, result.frame_scores if config.frame_scores else None))
         now = time.monotonic()
         if now - last >= _PROGRESS_SECONDS:
             last = now
-            log.info("rank %d/%d: %d/%d of its clips scored, %.1f clips/s", info.rank, info.world, len(done), total,
-                     len(done) / (now - started))
+            log.info(
+                "rank %d/%d: %d/%d of its clips scored, %.1f clips/s",
+                info.rank,
+                info.world,
+                len(done),
+                total,
+                len(done) / (now - started),
+            )
     log.info("rank %d/%d: scored its %d clips", info.rank, info.world, len(done))
     return done
 
 
-def _shard_size(samples: int, batch_size: int, info: RankInfo) -> int:
+def _share_size(samples: int, batch_size: int, info: RankInfo) -> int:
     batches = -(-samples // batch_size)
     return sum(min(batch_size, samples - b * batch_size) for b in range(info.rank, batches, info.world))
 
 
 def gather_results(mine: list[Compact], info: RankInfo) -> list[SampleResult] | None:
     """Every rank's results on rank 0, merged in input order; None on the other ranks."""
-    shards: list[Any] | None = [None] * info.world if info.rank == 0 else None
-    dist.gather_object(mine, shards, dst=0)
-    if shards is None:
+    shares: list[Any] | None = [None] * info.world if info.rank == 0 else None
+    dist.gather_object(mine, shares, dst=0)
+    if shares is None:
         return None
-    return merge_shards(shards)
+    return merge_rank_results(shares)
 
 
-def merge_shards(shards: list[list[Compact]]) -> list[SampleResult]:
+def merge_rank_results(shares: list[list[Compact]]) -> list[SampleResult]:
     """The ranks' results (each in seq order) as one list in seq order; a sample twice is an error."""
     merged: list[SampleResult] = []
-    for seq, score, error, frame_scores in heapq.merge(*shards, key=itemgetter(0)):
+    for seq, score, error, frame_scores in heapq.merge(*shares, key=itemgetter(0)):
         if merged and seq <= merged[-1].seq:
             raise RuntimeError(f"internal error: sample {seq} was scored by more than one rank")
         merged.append(SampleResult(seq, score, error, frame_scores))
     return merged
 
 
-def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, finish: Finish[T], nproc: int,
-                   timeout: timedelta) -> T:
+def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, nproc: int, timeout: timedelta) -> Scored:
     context = torch_mp.get_context("spawn")
     level = logging.getLogger("video_aesthetics").getEffectiveLevel()
     with tempfile.TemporaryDirectory(prefix="video-aesthetics-ranks-") as scratch:
         processes = [
-            context.Process(target=_spawned_rank, name=f"video-aesthetics-rank{rank}",
-                            args=(rank, nproc, source, config, scratch, timeout, level, os.getpid()))
+            context.Process(
+                target=_spawned_rank,
+                name=f"video-aesthetics-rank{rank}",
+                args=(rank, nproc, source, config, scratch, timeout, level, os.getpid()),
+            )
             for rank in range(nproc)
         ]
         log.info("starting %d ranks on %s", nproc, rank_device(config, 0).type)
@@ -276,16 +265,25 @@ def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, fini
             _stop(processes)
         with (Path(scratch) / _RESULTS_FILE).open("rb") as handle:
             results, identity = pickle.load(handle)
-    return finish(results, identity)
+    return Scored(results, identity)
 
 
-def _spawned_rank(rank: int, world: int, source: Iterable[dict[str, Any]], config: ScoringConfig, scratch: str,
-                  timeout: timedelta, level: int, parent: int) -> None:
+def _spawned_rank(
+    rank: int,
+    world: int,
+    source: Iterable[dict[str, Any]],
+    config: ScoringConfig,
+    scratch: str,
+    timeout: timedelta,
+    level: int,
+    parent: int,
+) -> None:
     """A spawned rank's whole life; a failure, and what the rank was doing, is left in ``scratch`` for the parent."""
     phase = "starting"
     code = 0
     try:
-        _exit_with_parent(parent)
+        if not die_with_parent():
+            _exit_with_parent(parent)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
         if "OMP_NUM_THREADS" not in os.environ and rank_device(config, rank).type == "cpu":
@@ -296,13 +294,13 @@ def _spawned_rank(rank: int, world: int, source: Iterable[dict[str, Any]], confi
             phase = "loading the model"
             scorer = Scorer.load(config, info.device)
             phase = "scoring"
-            mine = score_shard(source, config, scorer, info)
+            mine = score_share(source, config, scorer, info)
             phase = _GATHERING
             merged = gather_results(mine, info)
             if merged is not None:
                 phase = "handing the results over"
                 _dump(Path(scratch) / _RESULTS_FILE, (merged, scorer.identity))
-    except BaseException as err:  # noqa: BLE001 - whatever it was, the parent must learn of it
+    except BaseException as err:
         code = 1
         report = {"phase": phase, "error": f"{type(err).__name__}: {err}"}
         (Path(scratch) / f"rank{rank}.error").write_text(json.dumps(report), encoding="utf-8")

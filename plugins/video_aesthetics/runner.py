@@ -1,11 +1,13 @@
-"""A whole scoring run: validate and count the input, load the model once, stream scores into the output.
+"""A whole scoring run, the one entry point of every face: validate and count the input, score, write.
 
-The CLI, the seed-compatible evaluator and the Airflow operator all call ``run_scoring`` or
-``score_jsonl``; they differ only in where records come from and go to.
+The CLI and the Airflow operator (and so the DAG's shards) call ``score_file``; the seed-compatible
+evaluator calls ``score_records`` with its DataFrame's records. Both decide here, and only here,
+whether the run scores in this process or with several ranks (``video_aesthetics.ranks``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -15,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from video_aesthetics.config import ScoringConfig
+from video_aesthetics.files import atomic_writer
 from video_aesthetics.records import (
     JsonlSource,
     RecordCounts,
     SampleResult,
-    atomic_writer,
     count_records,
     default_rejects_path,
     dumps,
@@ -30,6 +32,8 @@ from video_aesthetics.records import (
 log = logging.getLogger(__name__)
 
 Writer = Callable[[Iterator[dict[str, Any]]], Any]
+# Loads the model for a device (None: the one the config names); lets the evaluator keep one across runs.
+ScorerLoader = Callable[[Any], Any]
 
 
 @dataclass
@@ -86,33 +90,32 @@ class Progress:
         return f"scored {self.done}/{self.total} clips ({pct:.1f}%), {rate:.1f} clips/s, ETA {eta}"
 
 
-def run_scoring(
+def score_records(
     source: Iterable[dict[str, Any]],
     config: ScoringConfig,
     write: Writer,
     *,
-    scorer: Any = None,
-    results: Iterable[SampleResult] | None = None,
-) -> RunStats:
-    """Score every sample of ``source`` (re-iterable, read several times) and hand the records to ``write``.
+    nproc: int | None = None,
+    distributed: bool = False,
+    load_scorer: ScorerLoader | None = None,
+) -> RunStats | None:
+    """Score every sample of ``source`` and hand the scored records, in input order, to ``write`` once.
 
-    ``scorer`` lets a caller reuse a loaded model; ``results`` lets the distributed runner hand in
-    results it gathered from other processes instead of scoring here.
+    ``source`` is re-iterable (it is read several times: counted, decoded, merged). With
+    ``distributed`` or ``nproc`` > 1 (or under torchrun) ranks score it; see ``ranks.wanted``.
+    Returns None on a torchrun rank that does not write.
     """
-    config.validate()
-    figure_root = Path(config.figure_root)
-    totals = count_records(source, config, figure_root)
-    log.info("input: %d records, %d %s to score", totals.records, totals.clips,
-             "videos" if config.whole_video else "clips")
+    totals = count_records(source, config)
+    log.info(
+        "input: %d records, %d %s to score", totals.records, totals.clips, "videos" if config.whole_video else "clips"
+    )
     started = time.monotonic()
-    if results is None:
-        from video_aesthetics.scoring import Scorer, iter_results
-
-        scorer = scorer or Scorer.load(config)
-        results = iter_results(source, config, scorer, figure_root)
-    progress = Progress(totals.clips)
-    counts = RecordCounts()
-    write(merge_results(source, results, config, figure_root, counts, on_result=progress.update))
+    with _scored(source, config, nproc, distributed, load_scorer) as scored:
+        if scored is None:
+            return None
+        progress = Progress(totals.clips)
+        counts = RecordCounts()
+        write(merge_results(source, scored.results, config, counts, on_result=progress.update))
     seconds = time.monotonic() - started
     return RunStats(
         records=counts.records,
@@ -123,23 +126,49 @@ def run_scoring(
         seconds=round(seconds, 3),
         clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
         errors=dict(sorted(counts.errors.items())),
-        model=getattr(scorer, "identity", {}) if scorer is not None else {},
+        model=scored.identity,
     )
 
 
-def score_jsonl(
+@contextlib.contextmanager
+def _scored(
+    source: Iterable[dict[str, Any]],
+    config: ScoringConfig,
+    nproc: int | None,
+    distributed: bool,
+    load_scorer: ScorerLoader | None,
+) -> Iterator[Any]:
+    """The results of ``source`` in input order, scored here or by ranks; None on a rank that does not write."""
+    from video_aesthetics import ranks
+    from video_aesthetics.scoring import Scored, Scorer, iter_results
+
+    if ranks.wanted(distributed, nproc):
+        with ranks.scored(source, config, nproc=nproc, load_scorer=load_scorer) as gathered:
+            yield gathered
+        return
+    scorer = load_scorer(None) if load_scorer else Scorer.load(config)
+    yield Scored(iter_results(source, config, scorer), scorer.identity)
+
+
+def score_file(
     input_path: Path | str,
     output_path: Path | str,
     config: ScoringConfig,
     *,
     rejects_path: Path | str | None = None,
-    scorer: Any = None,
-    results: Iterable[SampleResult] | None = None,
-) -> RunStats:
-    """Score a JSONL file into another, atomically; with skip_bad_records, bad lines go to a rejects file."""
+    nproc: int | None = None,
+    distributed: bool = False,
+) -> RunStats | None:
+    """Score a JSONL file into another, atomically; with skip_bad_records, bad lines go to a rejects file.
+
+    Returns None on a torchrun rank that does not write.
+    """
     source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records)
-    stats = run_scoring(source, config, lambda records: write_jsonl(output_path, records),
-                        scorer=scorer, results=results)
+    stats = score_records(
+        source, config, lambda records: write_jsonl(output_path, records), nproc=nproc, distributed=distributed
+    )
+    if stats is None:
+        return None
     stats.output = str(output_path)
     if config.skip_bad_records:
         rejects = Path(rejects_path) if rejects_path else default_rejects_path(output_path)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from helpers.media import read_jsonl, write_jsonl
+from video_aesthetics.dataflow.storage import JsonlStorage
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.storage import JsonlStorage
 
 RECORDS = [
     {"video": ["a.mp4"], "video_clips": {"clips": [{"id": "a_0", "frame_start": 0}]}, "n": 1, "note": None},
@@ -66,8 +66,14 @@ def test_dataframe_round_trip_keeps_every_record_exactly(tmp_path: Path) -> None
 
 def test_foreign_dataframes_are_written_as_json(tmp_path: Path) -> None:
     storage = _storage(tmp_path).step()
-    frame = pd.DataFrame({"i": [1, None], "f": np.array([0.5, 1.5], dtype=np.float32),
-                          "a": [np.arange(2), np.arange(3)], "t": pd.to_datetime(["2024-01-02", "2024-01-03"])})
+    frame = pd.DataFrame(
+        {
+            "i": [1, None],
+            "f": np.array([0.5, 1.5], dtype=np.float32),
+            "a": [np.arange(2), np.arange(3)],
+            "t": pd.to_datetime(["2024-01-02", "2024-01-03"]),
+        }
+    )
     storage.write(frame)
     assert read_jsonl(tmp_path / "cache" / "run_step1.jsonl") == [
         {"i": 1.0, "f": 0.5, "a": [0, 1], "t": "2024-01-02T00:00:00"},

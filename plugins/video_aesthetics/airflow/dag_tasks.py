@@ -1,7 +1,7 @@
-"""The bodies of the video_aesthetic_scoring DAG's tasks: frame check, shard plan and merge.
+"""The bodies of the video_aesthetic_scoring DAG's tasks: frame check, shard plan and merge; and its settings.
 
 The DAG file only wires these together. Each function takes the run's params and Airflow context,
-works on local staging files through ``shards`` and on the output store through ``store``, and
+works on local staging files through ``sharding`` and on the output store through ``object_store``, and
 returns a small dict for XCom. Errors that a retry cannot fix (bad params, a malformed input, a
 lost record) fail the task at once with a message that says what to change.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -19,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk import conf as airflow_conf
 from airflow.sdk.exceptions import AirflowFailException
 
-from video_aesthetics import shards, store
-from video_aesthetics.cache import sha256_file
+from video_aesthetics import settings, sharding
+from video_aesthetics.airflow import object_store
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
-from video_aesthetics.records import atomic_writer
+from video_aesthetics.files import atomic_writer, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RunLayout:
 
     @property
     def output(self) -> ObjectStoragePath:
-        return store.store_path(self.output_dir)
+        return object_store.store_path(self.output_dir)
 
     @property
     def scored(self) -> ObjectStoragePath:
@@ -82,7 +82,7 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
     dag_id = context["dag"].dag_id if context.get("dag") is not None else str(context.get("dag_id", "dag"))
     run_id = str(context["run_id"])
     ds = context.get("ds")
-    partition = ds or shards.safe_name(run_id)
+    partition = ds or sharding.safe_name(run_id)
     input_path = optional_text(params.get("input_path"))
     input_root = optional_text(params.get("input_root"))
     if input_path:
@@ -95,39 +95,70 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
             )
         spec = str(Path(input_root).expanduser() / ds)
     else:
-        raise ConfigError("neither input_path nor input_root is set: pass input_path (a JSONL file, folder or glob), "
-                          "or set input_root (or VIDEO_AESTHETICS_INPUT_ROOT) to a folder of <YYYY-MM-DD>/ partitions")
+        raise ConfigError(
+            "neither input_path nor input_root is set: pass input_path (a JSONL file, folder or glob), "
+            "or set input_root (or VIDEO_AESTHETICS_INPUT_ROOT) to a folder of <YYYY-MM-DD>/ partitions"
+        )
     output_root = optional_text(params.get("output_root"))
     if not output_root:
         raise ConfigError("output_root is empty: give a local folder or a URL such as s3://bucket/prefix")
-    output = store.store_path(output_root) / partition
+    output = object_store.store_path(output_root) / partition
     work_root = optional_text(params.get("work_root"))
     if work_root:
         work_base = Path(work_root).expanduser().resolve()
     else:
-        local_root = store.local_path(store.store_path(output_root))
+        local_root = object_store.local_path(object_store.store_path(output_root))
         if local_root is None:
-            raise ConfigError(f"output_root {output_root} is a remote store: set work_root (or VIDEO_AESTHETICS_WORK_ROOT) "
-                              "to a folder every worker can read and write, for the shard files")
+            raise ConfigError(
+                f"output_root {output_root} is a remote store: set work_root (or VIDEO_AESTHETICS_WORK_ROOT) "
+                "to a folder every worker can read and write, for the shard files"
+            )
         work_base = local_root / STAGING_NAME
-    work_dir = work_base / shards.safe_name(dag_id) / shards.safe_name(run_id)
+    work_dir = work_base / sharding.safe_name(dag_id) / sharding.safe_name(run_id)
     return RunLayout(dag_id, run_id, partition, ds, spec, str(output), str(work_dir))
 
 
+# The DAG's params that are scoring parameters; score_shard receives them, typed, from plan_shards.
+SCORING_PARAMS = (
+    "figure_root",
+    "clip_model",
+    "mlp_checkpoint",
+    "load_num",
+    "batch_size",
+    "num_workers",
+    "device",
+    "reduction",
+    "skip_bad_records",
+)
+
+
+def setting(name: str) -> str | None:
+    """A deployment setting: VIDEO_AESTHETICS_<NAME>, else the provider's [video_aesthetics] section, else its default."""
+    return settings.get(name, _airflow_config)
+
+
+def int_setting(name: str) -> int:
+    try:
+        return settings.get_int(name, _airflow_config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _airflow_config(key: str) -> str | None:
+    return airflow_conf.get(settings.SECTION, key, fallback=None)
+
+
 def scoring_config(params: Mapping[str, Any]) -> ScoringConfig:
-    """The ScoringConfig the run's params describe (the same values score_shard renders from them)."""
-    defaults = ScoringConfig()
-    return ScoringConfig(
-        figure_root=str(params.get("figure_root") or defaults.figure_root),
-        clip_model=str(params.get("clip_model") or defaults.clip_model),
-        mlp_checkpoint=optional_text(params.get("mlp_checkpoint")),
-        load_num=params.get("load_num", defaults.load_num),
-        batch_size=params.get("batch_size", defaults.batch_size),
-        num_workers=params.get("num_workers", defaults.num_workers),
-        device=str(params.get("device") or defaults.device),
-        reduction=str(params.get("reduction") or defaults.reduction),
-        skip_bad_records=bool(params.get("skip_bad_records", False)),
-    ).validate()
+    """The ScoringConfig the run's params describe."""
+    return ScoringConfig.from_params({name: params[name] for name in SCORING_PARAMS if name in params})
+
+
+def score_kwargs(config: ScoringConfig) -> dict[str, Any]:
+    """The operator arguments that make score_shard score with ``config``: typed values, no templates.
+
+    Not skip_bad_records: plan_shards already sent bad lines to the rejects, so shards hold none.
+    """
+    return {name: getattr(config, name) for name in SCORING_PARAMS if name != "skip_bad_records"}
 
 
 def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,33 +168,52 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
     with _failing_fast():
         layout = run_layout(params, context)
         config = scoring_config(params)
-        inputs = shards.resolve_inputs(layout.input_spec)
+        inputs = sharding.resolve_inputs(layout.input_spec)
         video_root = optional_text(params.get("video_root"))
-        log.info("checking frames of %d input file(s) from %s under %s", len(inputs), layout.input_spec,
-                 config.figure_root)
-        report = check(inputs, config, str(params.get("on_missing_frames", "extract")),
-                       Path(video_root).expanduser() if video_root else None)
+        log.info(
+            "checking frames of %d input file(s) from %s under %s", len(inputs), layout.input_spec, config.figure_root
+        )
+        report = check(
+            inputs,
+            config,
+            str(params.get("on_missing_frames", "extract")),
+            Path(video_root).expanduser() if video_root else None,
+        )
     return {**report.as_dict(), "partition": layout.partition, "inputs": len(inputs)}
 
 
-def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shards: int) -> list[dict[str, str]]:
+def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shards: int) -> list[dict[str, Any]]:
     """Cut the run's input into shard files in its staging folder; one score_shard kwargs dict per shard."""
     with _failing_fast():
         layout = run_layout(params, context)
-        inputs = shards.resolve_inputs(layout.input_spec)
+        shared = score_kwargs(scoring_config(params))
+        inputs = sharding.resolve_inputs(layout.input_spec)
         chunk_size = int(params.get("chunk_size", 1))
-        plan = shards.plan_shards(inputs, Path(layout.work_dir), chunk_size, max_shards,
-                                  skip_bad_records=bool(params.get("skip_bad_records", False)))
+        plan = sharding.plan_shards(
+            inputs,
+            Path(layout.work_dir),
+            chunk_size,
+            max_shards,
+            skip_bad_records=bool(params.get("skip_bad_records", False)),
+        )
     with atomic_writer(layout.plan_file) as handle:
         json.dump(plan.as_dict(), handle, indent=1)
     if plan.chunk_size != chunk_size:
-        log.warning("chunk_size raised from %d to %d to stay within %d mapped tasks (core.max_map_length)",
-                    chunk_size, plan.chunk_size, max_shards)
-    return [{"input_path": shard.input, "output_path": shard.output} for shard in plan.shards]
+        log.warning(
+            "chunk_size raised from %d to %d to stay within %d mapped tasks (core.max_map_length)",
+            chunk_size,
+            plan.chunk_size,
+            max_shards,
+        )
+    return [{"input_path": shard.input, "output_path": shard.output, **shared} for shard in plan.shards]
 
 
-def merge(params: Mapping[str, Any], context: Mapping[str, Any], shard_results: list[dict[str, Any]] | None,
-          frames: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def merge(
+    params: Mapping[str, Any],
+    context: Mapping[str, Any],
+    shard_results: list[dict[str, Any]] | None,
+    frames: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Concatenate the scored shards in input order into the output store, then write the manifest.
 
     The manifest is removed first and written last, so a reader that finds it knows scored.jsonl is
@@ -175,21 +225,36 @@ def merge(params: Mapping[str, Any], context: Mapping[str, Any], shard_results: 
         plan = _read_plan(layout)
         results = _check_shard_results(plan, list(shard_results or []))
         model = _one_model(results)
-        store.remove(layout.manifest)
-        merged = store.write_atomic(layout.scored, lambda out: shards.merge_shards(plan, config, out))
+        object_store.remove(layout.manifest)
+        merged = object_store.write_atomic(layout.scored, lambda out: sharding.merge_scored_shards(plan, config, out))
         _cross_check(merged, results)
         rejects = _publish_rejects(plan, layout)
-        manifest = shards.build_manifest(
-            plan=plan, merged=merged, config=config, output=str(layout.scored), model=model,
-            frames=dict(frames or {}), rejects=rejects,
-            run={"dag_id": layout.dag_id, "run_id": layout.run_id, "partition": layout.partition,
-                 "logical_date": layout.logical_date},
+        manifest = sharding.build_manifest(
+            plan=plan,
+            merged=merged,
+            config=config,
+            output=str(layout.scored),
+            model=model,
+            frames=dict(frames or {}),
+            rejects=rejects,
+            run={
+                "dag_id": layout.dag_id,
+                "run_id": layout.run_id,
+                "partition": layout.partition,
+                "logical_date": layout.logical_date,
+            },
         )
-        data = shards.manifest_bytes(manifest)
-        store.write_atomic(layout.manifest, lambda out: out.write(data))
+        data = sharding.manifest_bytes(manifest)
+        object_store.write_atomic(layout.manifest, lambda out: out.write(data))
     _remove_staging(Path(layout.work_dir))
-    log.info("wrote %d records (%d clips: %d scored, %d failed) to %s", merged.records, merged.clips,
-             merged.scored, merged.failed, layout.scored)
+    log.info(
+        "wrote %d records (%d clips: %d scored, %d failed) to %s",
+        merged.records,
+        merged.clips,
+        merged.scored,
+        merged.failed,
+        layout.scored,
+    )
     return {
         "partition": layout.partition,
         "output": str(layout.scored),
@@ -202,31 +267,36 @@ def merge(params: Mapping[str, Any], context: Mapping[str, Any], shard_results: 
     }
 
 
-def _read_plan(layout: RunLayout) -> shards.ShardPlan:
+def _read_plan(layout: RunLayout) -> sharding.ShardPlan:
     try:
-        return shards.ShardPlan.from_dict(json.loads(layout.plan_file.read_text(encoding="utf-8")))
+        return sharding.ShardPlan.from_dict(json.loads(layout.plan_file.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise shards.MergeError(f"the shard plan {layout.plan_file} is missing: clear plan_shards "
-                                "and its downstream tasks to plan this run again") from None
+        raise sharding.MergeError(
+            f"the shard plan {layout.plan_file} is missing: clear plan_shards "
+            "and its downstream tasks to plan this run again"
+        ) from None
 
 
-def _check_shard_results(plan: shards.ShardPlan, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _check_shard_results(plan: sharding.ShardPlan, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every planned shard was scored once, from its own input into its own output, with every record."""
     if len(results) != len(plan.shards):
-        raise shards.MergeError(f"{len(plan.shards)} shards were planned but {len(results)} were scored")
+        raise sharding.MergeError(f"{len(plan.shards)} shards were planned but {len(results)} were scored")
     by_output = {str(r.get("output")): r for r in results if isinstance(r, Mapping)}
     ordered = []
     for shard in plan.shards:
         result = by_output.get(shard.output)
         if result is None:
-            raise shards.MergeError(f"{shard.name} has no score_shard result for {shard.output}")
+            raise sharding.MergeError(f"{shard.name} has no score_shard result for {shard.output}")
         if result.get("records") != shard.records:
-            raise shards.MergeError(f"{shard.name}: score_shard wrote {result.get('records')} records, "
-                                    f"the shard holds {shard.records}")
+            raise sharding.MergeError(
+                f"{shard.name}: score_shard wrote {result.get('records')} records, the shard holds {shard.records}"
+            )
         digest = sha256_file(shard.output)
         if result.get("sha256") != digest:
-            raise shards.MergeError(f"{shard.name}: {shard.output} changed after score_shard wrote it "
-                                    "(SHA-256 differs); rerun its score_shard task")
+            raise sharding.MergeError(
+                f"{shard.name}: {shard.output} changed after score_shard wrote it "
+                "(SHA-256 differs); rerun its score_shard task"
+            )
         ordered.append(dict(result))
     return ordered
 
@@ -234,26 +304,29 @@ def _check_shard_results(plan: shards.ShardPlan, results: list[dict[str, Any]]) 
 def _one_model(results: list[dict[str, Any]]) -> dict[str, Any]:
     models = {json.dumps(r.get("model") or {}, sort_keys=True) for r in results}
     if len(models) > 1:
-        raise shards.MergeError("the shards were scored with different models or weights "
-                                "(their SHA-256s differ): rerun the run with one clip_model and mlp_checkpoint")
+        raise sharding.MergeError(
+            "the shards were scored with different models or weights "
+            "(their SHA-256s differ): rerun the run with one clip_model and mlp_checkpoint"
+        )
     return json.loads(models.pop()) if models else {}
 
 
-def _cross_check(merged: shards.MergeResult, results: list[dict[str, Any]]) -> None:
+def _cross_check(merged: sharding.MergeResult, results: list[dict[str, Any]]) -> None:
     for key in ("clips", "scored", "failed"):
         reported = sum(int(r.get(key) or 0) for r in results)
         if reported != getattr(merged, key):
-            raise shards.MergeError(f"the merged output holds {getattr(merged, key)} {key} clips, "
-                                    f"the shards reported {reported}")
+            raise sharding.MergeError(
+                f"the merged output holds {getattr(merged, key)} {key} clips, the shards reported {reported}"
+            )
 
 
-def _publish_rejects(plan: shards.ShardPlan, layout: RunLayout) -> str | None:
+def _publish_rejects(plan: sharding.ShardPlan, layout: RunLayout) -> str | None:
     """Copy the plan's rejected lines next to the output; remove a stale rejects file when there are none."""
     if plan.rejects is None:
-        store.remove(layout.rejects)
+        object_store.remove(layout.rejects)
         return None
     data = Path(plan.rejects).read_bytes()
-    store.write_atomic(layout.rejects, lambda out: out.write(data))
+    object_store.write_atomic(layout.rejects, lambda out: out.write(data))
     return str(layout.rejects)
 
 
@@ -273,9 +346,3 @@ def _failing_fast() -> Iterator[None]:
         yield
     except VideoAestheticsError as err:
         raise AirflowFailException(str(err)) from err
-
-
-def env_default(name: str, default: Any = None) -> Any:
-    """A param default taken from the environment of the DAG processor and scheduler."""
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default

@@ -15,25 +15,38 @@ from helpers.media import clip_record, read_jsonl, write_jsonl
 
 use_private_airflow_home()
 
-from airflow.sdk import ObjectStoragePath  # noqa: E402 - after the private AIRFLOW_HOME is set
-from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
-from airflow.sdk.io import attach  # noqa: E402
-from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.io import attach
+from fsspec.implementations.memory import MemoryFileSystem
 
-from video_aesthetics import tasks  # noqa: E402
-from video_aesthetics.errors import ConfigError  # noqa: E402
-from video_aesthetics.records import SCORE  # noqa: E402
-from video_aesthetics.shards import safe_name  # noqa: E402
+from video_aesthetics.airflow import dag_tasks as tasks
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.records import SCORE
+from video_aesthetics.sharding import safe_name
 
 RUN = {"dag_id": "video_aesthetic_scoring", "run_id": "scheduled__2024-01-02T00:00:00+00:00", "ds": "2024-01-02"}
 MANUAL = {"dag_id": "video_aesthetic_scoring", "run_id": "manual__2024-05-05T10:00:00+00:00"}
 
 
 def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
-    base = {"input_path": None, "input_root": str(tmp_path / "in"), "output_root": str(tmp_path / "out"),
-            "work_root": None, "figure_root": str(tmp_path / "frames"), "chunk_size": 2, "clip_model": "ViT-L/14",
-            "mlp_checkpoint": None, "load_num": 3, "batch_size": 8, "num_workers": 0, "device": "cpu",
-            "reduction": "mean", "on_missing_frames": "extract", "skip_bad_records": False}
+    base = {
+        "input_path": None,
+        "input_root": str(tmp_path / "in"),
+        "output_root": str(tmp_path / "out"),
+        "work_root": None,
+        "figure_root": str(tmp_path / "frames"),
+        "chunk_size": 2,
+        "clip_model": "ViT-L/14",
+        "mlp_checkpoint": None,
+        "load_num": 3,
+        "batch_size": 8,
+        "num_workers": 0,
+        "device": "cpu",
+        "reduction": "mean",
+        "on_missing_frames": "extract",
+        "skip_bad_records": False,
+    }
     return {**base, **changes}
 
 
@@ -55,8 +68,12 @@ def test_an_input_path_wins_and_runs_without_a_date_use_their_run_id(tmp_path: P
 
 @pytest.mark.parametrize(
     ("changes", "context", "message"),
-    [({}, MANUAL, "no logical date"), ({"input_root": None}, RUN, "neither input_path nor input_root"),
-     ({"output_root": "s3://bucket/scores"}, RUN, "set work_root"), ({"output_root": " "}, RUN, "output_root")],
+    [
+        ({}, MANUAL, "no logical date"),
+        ({"input_root": None}, RUN, "neither input_path nor input_root"),
+        ({"output_root": "s3://bucket/scores"}, RUN, "set work_root"),
+        ({"output_root": " "}, RUN, "output_root"),
+    ],
     ids=["no_date", "no_input", "remote_without_work_root", "empty_output"],
 )
 def test_layout_errors_say_what_to_set(tmp_path: Path, changes, context, message) -> None:
@@ -85,9 +102,18 @@ def _score_shards(shard_kwargs: list[dict[str, str]]) -> list[dict[str, Any]]:
             row["video_clips"]["clips"][0][SCORE] = 5.0 + row["n"]
         write_jsonl(Path(kwargs["output_path"]), rows)
         digest = hashlib.sha256(Path(kwargs["output_path"]).read_bytes()).hexdigest()
-        results.append({"input": kwargs["input_path"], "output": kwargs["output_path"], "records": len(rows),
-                        "clips": len(rows), "scored": len(rows), "failed": 0, "sha256": digest,
-                        "model": {"head": {"sha256": "ab" * 32}}})
+        results.append(
+            {
+                "input": kwargs["input_path"],
+                "output": kwargs["output_path"],
+                "records": len(rows),
+                "clips": len(rows),
+                "scored": len(rows),
+                "failed": 0,
+                "sha256": digest,
+                "model": {"head": {"sha256": "ab" * 32}},
+            }
+        )
     return results
 
 
@@ -95,8 +121,11 @@ def test_plan_and_merge_into_a_local_store(tmp_path: Path) -> None:
     _input(tmp_path)
     p = params(tmp_path)
     shard_kwargs = tasks.plan_shards(p, RUN, max_shards=1024)
-    assert [Path(k["input_path"]).name for k in shard_kwargs] == ["shard-00000.jsonl", "shard-00001.jsonl",
-                                                                   "shard-00002.jsonl"]
+    assert [Path(k["input_path"]).name for k in shard_kwargs] == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+        "shard-00002.jsonl",
+    ]
     assert len(json.dumps(shard_kwargs)) < 2048
     summary = tasks.merge(p, RUN, _score_shards(shard_kwargs), frames={"clips": 5})
     out = tmp_path / "out" / "2024-01-02"

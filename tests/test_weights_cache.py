@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from video_aesthetics import cache
+from video_aesthetics import settings
+from video_aesthetics import weights_cache as cache
 from video_aesthetics.errors import WeightsError
 
 OFFLINE_VARIABLES = ("VIDEO_AESTHETICS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -35,10 +36,10 @@ def test_sha256_file_matches_hashlib_across_chunks(source: Path) -> None:
 
 def test_cache_dir_from_environment_and_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VIDEO_AESTHETICS_CACHE", str(tmp_path / "c"))
-    assert cache.cache_dir() == tmp_path / "c"
+    assert settings.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("VIDEO_AESTHETICS_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert cache.cache_dir() == tmp_path / ".cache" / "video-aesthetics"
+    assert settings.cache_dir() == tmp_path / ".cache" / "video-aesthetics"
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", " Yes ", "on"])
@@ -124,5 +125,5 @@ def test_cache_module_imports_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, video_aesthetics.cache; sys.exit('torch' in sys.modules)"
+    code = "import sys, video_aesthetics.weights_cache; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

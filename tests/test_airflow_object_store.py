@@ -12,11 +12,11 @@ from helpers.airflow_env import use_private_airflow_home
 
 use_private_airflow_home()
 
-from airflow.sdk import ObjectStoragePath  # noqa: E402 - after the private AIRFLOW_HOME is set
-from airflow.sdk.io import attach  # noqa: E402
-from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import attach
+from fsspec.implementations.memory import MemoryFileSystem
 
-from video_aesthetics import store  # noqa: E402
+from video_aesthetics.airflow import object_store as store
 
 
 class Boom(RuntimeError):

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.records import JsonlSource, atomic_writer, dumps
+from video_aesthetics.files import atomic_writer
+from video_aesthetics.records import JsonlSource, dumps
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +35,30 @@ class JsonlStorage:
     holding an array of objects.
     """
 
-    def __init__(self, first_entry_file_name: str, cache_path: str = "./cache",
-                 file_name_prefix: str = "dataflow_cache", cache_type: str = "jsonl") -> None:
+    def __init__(
+        self,
+        first_entry_file_name: str,
+        cache_path: str = "./cache",
+        file_name_prefix: str = "dataflow_cache",
+        cache_type: str = "jsonl",
+    ) -> None:
         if cache_type != "jsonl":
-            raise ConfigError(f"JsonlStorage writes JSONL only, got cache_type={cache_type!r}; "
-                              "use cache_type='jsonl' (or DataFlow's FileStorage for other formats)")
+            raise ConfigError(
+                f"JsonlStorage writes JSONL only, got cache_type={cache_type!r}; "
+                "use cache_type='jsonl' (or DataFlow's FileStorage for other formats)"
+            )
         self.first_entry_file_name = first_entry_file_name
         self.cache_path = cache_path
         self.file_name_prefix = file_name_prefix
         self.cache_type = cache_type
         self.operator_step = -1
 
-    def step(self) -> "JsonlStorage":
+    def step(self) -> JsonlStorage:
         """Advance to the next operator's step and return the storage (``evaluator.run(storage.step())``)."""
         self.operator_step += 1
         return self
 
-    def reset(self) -> "JsonlStorage":
+    def reset(self) -> JsonlStorage:
         self.operator_step = -1
         return self
 
@@ -80,23 +88,29 @@ class JsonlStorage:
                 try:
                     handle.write(dumps(record) + "\n")
                 except (TypeError, ValueError) as err:
-                    raise InputError(f"row {number} cannot be written as JSON ({err}); convert that column "
-                                     "to JSON types (str, int, float, bool, list, dict, None)") from err
+                    raise InputError(
+                        f"row {number} cannot be written as JSON ({err}); convert that column "
+                        "to JSON types (str, int, float, bool, list, dict, None)"
+                    ) from err
         log.info("wrote %d records to %s", len(records), path)
         return str(path)
 
     def _current_step(self, action: str) -> int:
         if self.operator_step < 0:
-            raise RuntimeError(f"JsonlStorage.{action}() before step(): call storage.step() once per operator "
-                               "and hand the storage it returns to the operator, e.g. evaluator.run(storage.step())")
+            raise RuntimeError(
+                f"JsonlStorage.{action}() before step(): call storage.step() once per operator "
+                "and hand the storage it returns to the operator, e.g. evaluator.run(storage.step())"
+            )
         return self.operator_step
 
     def _read_records(self, path: Path) -> list[dict[str, Any]]:
         if not path.is_file():
             if self.operator_step == 0:
                 raise InputError(f"first_entry_file_name {path} does not exist; point it at the input JSONL")
-            raise InputError(f"{path} does not exist: step {self.operator_step} reads what step "
-                             f"{self.operator_step - 1}'s operator wrote; run that operator first (or reset())")
+            raise InputError(
+                f"{path} does not exist: step {self.operator_step} reads what step "
+                f"{self.operator_step - 1}'s operator wrote; run that operator first (or reset())"
+            )
         if self.operator_step == 0 and path.suffix.lower() == ".json":
             return _read_json_array(path)
         return list(JsonlSource(path))
@@ -108,8 +122,9 @@ def _read_json_array(path: Path) -> list[dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}); fix the file") from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise InputError(f"{path}: a .json input must hold an array of objects; "
-                         "use JSONL (one object per line) otherwise")
+        raise InputError(
+            f"{path}: a .json input must hold an array of objects; use JSONL (one object per line) otherwise"
+        )
     return data
 
 

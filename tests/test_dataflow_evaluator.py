@@ -16,14 +16,14 @@ from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, wr
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.pipeline import score_jsonl
+from video_aesthetics.runner import score_file
 
 # The seed document's usage example, verbatim except for its two import lines, which were
 #     from dataflow.utils.storage import FileStorage
 #     from dataflow.operators.core_vision import VideoAestheticEvaluator
 # The model paths "/path/to/ViT-L-14.pt" and "/path/to/sac+logos+ava1-l14-linearMSE.pth" are
 # replaced by the tiny test model's at run time: the only other change.
-SEED_EXAMPLE = '''
+SEED_EXAMPLE = """
 from video_aesthetics import JsonlStorage as FileStorage
 from video_aesthetics import VideoAestheticEvaluator
 
@@ -53,7 +53,7 @@ evaluator = VideoAestheticEvaluator(
 evaluator.run(
     storage=storage.step()
 )
-'''
+"""
 
 
 class MemoryStorage:
@@ -89,26 +89,33 @@ def _tricky_records(root: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")  # the example's num_workers=4
-def test_seed_usage_example_runs_and_writes_scores(tmp_path: Path, model_args: dict,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seed_usage_example_runs_and_writes_scores(
+    tmp_path: Path, model_args: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     # A relative figure_root resolves against the storage's cache_path, as in DataFlow-MM.
     figure_root = Path("cache_local/cache/extract_frames")
     write_frames(figure_root, "video1", "video1_0", 3, seed=1)
     write_frames(figure_root, "video1", "video1_1", 5, seed=2)
     write_frames(figure_root, "video2", "video2_0", 2, seed=3)
-    records = [clip_record("./test/video1.mp4", ["video1_0", "video1_1"]),
-               clip_record("./test/video2.mp4", ["video2_0"], caption="second")]
+    records = [
+        clip_record("./test/video1.mp4", ["video1_0", "video1_1"]),
+        clip_record("./test/video2.mp4", ["video2_0"], caption="second"),
+    ]
     write_jsonl(Path("data/video_aesthetic_input.jsonl"), records)
-    example = (SEED_EXAMPLE.replace("/path/to/ViT-L-14.pt", model_args["clip_model"])
-               .replace("/path/to/sac+logos+ava1-l14-linearMSE.pth", model_args["mlp_checkpoint"]))
+    example = SEED_EXAMPLE.replace("/path/to/ViT-L-14.pt", model_args["clip_model"]).replace(
+        "/path/to/sac+logos+ava1-l14-linearMSE.pth", model_args["mlp_checkpoint"]
+    )
     Path("example.py").write_text(example, encoding="utf-8")
 
     runpy.run_path("example.py", run_name="__main__")
 
     got = read_jsonl(Path("cache_local/video_aesthetic_step1.jsonl"))
-    score_jsonl("data/video_aesthetic_input.jsonl", "expected.jsonl",
-                ScoringConfig(**model_args, figure_root=str(figure_root), num_workers=0))
+    score_file(
+        "data/video_aesthetic_input.jsonl",
+        "expected.jsonl",
+        ScoringConfig(**model_args, figure_root=str(figure_root), num_workers=0),
+    )
     assert got == read_jsonl(Path("expected.jsonl"))
     assert [len(_clips(r)) for r in got] == [2, 1]
     for record in got:
@@ -120,10 +127,28 @@ def test_dataframe_path_and_cli_give_identical_output(tmp_path: Path, model_args
     root = tmp_path / "frames"
     source = write_jsonl(tmp_path / "in.jsonl", _tricky_records(root))
     cli_out = tmp_path / "cli.jsonl"
-    command = [sys.executable, "-m", "video_aesthetics", "score", "--input", str(source), "--output", str(cli_out),
-               "--figure-root", str(root), "--clip-model", model_args["clip_model"],
-               "--mlp-checkpoint", model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "0",
-               "--batch-size", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "video_aesthetics",
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(cli_out),
+        "--figure-root",
+        str(root),
+        "--clip-model",
+        model_args["clip_model"],
+        "--mlp-checkpoint",
+        model_args["mlp_checkpoint"],
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "2",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert done.returncode == 0, done.stderr
 
@@ -155,8 +180,9 @@ def test_other_columns_are_left_exactly_as_they_were(tmp_path: Path, model_args:
 def test_run_overrides_apply_to_that_call_only(tmp_path: Path, model_args: dict) -> None:
     write_frames(tmp_path, "v", "v_0", 5, seed=7)
     frame = pd.DataFrame([clip_record("v.mp4", ["v_0"])])
-    evaluator = VideoAestheticEvaluator(figure_root=str(tmp_path), **model_args, load_num=1, num_workers=0,
-                                        frame_scores=True)
+    evaluator = VideoAestheticEvaluator(
+        figure_root=str(tmp_path), **model_args, load_num=1, num_workers=0, frame_scores=True
+    )
     config = evaluator.config
     storage = MemoryStorage(frame)
     assert evaluator.run(storage, load_num=3, output_key="scored") == ["scored"]
@@ -212,16 +238,18 @@ def test_figure_root_resolution(tmp_path: Path, model_args: dict, monkeypatch: p
 
 
 def test_whole_video_rows_gain_a_score_column(tmp_path: Path, model_args: dict) -> None:
-    records = [{"video": str(write_video(tmp_path / "a.mp4", frames=6, seed=1)), "n": 1},
-               {"video": [str(tmp_path / "absent.mp4")], "n": 2},
-               {"caption": "nothing to score", "n": 3}]
+    records = [
+        {"video": str(write_video(tmp_path / "a.mp4", frames=6, seed=1)), "n": 1},
+        {"video": [str(tmp_path / "absent.mp4")], "n": 2},
+        {"caption": "nothing to score", "n": 3},
+    ]
     source = write_jsonl(tmp_path / "in.jsonl", records)
     storage = JsonlStorage(str(source), cache_path=str(tmp_path / "cache"))
     evaluator = VideoAestheticEvaluator(**model_args, num_workers=0)
     assert evaluator.run(storage.step(), video_clips_key="") == ["aesthetic_score"]
     got = read_jsonl(tmp_path / "cache" / "dataflow_cache_step1.jsonl")
     config = ScoringConfig(**model_args, video_clips_key="", num_workers=0)
-    score_jsonl(source, tmp_path / "expected.jsonl", config)
+    score_file(source, tmp_path / "expected.jsonl", config)
     assert got == read_jsonl(tmp_path / "expected.jsonl")
     assert isinstance(got[0]["aesthetic_score"], float) and "aesthetic_error" not in got[0]
     assert (got[1]["aesthetic_score"], got[1]["aesthetic_error"]) == (None, "unreadable_video")
@@ -242,8 +270,16 @@ def test_a_missing_column_names_the_parameter_to_change(tmp_path: Path, model_ar
 
 def test_constructor_takes_the_seeds_parameters_in_order() -> None:
     evaluator = VideoAestheticEvaluator("frames", "path", "clips", "ViT-B/32", "head.pth", 5, 8, 0, False, "out")
-    assert evaluator.config == ScoringConfig(figure_root="frames", input_video_key="path", video_clips_key="clips",
-                                             clip_model="ViT-B/32", mlp_checkpoint="head.pth", load_num=5,
-                                             batch_size=8, num_workers=0, output_key="out")
+    assert evaluator.config == ScoringConfig(
+        figure_root="frames",
+        input_video_key="path",
+        video_clips_key="clips",
+        clip_model="ViT-B/32",
+        mlp_checkpoint="head.pth",
+        load_num=5,
+        batch_size=8,
+        num_workers=0,
+        output_key="out",
+    )
     assert evaluator.init_distributed is False
     assert VideoAestheticEvaluator().config == ScoringConfig()

@@ -13,13 +13,13 @@ from helpers.media import clip_record, read_jsonl, write_jsonl
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.records import ERROR, SCORE
-from video_aesthetics.shards import (
+from video_aesthetics.sharding import (
     MergeError,
     ShardPlan,
     build_manifest,
     effective_chunk_size,
     manifest_bytes,
-    merge_shards,
+    merge_scored_shards,
     plan_shards,
     resolve_inputs,
     safe_name,
@@ -42,8 +42,8 @@ def records(count: int, start: int = 0) -> list[dict]:
 def score_like_the_scorer(shard_input: Path, shard_output: Path) -> None:
     """A scored shard as the pipeline writes it: clips gain a score, or null and an error."""
     scored = []
-    for record in read_jsonl(shard_input):
-        record = json.loads(json.dumps(record))
+    for original in read_jsonl(shard_input):
+        record = json.loads(json.dumps(original))
         for index, clip in enumerate((record.get("video_clips") or {}).get("clips", [])):
             if index == 1 and record["n"] % 3 == 0:
                 clip[SCORE], clip[ERROR] = None, "no_frames"
@@ -121,7 +121,10 @@ def test_a_replanned_run_leaves_no_stale_shard(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", records(9))
     plan_shards([source], tmp_path / "staging", chunk_size=1, max_shards=100)
     plan = plan_shards([source], tmp_path / "staging", chunk_size=5, max_shards=100)
-    assert sorted(p.name for p in (tmp_path / "staging" / "shards").iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "staging" / "shards").iterdir()) == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+    ]
     assert len(plan.shards) == 2
 
 
@@ -139,13 +142,14 @@ def test_a_bad_line_is_reported_with_its_own_file_and_line(tmp_path: Path) -> No
 def test_merge_concatenates_in_order_and_counts(tmp_path: Path) -> None:
     plan = scored_plan(tmp_path)
     out = io.BytesIO()
-    merged = merge_shards(plan, CONFIG, out)
+    merged = merge_scored_shards(plan, CONFIG, out)
     expected = b"".join(Path(s.output).read_bytes() for s in plan.shards)
     assert out.getvalue() == expected
     assert merged.sha256 == hashlib.sha256(expected).hexdigest()
     assert merged.bytes == len(expected)
-    assert [s.sha256 for s in merged.shards] == [hashlib.sha256(Path(s.output).read_bytes()).hexdigest()
-                                                  for s in plan.shards]
+    assert [s.sha256 for s in merged.shards] == [
+        hashlib.sha256(Path(s.output).read_bytes()).hexdigest() for s in plan.shards
+    ]
     rows = [json.loads(line) for line in expected.splitlines()]
     clips = [c for r in rows for c in (r.get("video_clips") or {}).get("clips", [])]
     assert merged.records == 11
@@ -174,14 +178,14 @@ def test_merge_fails_loudly_when_a_record_is_lost_duplicated_or_moved(tmp_path: 
     plan = scored_plan(tmp_path)
     _rewrite(Path(plan.shards[1].output), change)
     with pytest.raises(MergeError, match=message):
-        merge_shards(plan, CONFIG, io.BytesIO())
+        merge_scored_shards(plan, CONFIG, io.BytesIO())
 
 
 def test_merge_fails_when_a_shard_was_never_scored(tmp_path: Path) -> None:
     plan = scored_plan(tmp_path)
     Path(plan.shards[2].output).unlink()
     with pytest.raises(MergeError, match="shard-00002.*missing"):
-        merge_shards(plan, CONFIG, io.BytesIO())
+        merge_scored_shards(plan, CONFIG, io.BytesIO())
 
 
 def test_merge_fails_when_a_clip_disappears(tmp_path: Path) -> None:
@@ -194,22 +198,28 @@ def test_merge_fails_when_a_clip_disappears(tmp_path: Path) -> None:
 
     _rewrite(Path(plan.shards[0].output), drop_clip)
     with pytest.raises(MergeError, match="2 clips in its input and 1"):
-        merge_shards(plan, CONFIG, io.BytesIO())
+        merge_scored_shards(plan, CONFIG, io.BytesIO())
 
 
 def test_merge_fails_when_the_plan_has_a_gap(tmp_path: Path) -> None:
     plan = scored_plan(tmp_path)
     plan.shards.pop(1)
     with pytest.raises(MergeError, match="gap or an overlap"):
-        merge_shards(plan, CONFIG, io.BytesIO())
+        merge_scored_shards(plan, CONFIG, io.BytesIO())
 
 
 def test_the_manifest_is_deterministic_and_complete(tmp_path: Path) -> None:
     plan = scored_plan(tmp_path)
-    merged = merge_shards(plan, CONFIG, io.BytesIO())
+    merged = merge_scored_shards(plan, CONFIG, io.BytesIO())
     model = {"clip": {"files": {"w": "ab" * 32}}, "head": {"sha256": "cd" * 32}}
-    args = dict(plan=plan, merged=merged, config=CONFIG, output="/out/2024-01-01/scored.jsonl", model=model,
-                run={"run_id": "r1", "partition": "2024-01-01"})
+    args = dict(
+        plan=plan,
+        merged=merged,
+        config=CONFIG,
+        output="/out/2024-01-01/scored.jsonl",
+        model=model,
+        run={"run_id": "r1", "partition": "2024-01-01"},
+    )
     first, second = manifest_bytes(build_manifest(**args)), manifest_bytes(build_manifest(**args))
     assert first == second
     manifest = json.loads(first)

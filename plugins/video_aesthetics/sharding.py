@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from video_aesthetics import __version__
-from video_aesthetics.cache import sha256_file
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
+from video_aesthetics.files import atomic_writer
 from video_aesthetics.records import (
     ERROR,
     FRAME_SCORES,
     SCORE,
     BadLine,
-    atomic_writer,
     clip_list,
     dumps,
     parse_line,
@@ -48,7 +47,7 @@ class MergeError(VideoAestheticsError):
 
 
 @dataclass(frozen=True)
-class Shard:
+class FileShard:
     """One slice of the input: ``records`` records starting at record ``first_record`` of the whole input."""
 
     index: int
@@ -65,7 +64,7 @@ class Shard:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Shard":
+    def from_dict(cls, data: dict[str, Any]) -> FileShard:
         return cls(**{k: data[k] for k in ("index", "input", "output", "records", "first_record")})
 
 
@@ -76,7 +75,7 @@ class ShardPlan:
     inputs: list[str]
     records: int
     chunk_size: int
-    shards: list[Shard] = field(default_factory=list)
+    shards: list[FileShard] = field(default_factory=list)
     rejected: int = 0
     rejects: str | None = None
 
@@ -86,9 +85,9 @@ class ShardPlan:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShardPlan":
+    def from_dict(cls, data: dict[str, Any]) -> ShardPlan:
         plan = cls(**{k: v for k, v in data.items() if k != "shards"})
-        plan.shards = [Shard.from_dict(s) for s in data.get("shards", [])]
+        plan.shards = [FileShard.from_dict(s) for s in data.get("shards", [])]
         return plan
 
 
@@ -176,8 +175,9 @@ def count_lines(inputs: Iterable[Path]) -> int:
     return total
 
 
-def plan_shards(inputs: list[Path], staging: Path, chunk_size: int, max_shards: int,
-                skip_bad_records: bool = False) -> ShardPlan:
+def plan_shards(
+    inputs: list[Path], staging: Path, chunk_size: int, max_shards: int, skip_bad_records: bool = False
+) -> ShardPlan:
     """Copy the records of ``inputs`` into shard files of at most ``chunk_size`` records under ``staging``.
 
     Every line is checked to be a JSON object, so that a bad line is reported with its own file and
@@ -216,8 +216,14 @@ def plan_shards(inputs: list[Path], staging: Path, chunk_size: int, max_shards: 
         plan.rejects = str(rejects_path)
     else:
         rejects_path.unlink(missing_ok=True)
-    log.info("planned %d shard(s) of up to %d records: %d records from %d file(s), %d rejected",
-             len(plan.shards), size, plan.records, len(inputs), plan.rejected)
+    log.info(
+        "planned %d shard(s) of up to %d records: %d records from %d file(s), %d rejected",
+        len(plan.shards),
+        size,
+        plan.records,
+        len(inputs),
+        plan.rejected,
+    )
     return plan
 
 
@@ -226,7 +232,7 @@ class _ShardWriter:
 
     def __init__(self, shard_dir: Path, scored_dir: Path, size: int) -> None:
         self.shard_dir, self.scored_dir, self.size = shard_dir, scored_dir, size
-        self.shards: list[Shard] = []
+        self.shards: list[FileShard] = []
         self.handle: IO[str] | None = None
         self.count = 0
         self.total = 0
@@ -244,12 +250,13 @@ class _ShardWriter:
         self.handle.close()
         index = len(self.shards)
         name = f"{shard_name(index)}.jsonl"
-        self.shards.append(Shard(index, str(self.shard_dir / name), str(self.scored_dir / name),
-                                 self.count, self.total))
+        self.shards.append(
+            FileShard(index, str(self.shard_dir / name), str(self.scored_dir / name), self.count, self.total)
+        )
         self.total += self.count
         self.handle, self.count = None, 0
 
-    def close(self) -> list[Shard]:
+    def close(self) -> list[FileShard]:
         self._finish()
         return self.shards
 
@@ -279,25 +286,25 @@ def scored_keys(config: ScoringConfig) -> frozenset[str]:
     return frozenset({config.output_key})
 
 
-def merge_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) -> MergeResult:
+def merge_scored_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) -> MergeResult:
     """Write every scored shard of ``plan`` to ``out`` in input order, checking it against its input shard.
 
     Raises MergeError when a scored shard is missing, has more or fewer records than its input, or
     holds a record that is not its input record plus scores: any of these means a record was
     lost, duplicated or reordered, and the run must not publish the output.
     """
-    config.validate()
     result = MergeResult()
     total = hashlib.sha256()
     untouched = scored_keys(config)
-    figure_root = Path(config.figure_root)
     expected = 0
     for shard in sorted(plan.shards, key=lambda s: s.index):
         if shard.first_record != expected:
-            raise MergeError(f"{shard.name} starts at record {shard.first_record}, expected {expected}: "
-                             "the shard plan has a gap or an overlap")
+            raise MergeError(
+                f"{shard.name} starts at record {shard.first_record}, expected {expected}: "
+                "the shard plan has a gap or an overlap"
+            )
         expected += shard.records
-        summary = _merge_one(shard, config, untouched, figure_root, out, total, result)
+        summary = _merge_one(shard, config, untouched, out, total, result)
         result.shards.append(summary)
     if result.records != plan.records:
         raise MergeError(f"merged {result.records} records, the plan holds {plan.records}")
@@ -306,8 +313,9 @@ def merge_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) -> Merg
     return result
 
 
-def _merge_one(shard: Shard, config: ScoringConfig, untouched: frozenset[str], figure_root: Path,
-               out: IO[bytes], total: Any, result: MergeResult) -> ShardSummary:
+def _merge_one(
+    shard: FileShard, config: ScoringConfig, untouched: frozenset[str], out: IO[bytes], total: Any, result: MergeResult
+) -> ShardSummary:
     scored_path = Path(shard.output)
     if not scored_path.is_file():
         raise MergeError(f"{shard.name}: scored output {scored_path} is missing; its score_shard task did not write it")
@@ -318,23 +326,28 @@ def _merge_one(shard: Shard, config: ScoringConfig, untouched: frozenset[str], f
         for number, line in enumerate((line for line in scored if line.strip()), start=1):
             source = next(in_lines, None)
             if source is None:
-                raise MergeError(f"{shard.name}: scored output has more records than the {shard.records} of its "
-                                 f"input (extra record at line {number} of {scored_path}): records were duplicated")
+                raise MergeError(
+                    f"{shard.name}: scored output has more records than the {shard.records} of its "
+                    f"input (extra record at line {number} of {scored_path}): records were duplicated"
+                )
             record, original = json.loads(line), json.loads(source)
             if _strip(record, untouched) != _strip(original, untouched):
-                raise MergeError(f"{shard.name}: record {number} of {scored_path} is not record {number} of "
-                                 f"{shard.input}: records were lost, duplicated or reordered")
-            _count_clips(original, record, number - 1, config, figure_root, summary, result)
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            digest.update(line)
-            total.update(line)
-            out.write(line)
-            result.bytes += len(line)
+                raise MergeError(
+                    f"{shard.name}: record {number} of {scored_path} is not record {number} of "
+                    f"{shard.input}: records were lost, duplicated or reordered"
+                )
+            _count_clips(original, record, number - 1, config, summary, result)
+            ended = line if line.endswith(b"\n") else line + b"\n"
+            digest.update(ended)
+            total.update(ended)
+            out.write(ended)
+            result.bytes += len(ended)
             summary.records += 1
         if next(in_lines, None) is not None or summary.records != shard.records:
-            raise MergeError(f"{shard.name}: scored output holds {summary.records} records, its input "
-                             f"{shard.records}: records were lost")
+            raise MergeError(
+                f"{shard.name}: scored output holds {summary.records} records, its input "
+                f"{shard.records}: records were lost"
+            )
     summary.sha256 = digest.hexdigest()
     result.records += summary.records
     return summary
@@ -344,17 +357,25 @@ def _strip(record: Any, keys: frozenset[str]) -> Any:
     return {k: v for k, v in record.items() if k not in keys} if isinstance(record, dict) else record
 
 
-def _count_clips(original: dict[str, Any], record: dict[str, Any], record_no: int, config: ScoringConfig,
-                 figure_root: Path, summary: ShardSummary, result: MergeResult) -> None:
+def _count_clips(
+    original: dict[str, Any],
+    record: dict[str, Any],
+    record_no: int,
+    config: ScoringConfig,
+    summary: ShardSummary,
+    result: MergeResult,
+) -> None:
     """Count the samples of ``original`` and how ``record`` scored them."""
-    samples = samples_of(original, record_no, config, figure_root, 0)
+    samples = samples_of(original, record_no, config, 0)
     if not samples:
         result.passthrough += 1
         return
     targets = [record] if config.whole_video else (clip_list(record, config.output_key) or [])
     if len(targets) != len(samples):
-        raise MergeError(f"{summary.name}: record {record_no + 1} has {len(samples)} clips in its input and "
-                         f"{len(targets)} in its scored output")
+        raise MergeError(
+            f"{summary.name}: record {record_no + 1} has {len(samples)} clips in its input and "
+            f"{len(targets)} in its scored output"
+        )
     for target in targets:
         error = target.get(ERROR) if isinstance(target, dict) else "invalid_clip"
         score = target.get(SCORE) if isinstance(target, dict) else None
@@ -370,9 +391,17 @@ def _count_clips(original: dict[str, Any], record: dict[str, Any], record_no: in
             result.errors[key] = result.errors.get(key, 0) + 1
 
 
-def build_manifest(*, plan: ShardPlan, merged: MergeResult, config: ScoringConfig, output: str,
-                   model: dict[str, Any], frames: dict[str, Any] | None = None,
-                   run: dict[str, Any] | None = None, rejects: str | None = None) -> dict[str, Any]:
+def build_manifest(
+    *,
+    plan: ShardPlan,
+    merged: MergeResult,
+    config: ScoringConfig,
+    output: str,
+    model: dict[str, Any],
+    frames: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+    rejects: str | None = None,
+) -> dict[str, Any]:
     """The run's manifest: what went in, what came out, per-shard checksums, and the model that scored it.
 
     Holds no wall-clock time, so that a rerun of the same run writes the same bytes.
@@ -382,12 +411,26 @@ def build_manifest(*, plan: ShardPlan, merged: MergeResult, config: ScoringConfi
         "package": {"name": "video-aesthetics", "version": __version__},
         "run": run or {},
         "input": {"paths": plan.inputs, "records": plan.records + plan.rejected, "rejected": plan.rejected},
-        "output": {"path": output, "records": merged.records, "sha256": merged.sha256, "bytes": merged.bytes,
-                   "rejects": rejects},
-        "records": {"in": plan.records + plan.rejected, "out": merged.records, "passthrough": merged.passthrough,
-                    "rejected": plan.rejected},
-        "clips": {"in": merged.clips, "out": merged.clips, "scored": merged.scored, "failed": merged.failed,
-                  "errors": merged.errors},
+        "output": {
+            "path": output,
+            "records": merged.records,
+            "sha256": merged.sha256,
+            "bytes": merged.bytes,
+            "rejects": rejects,
+        },
+        "records": {
+            "in": plan.records + plan.rejected,
+            "out": merged.records,
+            "passthrough": merged.passthrough,
+            "rejected": plan.rejected,
+        },
+        "clips": {
+            "in": merged.clips,
+            "out": merged.clips,
+            "scored": merged.scored,
+            "failed": merged.failed,
+            "errors": merged.errors,
+        },
         "frames": frames or {},
         "chunk_size": plan.chunk_size,
         "shards": shard_summaries,

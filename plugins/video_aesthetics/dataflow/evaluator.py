@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from video_aesthetics.config import ScoringConfig
+from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.records import ERROR, FRAME_SCORES, SCORE, SampleResult, samples_of
-from video_aesthetics.storage import is_absent, json_value
+from video_aesthetics.records import ERROR, FRAME_SCORES, SCORE, samples_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +40,7 @@ class VideoAestheticEvaluator:
     ``init_distributed=True`` (or WORLD_SIZE > 1 under torchrun, or nproc > 1) scores with several
     processes: under torchrun every rank runs the pipeline and rank 0 alone writes; otherwise
     ``nproc`` ranks are spawned (one per visible GPU by default; on CPU ``nproc`` is required), and
-    this process writes once all of them have delivered. See ``video_aesthetics.distributed``.
+    this process writes once all of them have delivered. See ``video_aesthetics.ranks``.
 
     The model is loaded on the first ``run()`` and kept for later runs with the same clip_model,
     mlp_checkpoint and device.
@@ -67,12 +64,22 @@ class VideoAestheticEvaluator:
         frame_scores: bool = False,
         nproc: int | None = None,
     ) -> None:
-        self.config = ScoringConfig(
-            figure_root=figure_root, input_video_key=input_video_key, video_clips_key=video_clips_key,
-            clip_model=clip_model, mlp_checkpoint=mlp_checkpoint, load_num=load_num, batch_size=batch_size,
-            num_workers=num_workers, output_key=output_key, device=device, reduction=reduction,
-            frame_scores=frame_scores,
-        ).validate()
+        self.config = ScoringConfig.from_params(
+            dict(
+                figure_root=figure_root,
+                input_video_key=input_video_key,
+                video_clips_key=video_clips_key,
+                clip_model=clip_model,
+                mlp_checkpoint=mlp_checkpoint,
+                load_num=load_num,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                output_key=output_key,
+                device=device,
+                reduction=reduction,
+                frame_scores=frame_scores,
+            )
+        )
         self.init_distributed = init_distributed
         self.nproc = nproc
         self.last_stats: Any = None
@@ -88,8 +95,10 @@ class VideoAestheticEvaluator:
     def get_desc(lang: str = "zh") -> str:
         if lang == "zh":
             return "用 CLIP 图像编码器和 LAION 美学回归头为每个视频片段打美学分，并写回 video_clips"
-        return ("Scores every video clip's aesthetics with a CLIP image encoder and LAION's aesthetic head, "
-                "into video_clips.")
+        return (
+            "Scores every video clip's aesthetics with a CLIP image encoder and LAION's aesthetic head, "
+            "into video_clips."
+        )
 
     def run(
         self,
@@ -119,11 +128,19 @@ class VideoAestheticEvaluator:
         if figure_root is None:
             figure_root = resolve_figure_root(self.config.figure_root, storage)
         config = self.config.replace(
-            input_video_key=input_video_key, video_clips_key=video_clips_key, clip_model=clip_model,
-            mlp_checkpoint=mlp_checkpoint, load_num=load_num, batch_size=batch_size, num_workers=num_workers,
-            output_key=output_key, device=device, reduction=reduction, frame_scores=frame_scores,
+            input_video_key=input_video_key,
+            video_clips_key=video_clips_key,
+            clip_model=clip_model,
+            mlp_checkpoint=mlp_checkpoint,
+            load_num=load_num,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            output_key=output_key,
+            device=device,
+            reduction=reduction,
+            frame_scores=frame_scores,
             figure_root=figure_root,
-        ).validate()
+        )
         distributed = self.init_distributed if init_distributed is None else init_distributed
         nproc = self.nproc if nproc is None else nproc
 
@@ -133,31 +150,20 @@ class VideoAestheticEvaluator:
         records = scoring_records(frame, config)
         log.info("scoring %d rows from %s", len(frame), type(storage).__name__)
 
-        def finish(results: Iterable[SampleResult] | None, identity: dict[str, Any] | None = None) -> Any:
-            from video_aesthetics.pipeline import run_scoring
+        from video_aesthetics.runner import score_records
 
-            if identity is not None:  # scored by ranks: the model lived there
-                from video_aesthetics.distributed import ModelIdentity
-
-                scorer = ModelIdentity(identity)
-            else:
-                scorer = self._load_scorer(config, None)
-            scored: list[dict[str, Any]] = []
-            stats = run_scoring(records, config, scored.extend, scorer=scorer, results=results)
-            storage.write(scored_frame(frame, records, scored, config))
-            return stats
-
-        from video_aesthetics import distributed as dist_mode
-
-        if dist_mode.wants_distributed(distributed, nproc):
-            started = time.monotonic()
-            stats = dist_mode.score_distributed(records, config, finish, nproc=nproc,
-                                                load_scorer=lambda dev: self._load_scorer(config, dev))
-            stats = dist_mode.with_run_time(stats, time.monotonic() - started)
-        else:
-            stats = finish(None)
+        scored: list[dict[str, Any]] = []
+        stats = score_records(
+            records,
+            config,
+            scored.extend,
+            nproc=nproc,
+            distributed=distributed,
+            load_scorer=lambda device: self._load_scorer(config, device),
+        )
         if stats is None:
             return []
+        storage.write(scored_frame(frame, records, scored, config))
         self.last_stats = stats
         log.info("aesthetic scoring done: %s", stats.to_json())
         return [SCORE] if config.whole_video else [config.output_key]
@@ -194,23 +200,30 @@ def scoring_records(frame: pd.DataFrame, config: ScoringConfig) -> list[dict[str
     if len(frame):
         missing = [key for key in keys if key not in frame.columns]
         if missing:
-            raise ConfigError(f"the DataFrame has no column {missing[0]!r} (columns: {list(map(str, frame.columns))}); "
-                              f"set {'input_video_key' if missing[0] == config.input_video_key else 'video_clips_key'} "
-                              "to the column that holds it")
+            raise ConfigError(
+                f"the DataFrame has no column {missing[0]!r} (columns: {list(map(str, frame.columns))}); "
+                f"set {'input_video_key' if missing[0] == config.input_video_key else 'video_clips_key'} "
+                "to the column that holds it"
+            )
     columns = [frame[key].tolist() if key in frame.columns else [_ABSENT] * len(frame) for key in keys]
-    return [{key: json_value(value) for key, value in zip(keys, row) if not is_absent(value)} for row in zip(*columns)]
+    return [
+        {key: json_value(value) for key, value in zip(keys, row, strict=False) if not is_absent(value)}
+        for row in zip(*columns, strict=False)
+    ]
 
 
-def scored_frame(frame: pd.DataFrame, records: list[dict[str, Any]], scored: list[dict[str, Any]],
-                 config: ScoringConfig) -> pd.DataFrame:
+def scored_frame(
+    frame: pd.DataFrame, records: list[dict[str, Any]], scored: list[dict[str, Any]], config: ScoringConfig
+) -> pd.DataFrame:
     """A copy of ``frame`` with the scored column(s) from ``scored`` (the records after scoring)."""
-    figure_root = Path(config.figure_root)
-    has_samples = [bool(samples_of(record, number, config, figure_root, 0)) for number, record in enumerate(records)]
+    has_samples = [bool(samples_of(record, number, config, 0)) for number, record in enumerate(records)]
     out = frame.copy()
-    for key in ([SCORE, ERROR, FRAME_SCORES] if config.whole_video else [config.output_key]):
+    for key in [SCORE, ERROR, FRAME_SCORES] if config.whole_video else [config.output_key]:
         before = frame[key].tolist() if key in frame.columns else [_ABSENT] * len(frame)
-        values = [after.get(key, _ABSENT) if scored_row else old
-                  for scored_row, after, old in zip(has_samples, scored, before, strict=True)]
+        values = [
+            after.get(key, _ABSENT) if scored_row else old
+            for scored_row, after, old in zip(has_samples, scored, before, strict=True)
+        ]
         if key in frame.columns or not all(is_absent(v) for v in values):
             out[key] = pd.Series(values, index=frame.index, dtype=object)
     return out

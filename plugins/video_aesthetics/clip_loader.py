@@ -14,8 +14,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from copy import deepcopy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,23 @@ import open_clip
 import torch
 from open_clip.model import build_model_from_openai_state_dict
 
-from video_aesthetics.cache import cache_dir, offline, offline_reason, sha256_file, verify
 from video_aesthetics.errors import ConfigError, WeightsError
+from video_aesthetics.files import sha256_file
 from video_aesthetics.frames import PreprocessConfig
+from video_aesthetics.settings import cache_dir
+from video_aesthetics.weights_cache import offline, offline_reason, verify
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CLIP_MODEL", "ClipSpec", "LoadedClip", "PreprocessConfig", "load_clip", "parse_clip_spec", "preprocess_config"]
+__all__ = [
+    "DEFAULT_CLIP_MODEL",
+    "ClipSpec",
+    "LoadedClip",
+    "PreprocessConfig",
+    "load_clip",
+    "parse_clip_spec",
+    "preprocess_config",
+]
 
 DEFAULT_CLIP_MODEL = "ViT-L/14"
 # OpenAI's own names (the openai-clip package's, which the seed used) and their open_clip architectures.
@@ -108,12 +117,12 @@ def parse_clip_spec(spec: str) -> ClipSpec:
     if text in OPENAI_NAMES:
         return ClipSpec(spec, "pretrained", architecture=OPENAI_NAMES[text], tag="openai")
     if text.startswith("hf-hub:"):
-        hub_id = text[len("hf-hub:"):]
+        hub_id = text[len("hf-hub:") :]
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id):
             raise ConfigError(f"clip_model {spec!r}: write a Hugging Face Hub repo as hf-hub:org/repo")
         return ClipSpec(spec, "hf-hub", hub_id=hub_id)
     if text.startswith("local-dir:"):
-        folder = text[len("local-dir:"):]
+        folder = text[len("local-dir:") :]
         if not folder:
             raise ConfigError(f"clip_model {spec!r}: name a folder after local-dir:")
         return ClipSpec(spec, "directory", path=folder)
@@ -163,7 +172,10 @@ def load_clip(spec: str = DEFAULT_CLIP_MODEL) -> LoadedClip:
     identity = {"spec": spec, "architecture": architecture, "source": parsed.source, "files": digests}
     log.info(
         "CLIP model %r: architecture %s, source %s, %d-wide embeddings, weights %s",
-        spec, architecture, parsed.source, embed_dim,
+        spec,
+        architecture,
+        parsed.source,
+        embed_dim,
         "; ".join(f"{path} (sha256 {digest})" for path, digest in digests.items()),
     )
     return LoadedClip(model=model, preprocess=preprocess, embed_dim=embed_dim, identity=identity)
@@ -181,7 +193,9 @@ def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
     interpolation = str(cfg.get("interpolation") or defaults.interpolation)
     resize_mode = str(cfg.get("resize_mode") or defaults.resize_mode)
     if interpolation not in _INTERPOLATIONS:
-        raise ConfigError(f"the CLIP model asks for {interpolation!r} resizing; supported: {', '.join(_INTERPOLATIONS)}")
+        raise ConfigError(
+            f"the CLIP model asks for {interpolation!r} resizing; supported: {', '.join(_INTERPOLATIONS)}"
+        )
     if resize_mode not in _RESIZE_MODES:
         raise ConfigError(f"the CLIP model asks for resize mode {resize_mode!r}; supported: {', '.join(_RESIZE_MODES)}")
     return PreprocessConfig(
@@ -239,7 +253,9 @@ def _load_pretrained(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:
     found = _cached_pretrained(pretrained)
     if found is None:
         if offline():
-            raise WeightsError(_missing_pretrained_message(spec, pretrained, f"downloading is off ({offline_reason()})"))
+            raise WeightsError(
+                _missing_pretrained_message(spec, pretrained, f"downloading is off ({offline_reason()})")
+            )
         found = _download_pretrained(spec, pretrained)
     path, is_openai_archive = found
     if is_openai_archive:
@@ -249,7 +265,11 @@ def _load_pretrained(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:
             architecture,
             path,
             force_quick_gelu=bool(pretrained.get("quick_gelu", False)),
-            force_preprocess_cfg={k: pretrained[k] for k in ("mean", "std", "interpolation", "resize_mode", "fill_color") if k in pretrained},
+            force_preprocess_cfg={
+                k: pretrained[k]
+                for k in ("mean", "std", "interpolation", "resize_mode", "fill_color")
+                if k in pretrained
+            },
         )
     return model, architecture, [path]
 
@@ -319,8 +339,7 @@ def _missing_pretrained_message(spec: ClipSpec, pretrained: Mapping[str, Any], r
         ways.append(f"pass a local copy of the weights as clip_model {spec.architecture}:/path/to/weights")
     return (
         f"CLIP weights for clip_model {spec.spec!r} ({spec.architecture}, pretrained {spec.tag!r}) are not in the cache "
-        f"{where} and {reason}: " + "; or ".join(ways)
-        + " (VIDEO_AESTHETICS_CACHE sets the cache folder)"
+        f"{where} and {reason}: " + "; or ".join(ways) + " (VIDEO_AESTHETICS_CACHE sets the cache folder)"
     )
 
 
@@ -366,39 +385,24 @@ def _load_directory(folder: Path) -> tuple[torch.nn.Module, str, list[Path]]:
         raise WeightsError(
             f"the CLIP model folder {folder} must hold {CONFIG_FILENAME} and a weights file "
             f"({' or '.join(DIR_WEIGHT_FILENAMES[:3])}); missing: "
-            + ", ".join(n for n, ok in ((CONFIG_FILENAME, config_path.is_file()), ("weights", weights is not None)) if not ok)
+            + ", ".join(
+                n for n, ok in ((CONFIG_FILENAME, config_path.is_file()), ("weights", weights is not None)) if not ok
+            )
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         model_cfg = config["model_cfg"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{config_path} is not an open_clip config with a 'model_cfg' ({exc}): fix or replace it") from exc
+        raise WeightsError(
+            f"{config_path} is not an open_clip config with a 'model_cfg' ({exc}): fix or replace it"
+        ) from exc
     try:
-        if hasattr(open_clip.factory, "LOCAL_DIR_PREFIX"):
-            model = open_clip.create_model(f"local-dir:{folder}", require_pretrained=True, cache_dir=str(cache_dir()))
-        else:
-            model = _create_from_config(config, weights)
+        model = open_clip.create_model(f"local-dir:{folder}", require_pretrained=True, cache_dir=str(cache_dir()))
     except Exception as exc:  # open_clip raises RuntimeError/ValueError/KeyError for weights that do not fit
-        raise WeightsError(f"cannot load the CLIP model in {folder} from {weights.name} ({exc}): the weights do not fit its config") from exc
+        raise WeightsError(
+            f"cannot load the CLIP model in {folder} from {weights.name} ({exc}): the weights do not fit its config"
+        ) from exc
     return model, _builtin_name(model_cfg) or "custom", [config_path, weights]
-
-
-def _create_from_config(config: Mapping[str, Any], weights: Path) -> torch.nn.Module:
-    """What create_model("local-dir:...") does, for open_clip versions that lack that schema."""
-    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-    model_cfg = deepcopy(dict(config["model_cfg"]))
-    custom_text = model_cfg.pop("custom_text", False) or "hf_model_name" in model_cfg.get("text_cfg", {})
-    if "multimodal_cfg" in model_cfg:
-        model_class: type[torch.nn.Module] = open_clip.CoCa
-    else:
-        model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
-    model = model_class(**model_cfg)
-    open_clip.load_checkpoint(model, str(weights), strict=True)
-    preprocess = merge_preprocess_dict(asdict(PreprocessCfg()), dict(config.get("preprocess_cfg", {})))
-    preprocess["size"] = model.visual.image_size
-    open_clip.set_model_preprocess_cfg(model, preprocess)
-    return model
 
 
 def _load_openai_spec(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:
@@ -444,7 +448,7 @@ def _read_openai_state(path: Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     for key in _OPENAI_STATE_EXTRAS:
         state.pop(key, None)
     return state
@@ -480,7 +484,9 @@ def _state_signature(state: Mapping[str, torch.Tensor]) -> tuple[Any, ...]:
         image = patch * round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         vision: tuple[Any, ...] = (layers, int(width), int(patch), int(image))
     else:
-        layers_per_stage = tuple(len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4))
+        layers_per_stage = tuple(
+            len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)
+        )
         vision = (layers_per_stage, int(state["visual.layer1.0.conv1.weight"].shape[0]))
     text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
     return int(state["text_projection"].shape[1]), vision, int(state["ln_final.weight"].shape[0]), text_layers

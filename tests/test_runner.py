@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, write_jsonl
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import InputError, WeightsError
-from video_aesthetics.pipeline import Progress, run_scoring, score_jsonl
+from video_aesthetics.runner import Progress, score_file, score_records
 
 
 def _config(model_args: dict, root: Path, **changes: object) -> ScoringConfig:
@@ -23,12 +22,14 @@ def test_every_record_comes_out_in_order_with_other_fields_unchanged(tmp_path: P
     records.append({"video": "x.mp4", "video_clips": {"clips": "not a list"}})
     write_jsonl(source, records)
     out = tmp_path / "out.jsonl"
-    stats = score_jsonl(source, out, _config(model_args, root))
+    stats = score_file(source, out, _config(model_args, root))
     got = read_jsonl(out)
     assert len(got) == len(records)
     assert got[1] == records[1] and got[-1] == records[-1]
-    for before, after in zip(records, got):
-        assert {k: v for k, v in after.items() if k != "video_clips"} == {k: v for k, v in before.items() if k != "video_clips"}
+    for before, after in zip(records, got, strict=False):
+        assert {k: v for k, v in after.items() if k != "video_clips"} == {
+            k: v for k, v in before.items() if k != "video_clips"
+        }
     for record in (got[0], got[2], got[3]):
         for clip in record["video_clips"]["clips"]:
             assert isinstance(clip["aesthetic_score"], float)
@@ -39,9 +40,9 @@ def test_every_record_comes_out_in_order_with_other_fields_unchanged(tmp_path: P
 def test_rerun_gives_the_same_bytes(tmp_path: Path, model_args: dict) -> None:
     source, root = frame_dataset(tmp_path, videos=2)
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    score_jsonl(source, first, _config(model_args, root))
-    score_jsonl(source, second, _config(model_args, root, num_workers=2))
-    score_jsonl(source, first, _config(model_args, root))
+    score_file(source, first, _config(model_args, root))
+    score_file(source, second, _config(model_args, root, num_workers=2))
+    score_file(source, first, _config(model_args, root))
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -51,7 +52,7 @@ def test_malformed_line_stops_before_anything_is_written(tmp_path: Path, model_a
     out = tmp_path / "out.jsonl"
     out.write_text("previous run\n")
     with pytest.raises(InputError, match=r"input\.jsonl:3"):
-        score_jsonl(source, out, _config(model_args, root))
+        score_file(source, out, _config(model_args, root))
     assert out.read_text() == "previous run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "input.jsonl", "out.jsonl"]
 
@@ -60,7 +61,7 @@ def test_skip_bad_records_writes_and_counts_rejects(tmp_path: Path, model_args: 
     source, root = frame_dataset(tmp_path, videos=2)
     write_jsonl(source, ["not json", *read_jsonl(source), "[1]"])
     out = tmp_path / "out.jsonl"
-    stats = score_jsonl(source, out, _config(model_args, root, skip_bad_records=True))
+    stats = score_file(source, out, _config(model_args, root, skip_bad_records=True))
     rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
     assert [(r["line"], r["raw"]) for r in rejects] == [(1, "not json"), (4, "[1]")]
     assert (stats.records, stats.rejected) == (2, 2)
@@ -75,7 +76,7 @@ def test_a_bad_head_leaves_no_output(tmp_path: Path, model_args: dict) -> None:
     torch.save({"net.0.weight": torch.zeros(2, 2)}, bad_head)
     out = tmp_path / "out.jsonl"
     with pytest.raises(WeightsError):
-        score_jsonl(source, out, _config(model_args, root, mlp_checkpoint=str(bad_head)))
+        score_file(source, out, _config(model_args, root, mlp_checkpoint=str(bad_head)))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -84,7 +85,7 @@ def test_output_key_and_frame_scores(tmp_path: Path, model_args: dict) -> None:
     write_frames(tmp_path, "v", "v_0", count=4, seed=1)
     source = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["v_0"])])
     out = tmp_path / "out.jsonl"
-    score_jsonl(source, out, _config(model_args, tmp_path, output_key="scored", frame_scores=True, load_num=2))
+    score_file(source, out, _config(model_args, tmp_path, output_key="scored", frame_scores=True, load_num=2))
     [record] = read_jsonl(out)
     assert "aesthetic_score" not in record["video_clips"]["clips"][0]
     clip = record["scored"]["clips"][0]
@@ -95,7 +96,7 @@ def test_output_key_and_frame_scores(tmp_path: Path, model_args: dict) -> None:
 def test_run_scoring_accepts_any_reiterable_source(tmp_path: Path, model_args: dict) -> None:
     write_frames(tmp_path, "v", "v_0", count=2, seed=1)
     collected: list[dict] = []
-    stats = run_scoring([clip_record("v.mp4", ["v_0", "v_1"])], _config(model_args, tmp_path), collected.extend)
+    stats = score_records([clip_record("v.mp4", ["v_0", "v_1"])], _config(model_args, tmp_path), collected.extend)
     assert [c.get("aesthetic_error") for c in collected[0]["video_clips"]["clips"]] == [None, "no_frames"]
     assert stats.errors == {"no_frames": 1}
 
@@ -103,9 +104,11 @@ def test_run_scoring_accepts_any_reiterable_source(tmp_path: Path, model_args: d
 def test_progress_line_has_count_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     progress = Progress(total=10, interval=1.0, clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="video_aesthetics.pipeline"):
+    with caplog.at_level(logging.INFO, logger="video_aesthetics.runner"):
         for _ in range(4):
             now[0] += 0.5
             progress.update()
-    assert caplog.messages == ["scored 2/10 clips (20.0%), 2.0 clips/s, ETA 00:00:04",
-                               "scored 4/10 clips (40.0%), 2.0 clips/s, ETA 00:00:03"]
+    assert caplog.messages == [
+        "scored 2/10 clips (20.0%), 2.0 clips/s, ETA 00:00:04",
+        "scored 4/10 clips (40.0%), 2.0 clips/s, ETA 00:00:03",
+    ]

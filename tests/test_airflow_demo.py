@@ -1,4 +1,4 @@
-"""``python -m video_aesthetics.demo`` end to end: sample, a real local Airflow, the DAG, the printed table."""
+"""``python -m video_aesthetics.airflow.demo`` end to end: sample, a real local Airflow, the DAG, the printed table."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from helpers.media import read_jsonl
+from video_aesthetics.airflow.demo import format_table, score_rows
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.demo import format_table, score_rows
-from video_aesthetics.pipeline import score_jsonl
+from video_aesthetics.runner import score_file
 
 DATE = "2024-05-01"
 ROW = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+\.\d+)$")
@@ -23,15 +23,22 @@ ROW = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+\.\d+)$")
 
 def run_demo(out: Path, env: dict[str, str], *extra: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "video_aesthetics.demo", "--out", str(out), *extra],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=out.parent,
+        [sys.executable, "-m", "video_aesthetics.airflow.demo", "--out", str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=out.parent,
     )
 
 
 @pytest.mark.slow
 def test_demo_scores_every_clip_through_airflow(tmp_path: Path, model_args: dict[str, str]) -> None:
-    env = {**os.environ, "VIDEO_AESTHETICS_CLIP_MODEL": model_args["clip_model"],
-           "VIDEO_AESTHETICS_MLP_CHECKPOINT": model_args["mlp_checkpoint"]}
+    env = {
+        **os.environ,
+        "VIDEO_AESTHETICS_CLIP_MODEL": model_args["clip_model"],
+        "VIDEO_AESTHETICS_MLP_CHECKPOINT": model_args["mlp_checkpoint"],
+    }
     out = tmp_path / "demo"
     result = run_demo(out, env, "--videos", "1", "--seconds", "2", "--num-workers", "0", "--date", DATE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -40,7 +47,8 @@ def test_demo_scores_every_clip_through_airflow(tmp_path: Path, model_args: dict
     manifest = json.loads((out / "scored" / DATE / "_manifest.json").read_text())
     records = read_jsonl(scored)
     assert [(r["source_image"], r["variant"]) for r in records] == [
-        ("astronaut", v) for v in ("original", "blurred", "noisy", "dark", "washed_out")]
+        ("astronaut", v) for v in ("original", "blurred", "noisy", "dark", "washed_out")
+    ]
     clips = {c["id"]: c for r in records for c in r["video_clips"]["clips"]}
     assert len(clips) == 15
     assert all(isinstance(c["aesthetic_score"], float) and math.isfinite(c["aesthetic_score"]) for c in clips.values())
@@ -59,15 +67,18 @@ def test_demo_scores_every_clip_through_airflow(tmp_path: Path, model_args: dict
     assert {t[1] for t in table} == set(clips)
     for _, cid, photo, variant, score in table:
         assert float(score) == pytest.approx(clips[cid]["aesthetic_score"], abs=5e-4)
-        assert (photo, variant) == ("astronaut", cid[len("astronaut_"):].rsplit("_", 1)[0])
+        assert (photo, variant) == ("astronaut", cid[len("astronaut_") :].rsplit("_", 1)[0])
     printed = [float(t[4]) for t in table]
     assert printed == sorted(printed, reverse=True)
     assert "mean score by version" in result.stdout
     assert str(scored) in result.stdout
 
     # Sharded through Airflow, the scores are the library's own on the same frames.
-    direct = score_jsonl(out / "sample" / "clips.jsonl", tmp_path / "direct.jsonl",
-                         ScoringConfig(figure_root=str(out / "frames"), num_workers=0, **model_args))
+    direct = score_file(
+        out / "sample" / "clips.jsonl",
+        tmp_path / "direct.jsonl",
+        ScoringConfig(figure_root=str(out / "frames"), num_workers=0, **model_args),
+    )
     assert direct.scored == 15
     for record in read_jsonl(tmp_path / "direct.jsonl"):
         for clip in record["video_clips"]["clips"]:
@@ -107,10 +118,17 @@ def test_demo_rejects_bad_sizes_before_any_work(tmp_path: Path) -> None:
 
 def test_table_orders_by_score_and_puts_unscored_last(tmp_path: Path) -> None:
     scored = tmp_path / "scored.jsonl"
-    clips = [{"id": "a_0", "aesthetic_score": 4.5}, {"id": "a_1", "aesthetic_score": None, "aesthetic_error": "no_frames"},
-             {"id": "a_2", "aesthetic_score": 6.25}]
-    scored.write_text(json.dumps({"video": ["a.mp4"], "video_clips": {"clips": clips},
-                                  "source_image": "coffee", "variant": "dark"}) + "\n" + json.dumps({"x": 1}) + "\n")
+    clips = [
+        {"id": "a_0", "aesthetic_score": 4.5},
+        {"id": "a_1", "aesthetic_score": None, "aesthetic_error": "no_frames"},
+        {"id": "a_2", "aesthetic_score": 6.25},
+    ]
+    scored.write_text(
+        json.dumps({"video": ["a.mp4"], "video_clips": {"clips": clips}, "source_image": "coffee", "variant": "dark"})
+        + "\n"
+        + json.dumps({"x": 1})
+        + "\n"
+    )
     rows = score_rows(scored)
     assert [r["clip"] for r in rows] == ["a_2", "a_0", "a_1"]
     lines = format_table(rows).splitlines()

@@ -5,7 +5,6 @@ Imports no torch: the CLI and Airflow use it to report cache locations without l
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -16,36 +15,19 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from video_aesthetics import settings
 from video_aesthetics.errors import WeightsError
+from video_aesthetics.files import sha256_file
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "VIDEO_AESTHETICS_CACHE"
-OFFLINE_ENV = "VIDEO_AESTHETICS_OFFLINE"
-# Honoured too so that a machine already set up offline for Hugging Face is offline for us as well.
-_OFFLINE_VARIABLES = (OFFLINE_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-_TRUE = frozenset({"1", "true", "yes", "on"})
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
 
 
-def cache_dir() -> Path:
-    """The folder downloads go to: $VIDEO_AESTHETICS_CACHE, default ~/.cache/video-aesthetics."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/video-aesthetics").expanduser()
-
-
 def offline() -> bool:
     """True when any of VIDEO_AESTHETICS_OFFLINE, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE is 1/true/yes/on."""
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in _OFFLINE_VARIABLES)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB chunks so that a 1 GB checkpoint costs no memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return bool(settings.offline_variables())
 
 
 def fetch(url: str, dest: Path, sha256: str | None, *, hint: str = "") -> Path:
@@ -101,15 +83,13 @@ def _download(url: str, out: BinaryIO, dest: Path, hint: str) -> None:
             shutil.copyfileobj(source, out, _CHUNK)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         raise WeightsError(
-            f"could not download {dest.name} from {url} ({exc}): "
-            f"download it by hand and put it at {dest}{_hint(hint)}"
+            f"could not download {dest.name} from {url} ({exc}): download it by hand and put it at {dest}{_hint(hint)}"
         ) from exc
 
 
 def offline_reason() -> str:
     """The variables that turned downloading off, as NAME=value, for error messages."""
-    names = [name for name in _OFFLINE_VARIABLES if os.environ.get(name, "").strip().lower() in _TRUE]
-    return ", ".join(f"{name}={os.environ[name]}" for name in names)
+    return ", ".join(settings.offline_variables())
 
 
 def _hint(hint: str) -> str:

@@ -1,13 +1,13 @@
 """Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
 
-Imports nothing of ours but the package's version: Airflow reads this in every process.
+Imports nothing of ours but the version and the settings table: Airflow reads this in every process.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from video_aesthetics import __version__
+from video_aesthetics import __version__, settings
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -19,8 +19,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Video Aesthetics",
-                "python-modules": ["video_aesthetics.operators"],
+                "python-modules": ["video_aesthetics.airflow.operators"],
             }
         ],
-        "extra-links": ["video_aesthetics.links.ScoredOutputLink"],
+        # The one registration of the link: the API server resolves serialized links through it.
+        "extra-links": ["video_aesthetics.airflow.links.ScoredOutputLink"],
+        "config": settings.provider_config(),
     }

@@ -1,0 +1,214 @@
+"""VideoAestheticScoringOperator: the seed's VideoAestheticEvaluator as an Airflow task over JSONL files.
+
+Importing this module imports neither torch nor the model code: Airflow imports operators while
+parsing DAGs and loading plugins, in processes that fork task runners, and CUDA does not survive a
+fork. The model is loaded inside execute(), in the task's own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from video_aesthetics import __version__
+from video_aesthetics.airflow import object_store
+from video_aesthetics.airflow.links import ScoredOutputLink
+from video_aesthetics.config import PARAM_NAMES, ScoringConfig
+from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.files import sha256_file
+from video_aesthetics.records import rejects_location
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from video_aesthetics.runner import RunStats
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = ScoringConfig()
+
+
+class VideoAestheticScoringOperator(BaseOperator):
+    """Score every clip of a JSONL file with CLIP and LAION's aesthetic head, into another JSONL file.
+
+    The scoring parameters are the seed's (DataFlow-MM VideoAestheticEvaluator), with its defaults,
+    and keep their Python types: only the locations (paths, the model and head files) are
+    templated. ``input_path`` and ``output_path`` may be local or in any object store Airflow's
+    ObjectStoragePath reaches (remote files are staged through a local temporary file; the frames
+    under ``figure_root`` must be on a local or shared file system).
+
+    Returns (as its XCom) only small metadata: the paths, counts, the output's SHA-256 and the
+    identity of the model. A bad configuration, a malformed input or missing weights fail the task
+    at once; other errors (an out-of-memory kill, a lost GPU) are retried with exponential backoff.
+
+    :param input_path: the JSONL records to score (templated).
+    :param output_path: where the scored records go, written atomically (templated).
+    :param rejects_path: where malformed lines go with ``skip_bad_records`` (templated; default
+        ``<output stem>.rejects.jsonl``).
+    :param figure_root: the extracted frames, ``<figure_root>/<video stem>/<clip id>/img/*.jpg`` (templated).
+    :param input_video_key: the record field holding the video path.
+    :param video_clips_key: the record field holding the clips; None or "" scores whole videos.
+    :param clip_model: the CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder (templated).
+    :param mlp_checkpoint: the aesthetic head (.pth or .safetensors); None: LAION's official head (templated).
+    :param load_num: frames read per clip, evenly spaced.
+    :param batch_size: clips per forward batch.
+    :param num_workers: decoding worker processes (0 decodes in the task process).
+    :param init_distributed: score with several processes (one per GPU, or ``nproc`` CPU processes).
+    :param output_key: the field the scored clips go to (default: ``video_clips_key``).
+    :param device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    :param reduction: how frame scores make a clip's score: "mean", "min" or "max".
+    :param frame_scores: also write each clip's per-frame scores.
+    :param skip_bad_records: send malformed input lines to ``rejects_path`` instead of failing.
+    :param nproc: the number of scoring processes with ``init_distributed`` (default: one per GPU).
+    """
+
+    template_fields: Sequence[str] = (
+        "input_path",
+        "output_path",
+        "rejects_path",
+        "figure_root",
+        "clip_model",
+        "mlp_checkpoint",
+    )
+    ui_color = "#f3d9ff"
+    operator_extra_links = (ScoredOutputLink(),)
+
+    def __init__(
+        self,
+        *,
+        input_path: str,
+        output_path: str,
+        rejects_path: str | None = None,
+        figure_root: str = _DEFAULTS.figure_root,
+        input_video_key: str = _DEFAULTS.input_video_key,
+        video_clips_key: str | None = _DEFAULTS.video_clips_key,
+        clip_model: str = _DEFAULTS.clip_model,
+        mlp_checkpoint: str | None = _DEFAULTS.mlp_checkpoint,
+        load_num: int = _DEFAULTS.load_num,
+        batch_size: int = _DEFAULTS.batch_size,
+        num_workers: int = _DEFAULTS.num_workers,
+        init_distributed: bool = False,
+        output_key: str | None = None,
+        device: str = _DEFAULTS.device,
+        reduction: str = _DEFAULTS.reduction,
+        frame_scores: bool = _DEFAULTS.frame_scores,
+        skip_bad_records: bool = _DEFAULTS.skip_bad_records,
+        nproc: int | None = None,
+        # Named here, not left to **kwargs, so that a DAG's default_args still override them.
+        retries: int | None = 2,
+        retry_delay: timedelta | float = timedelta(minutes=1),
+        retry_exponential_backoff: float = 2.0,
+        max_retry_delay: timedelta | float | None = timedelta(minutes=30),
+        execution_timeout: timedelta | None = timedelta(hours=12),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_exponential_backoff=retry_exponential_backoff,
+            max_retry_delay=max_retry_delay,
+            execution_timeout=execution_timeout,
+            **kwargs,
+        )
+        self.input_path = input_path
+        self.output_path = output_path
+        self.rejects_path = rejects_path
+        self.figure_root = figure_root
+        self.input_video_key = input_video_key
+        self.video_clips_key = video_clips_key
+        self.clip_model = clip_model
+        self.mlp_checkpoint = mlp_checkpoint
+        self.load_num = load_num
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.init_distributed = init_distributed
+        self.output_key = output_key
+        self.device = device
+        self.reduction = reduction
+        self.frame_scores = frame_scores
+        self.skip_bad_records = skip_bad_records
+        self.nproc = nproc
+
+    def scoring_config(self) -> ScoringConfig:
+        """The (rendered) parameters as a ScoringConfig; raises ConfigError naming a bad one."""
+        return ScoringConfig.from_params({name: getattr(self, name) for name in PARAM_NAMES})
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            config = self.scoring_config()
+            if not self.input_path or not self.output_path:
+                raise ConfigError("input_path and output_path must both be set")
+            if not isinstance(self.init_distributed, bool):
+                raise ConfigError(f"init_distributed must be true or false, got {self.init_distributed!r}")
+            stats, digest, size = self._score(config)
+        except VideoAestheticsError as err:
+            # Retrying cannot fix a bad parameter, a malformed input or missing weights.
+            raise AirflowFailException(str(err)) from err
+        log.info(
+            "scored %d of %d clips (%d failed) from %s into %s",
+            stats.scored,
+            stats.clips,
+            stats.failed,
+            self.input_path,
+            self.output_path,
+        )
+        return {
+            "input": str(self.input_path),
+            "output": str(self.output_path),
+            "records": stats.records,
+            "clips": stats.clips,
+            "scored": stats.scored,
+            "failed": stats.failed,
+            "passthrough": stats.passthrough,
+            "rejected": stats.rejected,
+            "errors": stats.errors,
+            "rejects": stats.rejects,
+            "sha256": digest,
+            "bytes": size,
+            "seconds": stats.seconds,
+            "clips_per_s": stats.clips_per_s,
+            "model": stats.model,
+            "version": __version__,
+        }
+
+    def _score(self, config: ScoringConfig) -> tuple[RunStats, str, int]:
+        from video_aesthetics.runner import score_file
+
+        rejects_target = self.rejects_path or (
+            rejects_location(str(self.output_path)) if config.skip_bad_records else None
+        )
+        with (
+            object_store.local_input(self.input_path) as source,
+            object_store.local_output(self.output_path) as target,
+            _optional_output(rejects_target) as rejects,
+        ):
+            stats = score_file(
+                source, target, config, rejects_path=rejects, nproc=self.nproc, distributed=self.init_distributed
+            )
+            if stats is None:
+                raise ConfigError(
+                    "this task runs as a non-zero rank of a torchrun launch, which writes nothing; "
+                    "run the operator in a plain Airflow task and let init_distributed start the ranks"
+                )
+            digest, size = sha256_file(target), Path(target).stat().st_size
+        stats.output = str(self.output_path)
+        if stats.rejects is not None:
+            stats.rejects = str(rejects_target)
+        return stats, digest, size
+
+    def on_kill(self) -> None:
+        """Stop the decoding workers and ranks this task started; they also die on their own if the task dies."""
+        from video_aesthetics.processes import stop_children
+
+        stop_children()
+
+
+def _optional_output(location: str | None) -> Any:
+    return object_store.local_output(location) if location else contextlib.nullcontext(None)

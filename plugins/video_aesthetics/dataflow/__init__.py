@@ -1,0 +1,1 @@
+"""The DataFlow-MM face: the seed's ``VideoAestheticEvaluator`` API and a JSONL ``FileStorage`` stand-in."""

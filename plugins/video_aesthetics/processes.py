@@ -1,0 +1,55 @@
+"""The child processes the library starts (decoding workers, ranks): they die with their parent and stop in one call.
+
+A task killed by Airflow (or a parent killed outright) must not leave scoring processes behind,
+reading frames or holding a GPU beside the task's retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 5.0
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux); whether it could."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def stop_children(grace: float = STOP_GRACE_SECONDS) -> list[int]:
+    """SIGTERM every live child this process started through multiprocessing, SIGKILL those left after ``grace``.
+
+    Those are the library's decoding workers and spawned ranks; processes started any other way
+    (a subprocess of the caller's) are not ours to stop. Returns the pids that were running.
+    """
+    children = multiprocessing.active_children()
+    if not children:
+        return []
+    log.warning("stopping %d child process(es): %s", len(children), [c.pid for c in children])
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, AttributeError):
+            child.terminate()
+    deadline = time.monotonic() + grace
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        if child.is_alive():
+            log.warning("killing child process %s, which ignored SIGTERM", child.pid)
+            child.kill()
+            child.join()
+    return [c.pid for c in children if c.pid is not None]

@@ -1,0 +1,103 @@
+"""Child processes the library starts die with their parent and stop in one call, sparing everyone else's."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from video_aesthetics.processes import die_with_parent, stop_children
+
+
+def _sleep_forever(ready: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker that ignores SIGTERM must still be stopped
+    ready.release()
+    time.sleep(600)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state in /proc says it is gone.
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if Path(f"/proc/{pid}/stat").exists()
+        else "X"
+    )
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pid: int, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stop_children_stops_ours_even_when_they_ignore_sigterm_and_spares_others() -> None:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Semaphore(0)
+    ours = [context.Process(target=_sleep_forever, args=(ready,)) for _ in range(2)]
+    for process in ours:
+        process.start()
+    for _ in ours:
+        assert ready.acquire(timeout=120), "a child never started"
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        assert all(p.is_alive() for p in ours)
+        stopped = stop_children(grace=1.0)
+        assert sorted(stopped) == sorted(p.pid for p in ours)
+        assert not any(p.is_alive() for p in ours)
+        assert [p.exitcode for p in ours] == [-signal.SIGKILL] * 2
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stop_children_with_no_children_does_nothing() -> None:
+    assert stop_children() == []
+
+
+_PARENT = """
+import multiprocessing, sys, time
+from video_aesthetics.processes import die_with_parent
+
+def child(path):
+    die_with_parent()
+    open(path, "w").write(str(__import__("os").getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],)).start()
+    time.sleep(600)
+"""
+
+
+def test_a_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None:
+    assert die_with_parent.__doc__
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _wait_gone(child), f"child {child} outlived its killed parent"
+    finally:
+        parent.kill()
