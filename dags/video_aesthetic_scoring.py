@@ -2,11 +2,13 @@
 
 check_frames -> plan_shards -> score_shard (mapped, one task per shard) -> merge
 
-Each run writes ``<output_root>/<partition>/scored.jsonl`` and ``_manifest.json``; the partition is
-the run's logical date (YYYY-MM-DD) for scheduled runs and backfills, else its run id made safe as a
-file name. Input: ``input_path`` (a JSONL file, a folder of them or a glob) when given, else the
-logical date's partition of ``input_root``, ``<input_root>/<YYYY-MM-DD>/*.jsonl``: scheduled runs
-and backfills leave input_path empty and read their day, a manual run passes input_path.
+Each run publishes a new version of ``<output_root>/<partition>/``: ``v-<time>-<id>/scored.jsonl``
+(and ``rejects.jsonl``), then ``_manifest.json``, which names them and is replaced last, so a result
+appears whole or not at all. The partition is the ``partition`` param when given, else the logical
+date (YYYY-MM-DD) for scheduled runs and backfills, else the run id made safe as a file name:
+manual, API and asset-triggered runs each keep their own result. Input: ``input_path`` (a JSONL
+file, a folder of them or a glob) when given, else the logical date's partition of ``input_root``,
+``<input_root>/<YYYY-MM-DD>/*.jsonl``. A scheduled run or backfill with no input skips.
 
 Defaults come from the provider's settings (``video_aesthetics.settings``): the environment
 variables VIDEO_AESTHETICS_<NAME> or the ``[video_aesthetics]`` section of airflow.cfg, for
@@ -27,13 +29,19 @@ from airflow.sdk import conf as airflow_conf
 from video_aesthetics.airflow import dag_tasks as tasks
 from video_aesthetics.airflow.dag_tasks import int_setting, setting
 from video_aesthetics.airflow.object_store import location_uri
-from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
+from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
+from video_aesthetics.config import DEVICES, REDUCTIONS, ScoringConfig
 
 OUTPUT_ROOT = str(setting("output_root"))
 SCHEDULE = str(setting("schedule"))
 # Downstream DAGs schedule on this asset; each event's extra names the partition, its files and counts.
 SCORED = Asset(name="video_aesthetic_scores", uri=location_uri(OUTPUT_ROOT))
 _SHARD_PLACEMENT = {key: value for key, value in (("pool", setting("pool")), ("queue", setting("queue"))) if value}
+
+
+_DEFAULTS = ScoringConfig()
+# A closed set, so the trigger form offers a list and names the field of a bad value.
+DEVICE_CHOICES = [*DEVICES, *(f"cuda:{index}" for index in range(8))]
 
 
 def _optional_text(default: str | None, description: str) -> Param:
@@ -44,6 +52,10 @@ PARAMS = {
     "input_path": _optional_text(
         setting("input_path"),
         "A JSONL file, a folder of *.jsonl files or a glob. Empty: read <input_root>/<logical date>/.",
+    ),
+    "partition": _optional_text(
+        None,
+        "Output partition to write. Empty: the logical date for scheduled runs and backfills, the run id otherwise.",
     ),
     "input_root": _optional_text(
         setting("input_root"), "Folder of daily partitions <YYYY-MM-DD>/*.jsonl, read by scheduled runs and backfills."
@@ -84,8 +96,8 @@ PARAMS = {
         setting("mlp_checkpoint"),
         "Aesthetic head weights (.pth or .safetensors). Empty: LAION's official sac+logos+ava1-l14-linearMSE.pth.",
     ),
-    "load_num": Param(3, type="integer", minimum=1, description="Frames read per clip."),
-    "batch_size": Param(64, type="integer", minimum=1, description="Clips per forward batch."),
+    "load_num": Param(_DEFAULTS.load_num, type="integer", minimum=1, description="Frames read per clip."),
+    "batch_size": Param(_DEFAULTS.batch_size, type="integer", minimum=1, description="Clips per forward batch."),
     "num_workers": Param(
         int_setting("num_workers"),
         type="integer",
@@ -95,11 +107,14 @@ PARAMS = {
     "device": Param(
         setting("device"),
         type="string",
-        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        enum=DEVICE_CHOICES,
         description="auto (CUDA when present), cpu, cuda or cuda:N.",
     ),
     "reduction": Param(
-        "mean", type="string", enum=["mean", "min", "max"], description="How a clip's frame scores make its score."
+        _DEFAULTS.reduction,
+        type="string",
+        enum=list(REDUCTIONS),
+        description="How a clip's frame scores make its score.",
     ),
     "on_missing_frames": Param(
         "extract",
@@ -109,7 +124,9 @@ PARAMS = {
         "fail: fail the run listing the first missing clips.",
     ),
     "skip_bad_records": Param(
-        False, type="boolean", description="Send malformed input lines to rejects.jsonl instead of failing."
+        _DEFAULTS.skip_bad_records,
+        type="boolean",
+        description="Send malformed input lines to rejects.jsonl instead of failing.",
     ),
 }
 
@@ -126,14 +143,6 @@ def plan_shards() -> list[dict[str, str]]:
     return tasks.plan_shards(context["params"], context, airflow_conf.getint("core", "max_map_length"))
 
 
-@task(outlets=[SCORED], trigger_rule="none_failed", multiple_outputs=False)
-def merge(shard_results: list[dict] | None = None, frames: dict | None = None) -> dict:
-    context = get_current_context()
-    summary = tasks.merge(context["params"], context, list(shard_results or []), frames)
-    context["outlet_events"][SCORED].extra = summary
-    return summary
-
-
 @dag(
     dag_id="video_aesthetic_scoring",
     description="Aesthetic scores for video clips (CLIP ViT-L/14 + LAION head), sharded over workers",
@@ -142,7 +151,7 @@ def merge(shard_results: list[dict] | None = None, frames: dict | None = None) -
     catchup=False,
     params=PARAMS,
     default_args={
-        "retries": 2,
+        "retries": int_setting("retries"),
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
@@ -162,7 +171,15 @@ def video_aesthetic_scoring() -> None:
         map_index_template="{{ task.input_path.split('/')[-1].split('.')[0] }}",
         **_SHARD_PLACEMENT,
     ).expand_kwargs(planned)
-    merge(shard_results=scored.output, frames=frames)
+    # Runs when no shard was planned (an empty input still publishes an empty result), but not when
+    # check_frames skipped the run for want of input.
+    MergeScoresOperator(
+        task_id="merge",
+        shard_results=scored.output,
+        frames=frames,
+        outlets=[SCORED],
+        trigger_rule="none_failed_min_one_success",
+    )
 
 
 video_aesthetic_scoring()

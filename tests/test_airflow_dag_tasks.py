@@ -6,27 +6,39 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from helpers.airflow_env import use_private_airflow_home
+from helpers.airflow_env import partition_files, published, use_private_airflow_home
 from helpers.media import clip_record, read_jsonl, write_jsonl
 
 use_private_airflow_home()
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk.io import attach
 from fsspec.implementations.memory import MemoryFileSystem
 
 from video_aesthetics.airflow import dag_tasks as tasks
-from video_aesthetics.errors import ConfigError
+from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.records import SCORE
 from video_aesthetics.sharding import safe_name
 
-RUN = {"dag_id": "video_aesthetic_scoring", "run_id": "scheduled__2024-01-02T00:00:00+00:00", "ds": "2024-01-02"}
-MANUAL = {"dag_id": "video_aesthetic_scoring", "run_id": "manual__2024-05-05T10:00:00+00:00"}
+RUN = {
+    "dag_id": "video_aesthetic_scoring",
+    "run_id": "scheduled__2024-01-02T00:00:00+00:00",
+    "ds": "2024-01-02",
+    "dag_run": SimpleNamespace(run_type="scheduled", conf={}),
+}
+MANUAL = {
+    "dag_id": "video_aesthetic_scoring",
+    "run_id": "manual__2024-05-05T10:00:00+00:00",
+    "dag_run": SimpleNamespace(run_type="manual", conf={}),
+}
+# What the UI does: a manual trigger with a logical date.
+UI = {**MANUAL, "run_id": "manual__2024-01-02T10:00:00+00:00", "ds": "2024-01-02"}
 
 
 def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
@@ -51,10 +63,11 @@ def params(tmp_path: Path, **changes: Any) -> dict[str, Any]:
 
 
 def test_scheduled_runs_read_and_write_their_date(tmp_path: Path) -> None:
+    (tmp_path / "in" / "2024-01-02").mkdir(parents=True)
     layout = tasks.run_layout(params(tmp_path), RUN)
     assert layout.partition == "2024-01-02"
     assert layout.input_spec == str(tmp_path / "in" / "2024-01-02")
-    assert layout.scored == ObjectStoragePath(str(tmp_path / "out" / "2024-01-02" / "scored.jsonl"))
+    assert layout.output == ObjectStoragePath(str(tmp_path / "out" / "2024-01-02"))
     assert layout.manifest.name == "_manifest.json"
     assert Path(layout.work_dir) == tmp_path / "out" / "_staging" / "video_aesthetic_scoring" / safe_name(RUN["run_id"])
 
@@ -77,7 +90,8 @@ def test_an_input_path_wins_and_runs_without_a_date_use_their_run_id(tmp_path: P
     ids=["no_date", "no_input", "remote_without_work_root", "empty_output"],
 )
 def test_layout_errors_say_what_to_set(tmp_path: Path, changes, context, message) -> None:
-    with pytest.raises(ConfigError, match=message):
+    (tmp_path / "in" / "2024-01-02").mkdir(parents=True)
+    with pytest.raises(VideoAestheticsError, match=message):
         tasks.run_layout(params(tmp_path, **changes), context)
 
 
@@ -129,10 +143,11 @@ def test_plan_and_merge_into_a_local_store(tmp_path: Path) -> None:
     assert len(json.dumps(shard_kwargs)) < 2048
     summary = tasks.merge(p, RUN, _score_shards(shard_kwargs), frames={"clips": 5})
     out = tmp_path / "out" / "2024-01-02"
-    assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
-    assert [r["n"] for r in read_jsonl(out / "scored.jsonl")] == [0, 1, 2, 3, 4]
-    assert summary["sha256"] == hashlib.sha256((out / "scored.jsonl").read_bytes()).hexdigest()
-    manifest = json.loads((out / "_manifest.json").read_text())
+    assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", summary["version"]]
+    manifest, scored = published(out)
+    assert scored == out / summary["version"] / "scored.jsonl" == Path(summary["output"])
+    assert [r["n"] for r in read_jsonl(scored)] == [0, 1, 2, 3, 4]
+    assert summary["sha256"] == hashlib.sha256(scored.read_bytes()).hexdigest()
     assert manifest["frames"] == {"clips": 5} and manifest["model"] == {"head": {"sha256": "ab" * 32}}
     assert not (tmp_path / "out" / "_staging").exists()
 
@@ -143,12 +158,13 @@ def test_merge_into_a_remote_store(tmp_path: Path) -> None:
     _input(tmp_path)
     p = params(tmp_path, output_root=root, work_root=str(tmp_path / "work"))
     summary = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
-    scored = ObjectStoragePath(f"{root}/2024-01-02/scored.jsonl")
-    assert summary["output"] == str(scored)
+    partition = ObjectStoragePath(f"{root}/2024-01-02")
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    scored = ObjectStoragePath(manifest["output"]["path"])
+    assert summary["output"] == str(scored) == f"{root}/2024-01-02/{summary['version']}/scored.jsonl"
     assert [json.loads(line)["n"] for line in scored.read_text().splitlines()] == [0, 1, 2, 3, 4]
-    manifest = json.loads(ObjectStoragePath(f"{root}/2024-01-02/_manifest.json").read_text())
     assert manifest["output"]["sha256"] == hashlib.sha256(scored.read_bytes()).hexdigest()
-    assert sorted(x.name for x in scored.parent.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    assert sorted(x.name for x in partition.iterdir()) == ["_manifest.json", summary["version"]]
 
 
 @pytest.mark.parametrize("damage", ["shard_missing", "count", "changed_file", "two_models"])
@@ -166,21 +182,25 @@ def test_merge_refuses_inconsistent_shard_results(tmp_path: Path, damage: str) -
         results[2]["model"] = {"head": {"sha256": "cd" * 32}}
     with pytest.raises(AirflowFailException):
         tasks.merge(p, RUN, results)
-    assert not (tmp_path / "out" / "2024-01-02" / "_manifest.json").exists()
+    assert not (tmp_path / "out" / "2024-01-02").exists() or not any((tmp_path / "out" / "2024-01-02").iterdir())
 
 
 def test_skip_bad_records_publishes_rejects_and_a_clean_rerun_removes_them(tmp_path: Path) -> None:
     source = _input(tmp_path)
     source.write_text(source.read_text() + "{broken\n")
     p = params(tmp_path, skip_bad_records=True)
-    tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    first = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
     out = tmp_path / "out" / "2024-01-02"
-    assert [r["raw"] for r in read_jsonl(out / "rejects.jsonl")] == ["{broken"]
-    assert json.loads((out / "_manifest.json").read_text())["records"]["rejected"] == 1
+    manifest, _ = published(out)
+    assert manifest["output"]["rejects"] == first["rejects"] == str(out / first["version"] / "rejects.jsonl")
+    assert [r["raw"] for r in read_jsonl(Path(first["rejects"]))] == ["{broken"]
+    assert manifest["records"]["rejected"] == 1
     source.write_text("".join(line for line in source.read_text().splitlines(keepends=True) if "broken" not in line))
     p = params(tmp_path)
-    tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
-    assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    clean = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    manifest, _ = published(out)
+    assert clean["rejects"] is None and manifest["output"]["rejects"] is None
+    assert sorted(x.name for x in (out / clean["version"]).iterdir()) == ["scored.jsonl"]
 
 
 def test_a_malformed_line_fails_the_plan_at_once(tmp_path: Path) -> None:
@@ -188,3 +208,77 @@ def test_a_malformed_line_fails_the_plan_at_once(tmp_path: Path) -> None:
     source.write_text(source.read_text() + "{broken\n")
     with pytest.raises(AirflowFailException, match=r"part\.jsonl:6"):
         tasks.plan_shards(params(tmp_path), RUN, max_shards=1024)
+
+
+# --- partitions, publishing, first-task checks -------------------------------------------------
+
+
+def test_manual_runs_keep_their_own_partition_even_with_a_logical_date(tmp_path: Path) -> None:
+    assert tasks.run_layout(params(tmp_path, input_path="/x.jsonl"), UI).partition == safe_name(UI["run_id"])
+    assert tasks.run_layout(params(tmp_path, input_path="/x.jsonl", partition="redo-1"), UI).partition == "redo-1"
+    backfill = {**RUN, "dag_run": SimpleNamespace(run_type="backfill", conf={})}
+    assert tasks.run_layout(params(tmp_path, input_path="/x.jsonl"), backfill).partition == "2024-01-02"
+
+
+@pytest.mark.parametrize("bad", ["../up", "a/b", "", "x y", "v-20240101T000000Z-1", "_staging", "x" * 201, "é"])
+def test_a_named_partition_must_be_a_plain_folder_name(tmp_path: Path, bad: str) -> None:
+    if not bad:  # empty means "not named"
+        assert tasks.run_layout(params(tmp_path, input_path="/x", partition=bad), UI).partition == safe_name(
+            UI["run_id"]
+        )
+        return
+    with pytest.raises(ConfigError, match="partition"):
+        tasks.run_layout(params(tmp_path, input_path="/x", partition=bad), UI)
+
+
+def test_a_scheduled_run_without_input_skips_and_a_manual_one_fails(tmp_path: Path) -> None:
+    # input_root set but the day's folder absent, and no input configured at all.
+    for p in (params(tmp_path), params(tmp_path, input_root=None)):
+        with pytest.raises(AirflowSkipException, match="input"):
+            tasks.check_frames(p, RUN)
+        with pytest.raises(AirflowFailException, match="input"):
+            tasks.check_frames(p, UI)
+
+
+def test_undeclared_conf_keys_fail_the_first_task_naming_the_known_params(tmp_path: Path) -> None:
+    declared = params(tmp_path)
+    context = {
+        **UI,
+        "dag": SimpleNamespace(dag_id="d", params=declared),
+        "dag_run": SimpleNamespace(run_type="manual", conf={"figure_rot": "/x", "load_num": 2}),
+    }
+    with pytest.raises(AirflowFailException, match="figure_rot") as info:
+        tasks.check_frames(declared, context)
+    assert "figure_root" in str(info.value) and "load_num']" not in str(info.value)
+
+
+def test_a_merge_that_fails_after_writing_leaves_the_previous_result_byte_for_byte(tmp_path: Path) -> None:
+    _input(tmp_path)
+    p = params(tmp_path)
+    tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    out = tmp_path / "out" / "2024-01-02"
+    before = partition_files(out)
+    results = _score_shards(tasks.plan_shards(p, RUN, max_shards=1024))
+    results[0]["scored"] -= 1  # the cross-check fails once the new scored file is written
+    with pytest.raises(AirflowFailException, match="scored"):
+        tasks.merge(p, RUN, results)
+    assert partition_files(out) == before
+
+
+def test_old_versions_are_pruned_but_never_the_current_or_a_young_one(tmp_path: Path) -> None:
+    from video_aesthetics.airflow import object_store
+
+    partition = object_store.store_path(tmp_path / "p")
+    names = [f"v-2024010{day}T000000Z-aaaa000{day}" for day in range(1, 7)]
+    for name in names:
+        (tmp_path / "p" / name).mkdir(parents=True)
+        (tmp_path / "p" / name / "scored.jsonl").write_text("{}\n")
+    (tmp_path / "p" / "notes").mkdir()
+    removed = object_store.prune_versions(partition, current=names[0], keep=2, min_age_s=0)
+    assert sorted(removed) == names[1:4]
+    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == sorted([names[0], *names[4:], "notes"])
+    young = object_store.new_version(partition)
+    young.mkdir()
+    removed = object_store.prune_versions(partition, current=names[5], keep=0, min_age_s=3600)
+    assert sorted(removed) == [names[0], names[4]]
+    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == sorted([names[5], young.name, "notes"])

@@ -1,19 +1,30 @@
 """The Docker deployment, checked by reading it: docker-compose.yaml, Dockerfile and .dockerignore.
 
-Docker cannot run where the tests run; where `docker compose` exists the file is validated by it too.
+Docker cannot run where the tests run. docker-compose.yaml is validated against the Compose
+Specification's own JSON schema (compose-spec.json, as vendored by the check-jsonschema package, a test
+dependency), then checked for what this deployment needs; where `docker compose` exists it validates
+the file too. The Dockerfile's wheel is built here from the files its build stage copies.
 """
 
 from __future__ import annotations
 
+import configparser
+import copy
 import fnmatch
 import importlib.metadata
+import json
 import re
 import shlex
 import shutil
 import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -21,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+PACKAGE = ROOT / "plugins" / "video_aesthetics"
+README = ROOT / "README.md"
 
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
@@ -67,39 +80,66 @@ def test_every_service_is_there(services: dict[str, Any]) -> None:
     assert {"postgres", "redis"} | AIRFLOW_SERVICES <= set(services)
 
 
-# The service keys of the Compose Specification that a file like this one may use (a typo is silently ignored
-# by some tools and refused by others).
-SERVICE_KEYS = {
-    "build",
-    "command",
-    "depends_on",
-    "deploy",
-    "entrypoint",
-    "environment",
-    "env_file",
-    "expose",
-    "healthcheck",
-    "image",
-    "ports",
-    "profiles",
-    "restart",
-    "shm_size",
-    "user",
-    "volumes",
-    "working_dir",
-    "ipc",
-    "ulimits",
-}
+@pytest.fixture(scope="module")
+def compose_validator() -> jsonschema.protocols.Validator:
+    text = files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text("utf-8")
+    schema = json.loads(text)
+    assert schema["title"] == "Compose Specification"
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
-def test_only_known_keys(compose: dict[str, Any], services: dict[str, Any]) -> None:
-    assert set(compose) - {"services", "volumes", "name"} == {k for k in compose if k.startswith("x-")}
-    for name, service in services.items():
-        assert set(service) <= SERVICE_KEYS, (name, set(service) - SERVICE_KEYS)
-        for check in [service.get("healthcheck", {})]:
-            assert set(check) <= {"test", "interval", "timeout", "retries", "start_period", "start_interval"}, name
-        for dependency in service.get("depends_on", {}).values():
-            assert dependency["condition"] in ("service_started", "service_healthy", "service_completed_successfully")
+def schema_errors(validator: jsonschema.protocols.Validator, document: dict[str, Any]) -> list[str]:
+    return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def test_the_file_follows_the_compose_specification(
+    compose_validator: jsonschema.protocols.Validator, compose: dict[str, Any]
+) -> None:
+    assert schema_errors(compose_validator, compose) == []
+
+
+def _typo_in_a_service_key(doc: dict[str, Any]) -> None:
+    doc["services"]["airflow-worker-gpu"]["shm_sise"] = doc["services"]["airflow-worker-gpu"].pop("shm_size")
+
+
+def _unknown_depends_on_condition(doc: dict[str, Any]) -> None:
+    doc["services"]["airflow-scheduler"]["depends_on"]["postgres"]["condition"] = "service_ready"
+
+
+def _healthcheck_interval_without_a_unit(doc: dict[str, Any]) -> None:
+    doc["services"]["redis"]["healthcheck"]["interval"] = 10
+
+
+def _unknown_top_level_key(doc: dict[str, Any]) -> None:
+    doc["service"] = doc["services"]
+
+
+def _device_reservation_as_a_mapping(doc: dict[str, Any]) -> None:
+    reservations = doc["services"]["airflow-worker-gpu"]["deploy"]["resources"]["reservations"]
+    reservations["devices"] = reservations["devices"][0]
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        _typo_in_a_service_key,
+        _unknown_depends_on_condition,
+        _healthcheck_interval_without_a_unit,
+        _unknown_top_level_key,
+        _device_reservation_as_a_mapping,
+    ],
+)
+def test_the_schema_refuses_mistakes_compose_refuses(
+    compose_validator: jsonschema.protocols.Validator,
+    compose: dict[str, Any],
+    mistake: Callable[[dict[str, Any]], None],
+) -> None:
+    # Proof that the validation above can fail: the same file with one mistake is refused.
+    document = copy.deepcopy(compose)
+    mistake(document)
+    assert schema_errors(compose_validator, document)
 
 
 def test_airflow_runs_celery_on_postgres_and_redis(services: dict[str, Any]) -> None:
@@ -197,12 +237,22 @@ def test_scoring_env_reaches_every_airflow_container(compose: dict[str, Any], se
         assert env["HF_HOME"].startswith(cache.rsplit("/", 1)[0])
 
 
-def test_dags_and_plugins_are_mounted(services: dict[str, Any]) -> None:
+def test_no_code_but_the_dag_is_mounted(services: dict[str, Any]) -> None:
+    # The package exists once, installed in the image: a mounted plugins/ copy would come after
+    # site-packages on sys.path and never be imported, so edits to it would silently do nothing.
     for name in AIRFLOW_SERVICES:
         targets = mounts(services[name])
+        assert set(targets) == {
+            "/opt/airflow/dags",
+            "/opt/airflow/logs",
+            "/opt/airflow/config",
+            "/opt/airflow/data",
+            "/opt/airflow/cache",
+        }, name
         assert targets["/opt/airflow/dags"].endswith("/dags"), name
-        assert targets["/opt/airflow/plugins"].endswith("/plugins"), name
-        assert "/opt/airflow/data" in targets, name
+        assert not any("plugins" in source for source in targets.values()), name
+        env = services[name]["environment"]
+        assert "PYTHONPATH" not in env and "AIRFLOW__CORE__PLUGINS_FOLDER" not in env, name
 
 
 def test_dag_folders_live_on_the_shared_data_mount(services: dict[str, Any]) -> None:
@@ -294,6 +344,36 @@ def dockerfile_lines() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's lines, one list per build stage, each starting with its FROM."""
+    stages: list[list[str]] = []
+    for line in dockerfile_lines():
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def stage_name(stage: list[str]) -> str | None:
+    words = stage[0].split()
+    return words[3] if len(words) == 4 and words[2].upper() == "AS" else None
+
+
+def run_words(line: str) -> tuple[dict[str, str], list[str]]:
+    """The --mount options and the remaining words of a RUN line."""
+    words = shlex.split(line)[1:]
+    mount: dict[str, str] = {}
+    while words and words[0].startswith("--mount="):
+        mount.update(option.split("=", 1) for option in words.pop(0).removeprefix("--mount=").split(","))
+    return mount, words
+
+
+def only_line(stage: list[str], pattern: str) -> str:
+    [line] = [line for line in stage if re.search(pattern, line)]
+    return line
+
+
 def test_dockerfile_extends_the_official_airflow_3_image_on_python_311() -> None:
     lines = dockerfile_lines()
     args = dict(
@@ -301,7 +381,8 @@ def test_dockerfile_extends_the_official_airflow_3_image_on_python_311() -> None
         for line in lines  # type: ignore[union-attr]
         if line.startswith("ARG ") and "=" in line
     )
-    [base] = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    bases = {line.split()[1] for line in lines if line.startswith("FROM ")}
+    [base] = bases
     image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     match = re.fullmatch(r"apache/airflow:(3\.\d+\.\d+)-python3\.11", image)
     assert match, image
@@ -309,17 +390,29 @@ def test_dockerfile_extends_the_official_airflow_3_image_on_python_311() -> None
     assert match.group(1) == importlib.metadata.version("apache-airflow")
 
 
-def test_dockerfile_installs_the_package_as_the_airflow_user() -> None:
-    lines = dockerfile_lines()
-    copied = " ".join(line for line in lines if line.startswith("COPY "))
-    assert "pyproject.toml" in copied and "README.md" in copied and "plugins/video_aesthetics" in copied
-    installs = [i for i, line in enumerate(lines) if re.search(r"\bpip install\b", line)]
-    assert len(installs) == 1
-    install = lines[installs[0]]
-    assert re.search(r"""["']?\.(\[[a-z,]+\])?["']?(\s|$)""", install), install
-    assert "apache-airflow==${AIRFLOW_VERSION}" in install
-    users = [line.split()[1] for line in lines[: installs[0]] if line.startswith("USER ")]
-    assert users[-1] == "airflow"
+def test_dockerfile_installs_the_package_once_as_a_wheel_as_the_airflow_user() -> None:
+    *builders, final = dockerfile_stages()
+    [builder] = [stage for stage in builders if any(re.search(r"\bpip wheel\b", line) for line in stage)]
+    _, wheel_words = run_words(only_line(builder, r"\bpip wheel\b"))
+    assert "--no-deps" in wheel_words
+    wheel_dir = wheel_words[wheel_words.index("--wheel-dir") + 1]
+
+    # The image the services run copies nothing from the build context: its only copy of the package
+    # is what pip installs from the wheel, mounted from the build stage for that one step.
+    assert not [line for line in final if line.startswith(("COPY ", "ADD "))]
+    assert not [line for stage in dockerfile_stages() for line in stage if re.search(r"\bpip install\b.*-e\b", line)]
+    install = only_line(final, r"\bpip install\b")
+    mount, words = run_words(install)
+    assert mount["type"] == "bind" and mount["from"] == stage_name(builder)
+    assert mount["source"] == wheel_dir
+    assert any(
+        re.fullmatch(rf"(\$\(echo )?{re.escape(mount['target'])}/video_aesthetics-\S*\.whl\)?\[airflow\]", word)
+        for word in words
+    ), install
+    assert "apache-airflow==${AIRFLOW_VERSION}" in words
+    for stage, line in ((builder, only_line(builder, r"\bpip wheel\b")), (final, install)):
+        users = [other.split()[1] for other in stage[: stage.index(line)] if other.startswith("USER ")]
+        assert users and users[-1] == "airflow", line
     # torch comes from PyPI's default index: its Linux wheel is the CUDA build.
     assert "--index-url" not in install and "cpu" not in install
     assert "import video_aesthetics" in install
@@ -339,9 +432,65 @@ def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
         assert ignored(heavy), heavy
 
 
-def test_packaged_modules_exist() -> None:
-    assert (ROOT / "plugins" / "video_aesthetics" / "__init__.py").is_file()
-    assert (ROOT / "pyproject.toml").is_file()
+def copy_build_stage_sources(stage: list[str], into: Path) -> None:
+    """Lay out under ``into`` what the stage's COPY lines put into the image, from this repo."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for line in stage:
+        if not line.startswith("COPY "):
+            continue
+        words = [word for word in shlex.split(line)[1:] if not word.startswith("--")]
+        *sources, dest = words
+        for source in sources:
+            target = into / (dest + Path(source).name if dest.endswith("/") else dest).lstrip("/")
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=skip)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target)
+
+
+def test_the_wheel_the_dockerfile_builds_holds_every_module_and_entry_point(tmp_path: Path) -> None:
+    # Built from exactly the files the Dockerfile's build stage copies: a file the build needs but
+    # the Dockerfile forgets, or a subpackage pyproject.toml leaves out, fails here, not in production.
+    *builders, _ = dockerfile_stages()
+    [builder] = [stage for stage in builders if any(re.search(r"\bpip wheel\b", line) for line in stage)]
+    _, wheel_words = run_words(only_line(builder, r"\bpip wheel\b"))
+    context = tmp_path / "image"
+    copy_build_stage_sources(builder, context)
+    out = tmp_path / "wheels"
+    # No build isolation: it would fetch setuptools from the network; the test extra installs it.
+    source = context / wheel_words[-1].lstrip("/")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation"]
+    build = subprocess.run(
+        [*pip_wheel, "--wheel-dir", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    [wheel] = out.glob("video_aesthetics-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points_txt] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        entry_points = configparser.ConfigParser()
+        entry_points.read_string(archive.read(entry_points_txt).decode())
+        metadata = archive.read(entry_points_txt.replace("entry_points.txt", "METADATA")).decode()
+
+    modules = {
+        path.relative_to(PACKAGE.parent).as_posix() for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts
+    }
+    assert {"video_aesthetics/airflow/operators.py", "video_aesthetics/dataflow/__init__.py"} <= modules
+    assert sorted(modules - names) == []
+    # The package and its metadata, nothing else (no tests/, no plugins/ prefix).
+    assert {name.split("/")[0] for name in names} == {"video_aesthetics", entry_points_txt.split("/")[0]}
+    assert (
+        entry_points["apache_airflow_provider"]["provider_info"]
+        == "video_aesthetics.airflow.provider_info:get_provider_info"
+    )
+    assert entry_points["console_scripts"]["video-aesthetics"] == "video_aesthetics.cli:main"
+    # setuptools only warns when the readme is missing: the description must be README.md's.
+    title = README.read_text(encoding="utf-8").splitlines()[0]
+    assert metadata.partition("\n\n")[2].startswith(title), "the wheel's description is not README.md"
 
 
 @pytest.mark.skipif(

@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from helpers.airflow_env import airflow_env, dag_test, new_home
+from helpers.airflow_env import airflow_env, dag_test, new_home, partition_files, published
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import __version__
 from video_aesthetics.sharding import safe_name
@@ -47,7 +48,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         ids = [f"{stem}_{c}" for c in range(2)]
         if stem in WITH_FRAMES:
             for c, cid in enumerate(ids):
-                write_frames(root / "frames", stem, cid, 4, seed=v * 10 + c)
+                # "1_0" is the same frames under a name that looks like a number to a template.
+                for folder in ("frames", "1_0"):
+                    write_frames(root / folder, stem, cid, 4, seed=v * 10 + c)
         record = clip_record(f"videos/{stem}.mp4", ids, caption=f"video {v}")
         for c, clip in enumerate(record["video_clips"]["clips"]):
             clip.update(frame_start=12 * c, frame_end=12 * c + 12, num_frames=12)
@@ -55,6 +58,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         if v == 1:
             records.append({"caption": "a record without a video passes through", "n": v})
     source = write_jsonl(root / "input" / "clips.jsonl", records)
+    other = write_jsonl(root / "input" / "other.jsonl", records[:2])
+    non_utf8 = root / "input" / "latin1.jsonl"
+    non_utf8.write_bytes(source.read_bytes() + b'{"caption": "caf\xe9"}\n')
     conf = {
         "input_path": str(source),
         "output_root": str(root / "out"),
@@ -63,9 +69,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         "num_workers": 0,
         "device": "cpu",
         "batch_size": 1,
+        # dag.test() in one process keeps a run's conf in the DAG's params for the next run: every
+        # run states the params others change.
+        "partition": None,
         **model_args,
     }
-    return {"root": root, "source": source, "records": len(records), "conf": conf}
+    return {"root": root, "source": source, "other": other, "non_utf8": non_utf8, "records": len(records), "conf": conf}
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +88,30 @@ def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dic
         "on_missing_frames": "fail",
         "output_root": str(root / "out_fail"),
     }
+    dated = {**conf, "partition": LOGICAL_DATE}
     plan = [
-        ("first", {"conf": conf, "logical_date": LOGICAL_DATE}),
-        ("rerun", {"conf": conf, "logical_date": LOGICAL_DATE}),
+        ("first", {"conf": dated, "logical_date": LOGICAL_DATE}),
+        ("rerun", {"conf": dated, "logical_date": LOGICAL_DATE}),
+        ("same_day_a", {"conf": conf, "logical_date": "2024-03-05"}),
+        ("same_day_b", {"conf": {**conf, "input_path": str(world["other"])}, "logical_date": "2024-03-05"}),
         ("no_logical_date", {"conf": conf, "logical_date": None}),
+        ("typed", {"conf": {**conf, "figure_root": "1_0", "partition": "typed"}, "logical_date": None}),
+        ("tx1", {"conf": {**conf, "partition": "tx1"}, "logical_date": None}),
+        ("tx2", {"conf": {**conf, "partition": "tx2"}, "logical_date": None}),
+        ("unknown_key", {"conf": {**conf, "figure_rot": "/elsewhere"}, "logical_date": None}),
+        ("non_utf8", {"conf": {**conf, "input_path": str(world["non_utf8"]), "partition": "nu"}, "logical_date": None}),
+        ("bad_device", {"conf": {**conf, "device": "gpu"}, "logical_date": None}),
         ("bad_chunk_size", {"conf": {**conf, "chunk_size": 0}, "logical_date": "2024-03-02"}),
         ("bad_policy", {"conf": {**conf, "on_missing_frames": "sometimes"}, "logical_date": "2024-03-03"}),
         ("missing_frames_fail", {"conf": missing, "logical_date": "2024-03-04"}),
     ]
     # The rerun overwrites the first run's partition; the first run's bytes survive as its SHA-256 in XCom.
-    results = dag_test(env, DAG_ID, [spec for _, spec in plan], timeout=900)
+    # cwd: the "typed" run's relative figure_root "1_0" is taken against it.
+    results = dag_test(env, DAG_ID, [spec for _, spec in plan], timeout=1200, cwd=root)
     return dict(zip([name for name, _ in plan], results, strict=False))
 
 
-def test_the_dag_imports_without_errors_and_without_torch(tmp_path: Path) -> None:
+def test_the_dag_imports_without_errors(tmp_path: Path) -> None:
     code = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
@@ -102,7 +121,6 @@ score = dag.get_task("score_shard") if dag else None
 merge = dag.get_task("merge") if dag else None
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "heavy": sorted(m for m in ("torch", "open_clip", "av", "PIL") if m in sys.modules),
     "tasks": sorted(dag.task_ids),
     "upstream": {t: sorted(dag.get_task(t).upstream_task_ids) for t in dag.task_ids},
     "mapped": type(score).__name__,
@@ -130,7 +148,6 @@ print(json.dumps({
     assert run.returncode == 0, run.stderr[-3000:]
     bag = json.loads(run.stdout.strip().splitlines()[-1])
     assert bag["errors"] == {}
-    assert bag["heavy"] == []
     assert bag["tasks"] == ["check_frames", "merge", "plan_shards", "score_shard"]
     assert bag["upstream"] == {
         "check_frames": [],
@@ -167,8 +184,8 @@ def test_a_run_scores_every_record_over_several_shards(runs: dict, world: dict) 
     assert all(t["state"] == "success" for t in first["tasks"])
     assert [t["rendered_map_index"] for t in shards] == ["shard-00000", "shard-00001", "shard-00002"]
     out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
-    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
-    scored = read_jsonl(out / "scored.jsonl")
+    _, path = published(out)
+    scored = read_jsonl(path)
     assert len(scored) == world["records"]
     assert [r.get("caption") for r in scored] == [r.get("caption") for r in read_jsonl(world["source"])]
     clips = [c for r in scored for c in r.get("video_clips", {}).get("clips", [])]
@@ -223,34 +240,39 @@ def test_the_merged_output_equals_the_cli_output(runs: dict, world: dict, model_
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    merged = Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl"
+    _, merged = published(Path(world["conf"]["output_root"]) / LOGICAL_DATE)
     assert merged.read_bytes() == out.read_bytes()
 
 
-def test_a_rerun_overwrites_with_the_same_bytes(runs: dict, world: dict) -> None:
+def test_a_rerun_publishes_a_new_version_with_the_same_bytes_and_keeps_the_first(runs: dict, world: dict) -> None:
     first, rerun = runs["first"], runs["rerun"]
     assert rerun.get("state") == "success"
-    assert first["xcom"]["merge[-1].return_value"]["sha256"] == rerun["xcom"]["merge[-1].return_value"]["sha256"]
+    before, after = first["xcom"]["merge[-1].return_value"], rerun["xcom"]["merge[-1].return_value"]
+    assert before["sha256"] == after["sha256"] and before["version"] != after["version"]
     out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
-    data = (out / "scored.jsonl").read_bytes()
-    assert hashlib.sha256(data).hexdigest() == first["xcom"]["merge[-1].return_value"]["sha256"]
-    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "scored.jsonl"]
+    manifest, path = published(out)
+    assert manifest["run"]["version"] == after["version"] and path == Path(after["output"])
+    # The first run's asset event still describes files that are there, as they were.
+    assert hashlib.sha256(Path(before["output"]).read_bytes()).hexdigest() == before["sha256"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["_manifest.json", before["version"], after["version"]])
     assert rerun["xcom"]["check_frames[-1].return_value"]["extracted"] == 0
 
 
 def test_the_manifest_describes_the_run(runs: dict, world: dict, model_args: dict) -> None:
     rerun = runs["rerun"]
     out = Path(world["conf"]["output_root"]) / LOGICAL_DATE
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest, path = published(out)
     assert manifest["run"] == {
         "dag_id": DAG_ID,
         "run_id": rerun["run_id"],
+        "run_type": "manual",
         "partition": LOGICAL_DATE,
+        "version": rerun["xcom"]["merge[-1].return_value"]["version"],
         "logical_date": LOGICAL_DATE,
     }
     assert manifest["records"] == {"in": world["records"], "out": world["records"], "passthrough": 1, "rejected": 0}
     assert manifest["clips"] == {"in": 2 * VIDEOS, "out": 2 * VIDEOS, "scored": 2 * VIDEOS, "failed": 0, "errors": {}}
-    assert manifest["output"]["sha256"] == hashlib.sha256((out / "scored.jsonl").read_bytes()).hexdigest()
+    assert manifest["output"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     shard_xcoms = [rerun["xcom"][f"score_shard[{i}].return_value"] for i in range(3)]
     assert [s["sha256"] for s in manifest["shards"]] == [x["sha256"] for x in shard_xcoms]
     assert [s["records"] for s in manifest["shards"]] == [2, 2, 1]
@@ -267,30 +289,78 @@ def test_xcom_holds_metadata_only_and_the_asset_is_updated(runs: dict, world: di
         text = json.dumps(value)
         assert len(text) < 8192, key
         assert "video_clips" not in text and "caption" not in text, key
-    link = first["xcom"]["score_shard[0]._link_ScoredOutputLink"]
-    assert link.startswith("file://") and link.endswith("/scored/shard-00000.jsonl")
+    # Both buttons open the run's results view: an http(s) URL the UI renders, not a staging file.
+    view = f"/video-aesthetics/runs/{DAG_ID}/{quote(first['run_id'], safe='')}"
+    for task in ("score_shard[0]", "merge[-1]"):
+        link = first["xcom"][f"{task}._link_ScoredOutputLink"]
+        assert link.startswith("http") and link.endswith(view), link
     [event] = first["asset_events"]
     assert event["name"] == "video_aesthetic_scores"
     assert event["extra"]["partition"] == LOGICAL_DATE and event["extra"]["records"] == world["records"]
 
 
+def _published_bytes(world: dict, partition: str) -> bytes:
+    return published(Path(world["conf"]["output_root"]) / partition)[1].read_bytes()
+
+
 def test_a_run_without_logical_date_writes_to_its_run_id(runs: dict, world: dict) -> None:
     run = runs["no_logical_date"]
     assert run.get("state") == "success" and run["logical_date"] == "None"
-    out = Path(world["conf"]["output_root"]) / safe_name(run["run_id"])
-    assert (out / "scored.jsonl").read_bytes() == (
-        Path(world["conf"]["output_root"]) / LOGICAL_DATE / "scored.jsonl"
-    ).read_bytes()
-    assert json.loads((out / "_manifest.json").read_text())["run"]["logical_date"] is None
+    partition = safe_name(run["run_id"])
+    assert _published_bytes(world, partition) == _published_bytes(world, LOGICAL_DATE)
+    manifest, _ = published(Path(world["conf"]["output_root"]) / partition)
+    assert manifest["run"]["logical_date"] is None
 
 
-@pytest.mark.parametrize(("name", "param"), [("bad_chunk_size", "chunk_size"), ("bad_policy", "on_missing_frames")])
+def test_manual_runs_of_one_day_each_keep_their_own_result(runs: dict, world: dict) -> None:
+    # What the UI does: every trigger gets a logical date, but only scheduled runs and backfills own it.
+    a, b = runs["same_day_a"], runs["same_day_b"]
+    assert a.get("state") == b.get("state") == "success"
+    assert a["run_id"] != b["run_id"] and a["logical_date"][:10] == b["logical_date"][:10] == "2024-03-05"
+    assert not (Path(world["conf"]["output_root"]) / "2024-03-05").exists()
+    assert (
+        len(read_jsonl(published(Path(world["conf"]["output_root"]) / safe_name(a["run_id"]))[1])) == world["records"]
+    )
+    assert len(read_jsonl(published(Path(world["conf"]["output_root"]) / safe_name(b["run_id"]))[1])) == 2
+    for run in (a, b):
+        [event] = run["asset_events"]
+        assert event["extra"]["partition"] == safe_name(run["run_id"])
+
+
+def test_a_path_param_that_looks_like_a_number_stays_text(runs: dict, world: dict) -> None:
+    typed = runs["typed"]
+    assert typed.get("state") == "success", typed.get("message") or typed["log"][-5000:]
+    # Read from ./1_0 (the same frames as figure_root), never from ./10: the same scores.
+    assert _published_bytes(world, "typed") == _published_bytes(world, LOGICAL_DATE)
+    assert not (world["root"] / "10").exists()
+    shard = typed["xcom"]["score_shard[0].return_value"]
+    assert shard["scored"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("unknown_key", "figure_rot"), ("non_utf8", "latin1.jsonl")],
+)
+def test_errors_no_retry_can_fix_fail_the_first_task_once(runs: dict, name: str, says: str) -> None:
+    failed = runs[name]
+    assert failed.get("state") == "failed"
+    check = _ti(failed, "check_frames")
+    assert check["state"] == "failed" and check["try_number"] == 1
+    assert says in failed["log"]
+    if name == "unknown_key":
+        assert "figure_root" in failed["log"]  # the message lists the params the DAG knows
+
+
+@pytest.mark.parametrize(
+    ("name", "param"),
+    [("bad_chunk_size", "chunk_size"), ("bad_policy", "on_missing_frames"), ("bad_device", "device")],
+)
 def test_a_bad_param_is_refused_before_any_task_runs(runs: dict, world: dict, name: str, param: str) -> None:
     refused = runs[name]
     assert refused.get("error") == "ParamValidationError"
     assert param in refused["message"]
     assert "tasks" not in refused
-    assert not (Path(world["conf"]["output_root"]) / ("2024-03-02" if param == "chunk_size" else "2024-03-03")).exists()
+    assert {p.name for p in Path(world["conf"]["output_root"]).iterdir()}.isdisjoint({"2024-03-02", "2024-03-03"})
 
 
 def test_missing_frames_fail_the_run_when_asked_and_name_the_clips(runs: dict, world: dict) -> None:
@@ -299,4 +369,38 @@ def test_missing_frames_fail_the_run_when_asked_and_name_the_clips(runs: dict, w
     assert _ti(failed, "check_frames")["state"] == "failed"
     assert {_ti(failed, t)["state"] for t in ("plan_shards", "score_shard", "merge")} == {"upstream_failed"}
     assert "video0/video0_0" in failed["log"] and "on_missing_frames" in failed["log"]
-    assert not (Path(world["root"]) / "out_fail" / "2024-03-04").exists()
+    out_fail = Path(world["root"]) / "out_fail"
+    assert not out_fail.exists() or [p.name for p in out_fail.iterdir()] == ["_staging"]
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i: not even root may change ``path`` (a folder: nothing may be added to or removed from it)."""
+    run = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True, text=True)
+    return run.returncode == 0
+
+
+def test_a_rerun_that_fails_in_merge_leaves_the_previous_result_as_it_was(
+    runs: dict, world: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert runs["tx1"].get("state") == runs["tx2"].get("state") == "success"
+    output = Path(world["conf"]["output_root"])
+    # tx1: the new version is written, then replacing the manifest fails. tx2: nothing can be written at all.
+    locked = [output / "tx1" / "_manifest.json", output / "tx2"]
+    before = {name: partition_files(output / name) for name in ("tx1", "tx2")}
+    if not all(_immutable(path, True) for path in locked):
+        for path in locked:
+            _immutable(path, False)
+        pytest.skip("chattr +i is not available here (needs root and an ext4/xfs file system)")
+    try:
+        env = airflow_env(new_home(tmp_path_factory, "dag_fail_home"), VIDEO_AESTHETICS_RETRIES="0")
+        conf = {**world["conf"], "input_path": str(world["other"])}
+        reruns = dag_test(env, DAG_ID, [{"conf": {**conf, "partition": p}} for p in ("tx1", "tx2")], cwd=world["root"])
+    finally:
+        for path in locked:
+            _immutable(path, False)
+    for rerun in reruns:
+        assert rerun.get("state") == "failed", rerun.get("message") or rerun["log"][-3000:]
+        assert _ti(rerun, "merge")["state"] == "failed"
+        assert all(_ti(rerun, "score_shard", i)["state"] == "success" for i in range(1))
+    after = {name: partition_files(output / name) for name in ("tx1", "tx2")}
+    assert after == before  # byte for byte, and no half-written version left behind

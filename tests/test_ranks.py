@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers.daemonic import run_daemonic, score_file_bytes
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_jsonl, write_video
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator, cli
 from video_aesthetics.config import ScoringConfig
@@ -298,3 +299,13 @@ def test_evaluator_spawns_ranks_itself_with_init_distributed(tmp_path: Path, mod
     assert read_jsonl(tmp_path / "dataflow_cache_step1.jsonl") == read_jsonl(one)
     assert evaluator.scorer is None  # the model lived in the ranks
     assert (evaluator.last_stats.clips, evaluator.last_stats.scored) == (9, 8)
+
+
+@pytest.mark.slow
+def test_ranks_start_inside_a_daemonic_process(tmp_path: Path, model_args: dict, single: tuple) -> None:
+    # As a Celery prefork worker's task would: spawned ranks, each with a decoding worker of its own.
+    source, figure_root, one = single
+    config = ScoringConfig(
+        **model_args, figure_root=str(figure_root), device="cpu", num_workers=1, batch_size=2, frame_scores=True
+    )
+    assert run_daemonic(score_file_bytes, str(source), str(tmp_path / "two.jsonl"), config, 2) == one.read_bytes()

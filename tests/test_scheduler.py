@@ -1,14 +1,14 @@
 """The DAG under a real Airflow: scheduler, dag-processor and api-server (LocalExecutor, SQLite) started here.
 
-A run is triggered through the public REST API with a conf, a backfill over two dates is created
-with ``airflow backfill create``, and every run's partition must land where it should. Every
-process started here is stopped afterwards, whatever happens.
+Runs are triggered through the public REST API with a conf (one without a logical date, two on
+the same day as the UI triggers them), a backfill over two dates is created with ``airflow
+backfill create``, unpausing schedules a run for a day that has no input, and every run's
+partition must land where it should. Every process started here is stopped afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import secrets
 import signal
@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import psutil
 import pytest
 import requests
 
-from helpers.airflow_env import airflow, airflow_env, free_port, new_home
+from helpers.airflow_env import airflow, airflow_env, free_port, new_home, published
 from helpers.media import clip_record, read_jsonl, write_jsonl, write_video
 from video_aesthetics.sharding import safe_name
 
@@ -116,9 +117,8 @@ def _wait(what: str, check, seconds: float, services: Services, every: float = 2
 def services(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) -> Iterator[Services]:
     home = new_home(tmp_path_factory, "scheduler_home")
     root = tmp_path_factory.mktemp("scheduler_data")
-    # Backfills read their dates; the run that unpausing schedules reads today's or yesterday's (UTC).
-    today = dt.datetime.now(dt.timezone.utc).date()
-    for tag, day in enumerate([*BACKFILL_DATES, str(today - dt.timedelta(days=1)), str(today)]):
+    # Backfills read their dates; the run that unpausing schedules finds no input for its day.
+    for tag, day in enumerate(BACKFILL_DATES):
         _partition_input(root / "input" / day, tag)
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     port = free_port()
@@ -223,12 +223,23 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     )
     assert triggered.status_code == 200, triggered.text
     manual_id = triggered.json()["dag_run_id"]
+    # The UI gives every trigger a logical date: two triggers of one day must not share a result.
+    same_day = []
+    for tag, hour in ((7, "01"), (8, "02")):
+        source = _partition_input(services.root / f"ui{tag}", tag=tag, videos=tag - 6)
+        response = services.api(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            json={"logical_date": f"2024-02-01T{hour}:00:00Z", "conf": {"input_path": str(source)}},
+        )
+        assert response.status_code == 200, response.text
+        same_day.append(response.json()["dag_run_id"])
 
     def finished() -> list[dict] | None:
         runs = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
         kinds = {r["run_type"] for r in runs}
         done = all(r["state"] in ("success", "failed") for r in runs)
-        return runs if done and {"manual", "backfill"} <= kinds and len(runs) >= 3 else None
+        return runs if done and {"manual", "backfill", "scheduled"} <= kinds and len(runs) >= 6 else None
 
     runs = _wait("every run to finish", finished, RUNS_SECONDS, services, every=3)
     assert all(r["state"] == "success" for r in runs), (runs, services.log_tail())
@@ -236,8 +247,11 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     output = services.root / "output"
     manual = next(r for r in runs if r["dag_run_id"] == manual_id)
     assert manual["conf"]["input_path"] == str(adhoc) and manual["logical_date"] is None
-    manual_out = output / safe_name(manual_id)
-    assert len(read_jsonl(manual_out / "scored.jsonl")) == 3
+    assert len(read_jsonl(published(output / safe_name(manual_id))[1])) == 3
+    for run_id, records in zip(same_day, (1, 2), strict=True):
+        manifest, scored = published(output / safe_name(run_id))
+        assert manifest["run"]["run_id"] == run_id and len(read_jsonl(scored)) == records
+    assert not (output / "2024-02-01").exists()
     shards = services.api(
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances", params={"task_id": "score_shard"}
     ).json()["task_instances"]
@@ -245,18 +259,56 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
     links = services.api(
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/score_shard/links", params={"map_index": 1}
     ).json()["extra_links"]
-    assert links["Scored output"].startswith("file://") and links["Scored output"].endswith("/shard-00001.jsonl")
+    view = f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/{quote(manual_id, safe='')}"
+    assert links == {"Aesthetic scores": view}
+    merge_links = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/merge/links").json()[
+        "extra_links"
+    ]
+    assert merge_links == {"Aesthetic scores": view}
+    _check_results_view(services, manual_id, view)
+
+    # Unpausing scheduled a run for a day without input: it skips, quietly, instead of failing.
+    [scheduled] = [r for r in runs if r["run_type"] == "scheduled"]
+    tis = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{scheduled['dag_run_id']}/taskInstances").json()
+    assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["check_frames"] == "skipped"
+    assert {t["state"] for t in tis["task_instances"]} == {"skipped"}
 
     backfills = sorted(r["logical_date"][:10] for r in runs if r["run_type"] == "backfill")
     assert backfills == list(BACKFILL_DATES)
-    dated = [r for r in runs if r["logical_date"]]
+    dated = [r for r in runs if r["run_type"] == "backfill"]
     for run in dated:
         partition = run["logical_date"][:10]
-        scored = read_jsonl(output / partition / "scored.jsonl")
+        manifest, path = published(output / partition)
+        scored = read_jsonl(path)
         source = read_jsonl(services.root / "input" / partition / "part.jsonl")
         assert [r["video"] for r in scored] == [r["video"] for r in source]
         assert all(isinstance(c["aesthetic_score"], float) for r in scored for c in r["video_clips"]["clips"])
-        manifest = json.loads((output / partition / "_manifest.json").read_text())
         assert manifest["run"]["run_id"] == run["dag_run_id"] and manifest["run"]["partition"] == partition
-    expected = {safe_name(manual_id), *(r["logical_date"][:10] for r in dated)}
+    expected = {safe_name(manual_id), *map(safe_name, same_day), *(r["logical_date"][:10] for r in dated)}
     assert {p.name for p in output.iterdir()} == expected
+
+
+def _check_results_view(services: Services, run_id: str, view: str) -> None:
+    """The plugin's view, served by the api-server behind its own auth: the run's results and output."""
+    assert requests.get(view, timeout=30).status_code in (401, 403)  # no token, no report
+    assert requests.get(f"{view}/scored.jsonl", timeout=30).status_code in (401, 403)
+    headers = {"Authorization": f"Bearer {services.token}"}
+    page = requests.get(view, headers=headers, timeout=30)
+    assert page.status_code == 200, page.text[-2000:]
+    assert "<html" in page.text.lower()
+    download = requests.get(f"{view}/scored.jsonl", headers=headers, timeout=30)
+    assert download.status_code == 200
+    _, scored = published(services.root / "output" / safe_name(run_id))
+    assert download.content == scored.read_bytes()
+    # The UI sends the token as a cookie to the run page's tab (an iframe).
+    by_cookie = requests.get(view, cookies={"_token": services.token}, timeout=30)
+    assert by_cookie.status_code == 200
+    listing = requests.get(f"{services.base_url}/video-aesthetics/partitions", headers=headers, timeout=30)
+    assert listing.status_code == 200 and safe_name(run_id) in listing.text
+    missing = requests.get(
+        f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/no-such-run", headers=headers, timeout=30
+    )
+    assert missing.status_code == 404
+    plugins = services.api("GET", "/api/v2/plugins").json()["plugins"]
+    [ours] = [p for p in plugins if p["name"] == "video_aesthetics"]
+    assert {v["destination"] for v in ours["external_views"]} == {"dag_run", "nav"}

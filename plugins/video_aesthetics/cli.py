@@ -1,14 +1,22 @@
-"""``video-aesthetics score``: JSONL in, JSONL out, one JSON line of counts on stdout, progress on stderr."""
+"""``video-aesthetics score``: JSONL in, JSONL out, one JSON line of counts on stdout, progress on stderr.
+
+``video-aesthetics report``: a scored JSONL file in, one self-contained HTML report out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from video_aesthetics.config import DEVICES, PARAM_NAMES, REDUCTIONS, ScoringConfig
-from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.config import DECODES, DEVICES, PARAM_NAMES, REDUCTIONS, ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 
 log = logging.getLogger("video_aesthetics")
 
@@ -65,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--device", default=_DEFAULTS.device, help=f"one of {', '.join(DEVICES)} or cuda:N")
     score.add_argument(
+        "--decode",
+        choices=DECODES,
+        default=_DEFAULTS.decode,
+        help="how frames become pixels: exact (PIL, the reference), fast (torchvision + torch resize, "
+        "within 1 pixel level of exact), gpu (JPEGs decoded on the GPU with nvJPEG), auto (gpu on "
+        "CUDA, else the CPU default)",
+    )
+    score.add_argument(
         "--reduction", choices=REDUCTIONS, default=_DEFAULTS.reduction, help="how frame scores make a clip score"
     )
     score.add_argument("--input-video-key", default=_DEFAULTS.input_video_key, help="field holding the video path")
@@ -88,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rejects file for --skip-bad-records (default: OUT.rejects.jsonl)",
     )
+    _add_filter_options(score)
+    score.add_argument(
+        "--report",
+        metavar="REPORT.html",
+        default=None,
+        help="also write an HTML score report (distribution, best and worst clips, per-video table) there",
+    )
     score.add_argument(
         "--nproc",
         type=int,
@@ -101,7 +124,72 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="verbosity of the progress and diagnostics on stderr",
     )
+    _add_report_parser(commands)
     return parser
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--aes-min",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="aesthetic filter (DataFlow-MM VideoAestheticFilter): mark each clip filtered=true when its score "
+        "is at least SCORE, false when below or unscored; a clip already false stays false; none is removed",
+    )
+    parser.add_argument(
+        "--aes-max",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="upper threshold of the aesthetic filter: a score above SCORE is marked filtered=false",
+    )
+
+
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write an HTML report of a scored JSONL file",
+        description="Read the output of `score` once and write one self-contained HTML page: counts, the score "
+        "histogram with percentiles and thresholds, thumbnails of the best and worst clips, clips without a "
+        "score by reason, and a sortable per-video table. One JSON line of headline numbers goes to stdout.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report.add_argument("scored", metavar="SCORED.jsonl", help="scored records, the output of `score`")
+    report.add_argument("--output", required=True, metavar="REPORT.html", help="the report, written atomically")
+    report.add_argument(
+        "--figure-root",
+        metavar="DIR",
+        default=None,
+        help="root of the extracted frames the clips were scored from, for the thumbnails "
+        "(required unless --video-clips-key is empty)",
+    )
+    report.add_argument("--top", type=int, default=12, metavar="N", help="how many best and worst clips to show")
+    _add_filter_options(report)
+    report.add_argument(
+        "--load-num",
+        type=int,
+        default=_DEFAULTS.load_num,
+        help="frames per clip used for scoring (thumbnails show the middle one)",
+    )
+    report.add_argument("--input-video-key", default=_DEFAULTS.input_video_key, help="field holding the video path")
+    report.add_argument(
+        "--video-clips-key",
+        default=_DEFAULTS.video_clips_key,
+        help='field holding the clips; "" for a whole-video scored file',
+    )
+    report.add_argument(
+        "--output-key", default=None, help="field holding the scored clips (default: the same as --video-clips-key)"
+    )
+    report.add_argument(
+        "--run-info",
+        metavar="JSON",
+        default=None,
+        help="a JSON file with the model and counts to show: the line `score` printed, or a DAG run's _manifest.json",
+    )
+    report.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="verbosity on stderr"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ScoringConfig:
@@ -111,24 +199,142 @@ def config_from_args(args: argparse.Namespace) -> ScoringConfig:
             "--figure-root is required to score clips: pass the folder holding "
             "<video stem>/<clip id>/img/ frame folders"
         )
-    return ScoringConfig.from_params(params)
+    config = ScoringConfig.from_params(params)
+    check_device(config.device)
+    return config
+
+
+def check_device(name: str) -> None:
+    """Refuse device names that pass the config's pattern but not torch's parser ("cuda:٣", a 20-digit index)."""
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and index and not (index.isascii() and index.isdigit() and int(index) < 1024):
+        raise ConfigError(f"--device {name!r} is not a GPU index: use auto, cpu, cuda or cuda:N with N = 0, 1, ...")
+
+
+class Terminated(BaseException):
+    """SIGTERM raised as an exception, so that every ``finally`` runs: no temporary file or lock is left behind.
+
+    A BaseException, so that no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_on_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Terminated(signum)
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    previous = _raise_on_sigterm()
     try:
+        if args.command == "report":
+            print(json.dumps(report_command(args)), flush=True)
+            return 0
         config = config_from_args(args)
+        if args.report:
+            check_report_path(args.report, args.input, args.output, args.rejects)
         from video_aesthetics.runner import score_file
 
         stats = score_file(args.input, args.output, config, rejects_path=args.rejects, nproc=args.nproc)
+        if stats is not None and args.report:
+            from video_aesthetics.report import write_report
+
+            run = {"input": args.input, "output": args.output}
+            write_report(args.output, args.report, config, model=stats.model, run=run, rejected=stats.rejected)
     except VideoAestheticsError as err:
         print(f"video-aesthetics: error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"video-aesthetics: stopped by {name}; outputs not yet published were left as they were", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print("video-aesthetics: interrupted; outputs not yet published were left as they were", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as err:
+        # A disk that fills up or a folder that vanishes mid-run: the reason, not a traceback.
+        print(f"video-aesthetics: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if stats is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
-    print(stats.to_json(), flush=True)
+    print(json.dumps({**stats.as_dict(), "report": args.report}) if args.report else stats.to_json(), flush=True)
     return 0
+
+
+def report_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``video-aesthetics report``: write the report; returns its headline numbers."""
+    from video_aesthetics.report import headline, write_report
+
+    if args.figure_root is None and args.video_clips_key:
+        raise ConfigError(
+            "--figure-root is required for a report on clips: pass the folder the clips were scored from "
+            "(<video stem>/<clip id>/img/ frame folders), which the thumbnails are made of"
+        )
+    check_report_path(args.output, args.scored)
+    params = {
+        "figure_root": args.figure_root,
+        "input_video_key": args.input_video_key,
+        "video_clips_key": args.video_clips_key,
+        "output_key": args.output_key,
+        "load_num": args.load_num,
+        "aes_min": args.aes_min,
+        "aes_max": args.aes_max,
+    }
+    config = ScoringConfig.from_params(params)
+    summary = write_report(args.scored, args.output, config, top=args.top, **run_info(args.run_info))
+    return {"report": args.output, **headline(summary)}
+
+
+def check_report_path(report: str, *others: str | None) -> None:
+    """The report must not replace an input or output of the same command, nor be a folder."""
+    target = Path(report).resolve()
+    if target.is_dir():
+        raise ConfigError(f"report path {report} is a directory; pass a file name such as report.html")
+    for other in others:
+        if other and Path(other).resolve() == target:
+            raise ConfigError(
+                f"report path {report} is also {other}, which the report would overwrite; pick another name"
+            )
+
+
+def run_info(path: str | None) -> dict[str, Any]:
+    """model, run and rejected from ``--run-info``: the JSON line `score` printed, or a DAG run's _manifest.json."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--run-info file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(
+            f"--run-info {path} is not readable JSON ({err}); pass the line `score` printed or a _manifest.json"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(f"--run-info {path} holds {type(data).__name__}, not a JSON object")
+    records = data.get("records")
+    rejected = records.get("rejected") if isinstance(records, dict) else data.get("rejected")
+    run = data.get("run")
+    if not isinstance(run, dict):
+        run = {key: data[key] for key in ("output", "rejects", "seconds", "clips_per_s") if key in data}
+    model = data.get("model")
+    return {
+        "model": model if isinstance(model, dict) else None,
+        "run": run,
+        "rejected": rejected if isinstance(rejected, int) and not isinstance(rejected, bool) else None,
+    }
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def load_clip(spec: str = DEFAULT_CLIP_MODEL) -> LoadedClip:
     }
     model, architecture, files = loaders[parsed.kind](parsed)
     model = model.to("cpu").float().eval().requires_grad_(False)
+    check_finite(model, files)
     preprocess = preprocess_config(model)
     embed_dim = _embed_dim(model, preprocess)
     digests = {str(path): sha256_file(path) for path in files}
@@ -179,6 +180,20 @@ def load_clip(spec: str = DEFAULT_CLIP_MODEL) -> LoadedClip:
         "; ".join(f"{path} (sha256 {digest})" for path, digest in digests.items()),
     )
     return LoadedClip(model=model, preprocess=preprocess, embed_dim=embed_dim, identity=identity)
+
+
+def check_finite(model: torch.nn.Module, files: list[Path]) -> None:
+    """Refuse weights holding NaN or infinity: every score would come out null (non_finite_score).
+
+    Parameters only: buffers such as the text tower's causal mask hold -inf by design.
+    """
+    damaged = [name for name, value in model.named_parameters() if not bool(torch.isfinite(value).all())]
+    if damaged:
+        shown = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        where = ", ".join(str(path) for path in files) or "the checkpoint"
+        raise WeightsError(
+            f"the CLIP weights in {where} hold NaN or infinite values (in {shown}): the file is damaged; replace it"
+        )
 
 
 def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:

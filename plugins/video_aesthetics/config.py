@@ -8,6 +8,7 @@ ScoringConfig checks itself on construction, so an invalid one cannot exist.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from video_aesthetics.errors import ConfigError
 
 REDUCTIONS = ("mean", "min", "max")
 DEVICES = ("auto", "cpu", "cuda")
+# How frames become pixels (video_aesthetics.decoding): auto is gpu on CUDA, else the measured CPU default.
+DECODES = ("auto", "exact", "fast", "gpu")
 DEFAULT_CLIPS_KEY = "video_clips"
 _UNSET_TEXT = frozenset({"", "None", "null"})
 
@@ -39,9 +42,12 @@ class ScoringConfig:
     num_workers: int = 4
     output_key: str = DEFAULT_CLIPS_KEY
     device: str = "auto"
+    decode: str = "auto"
     reduction: str = "mean"
     frame_scores: bool = False
     skip_bad_records: bool = False
+    aes_min: float | None = None
+    aes_max: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("load_num", "batch_size"):
@@ -51,6 +57,10 @@ class ScoringConfig:
             raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         if not isinstance(self.device, str) or not _is_device(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
+        if self.decode not in DECODES:
+            raise ConfigError(
+                f"decode must be one of {', '.join(DECODES)} (auto: gpu on CUDA, else the CPU default), got {self.decode!r}"
+            )
         for name in ("figure_root", "input_video_key", "clip_model", "output_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -66,6 +76,7 @@ class ScoringConfig:
         for name in ("frame_scores", "skip_bad_records"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check_thresholds(self.aes_min, self.aes_max)
         if not self.whole_video and self.output_key == self.input_video_key:
             raise ConfigError(
                 f"output_key {self.output_key!r} is the video field (input_video_key): scores would "
@@ -90,6 +101,9 @@ class ScoringConfig:
         if "video_clips_key" in params:
             # The seed's switch: None or "" means whole-video scoring, not "the default key".
             given["video_clips_key"] = optional_text(params["video_clips_key"]) or ""
+        for name in ("aes_min", "aes_max"):
+            if name in given:
+                given[name] = _threshold_param(name, given[name])
         if optional_text(given.get("output_key")) is None:
             given["output_key"] = given.get("video_clips_key") or DEFAULT_CLIPS_KEY
         return cls(**given)
@@ -97,6 +111,11 @@ class ScoringConfig:
     @property
     def whole_video(self) -> bool:
         return not self.video_clips_key
+
+    @property
+    def filtering(self) -> bool:
+        """Whether the aesthetic filter is on: each sample then gets ``filtered`` (DataFlow-MM's VideoAestheticFilter)."""
+        return self.aes_min is not None or self.aes_max is not None
 
     @property
     def frames_root(self) -> Path:
@@ -120,6 +139,31 @@ def optional_text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return None if text in _UNSET_TEXT else text
+
+
+def _check_thresholds(aes_min: Any, aes_max: Any) -> None:
+    for name, value in (("aes_min", aes_min), ("aes_max", aes_max)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number (a score threshold, e.g. 4.5) or None, got {value!r}")
+    if aes_min is not None and aes_max is not None and aes_min > aes_max:
+        raise ConfigError(
+            f"aes_min ({aes_min}) is above aes_max ({aes_max}): no clip could pass; swap them or drop one"
+        )
+
+
+def _threshold_param(name: str, value: Any) -> Any:
+    """A threshold from a form or template: unset texts are None, numeric text is a float, anything else stays."""
+    if not isinstance(value, str):
+        return value
+    text = optional_text(value)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (a score threshold, e.g. 4.5), got {value!r}") from None
 
 
 def _is_device(name: str) -> bool:

@@ -7,7 +7,9 @@ frames from either tool score the same. Nothing here imports torch or Airflow.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -18,14 +20,16 @@ from typing import Any
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import atomic_writer
+from video_aesthetics.files import LinkInTheWayError, write_below
 from video_aesthetics.frames import is_readable, list_frames, select_frames
 from video_aesthetics.records import (
     JsonlSource,
     Sample,
     clip_id,
     clip_list,
+    record_check,
     samples_of,
+    stays_inside,
     video_path,
     video_stem,
 )
@@ -100,7 +104,8 @@ def check_frames(inputs: list[Path], config: ScoringConfig, policy: str, video_r
     if config.whole_video:
         # Whole videos are decoded by the scorer itself: there are no frame folders to check.
         for path in inputs:
-            report.records += sum(1 for _ in JsonlSource(Path(path), skip_bad_records=config.skip_bad_records))
+            source = JsonlSource(Path(path), skip_bad_records=config.skip_bad_records, check=record_check(config))
+            report.records += sum(1 for _ in source)
         return report
     extract = policy == "extract"
     workers = config.num_workers
@@ -112,9 +117,9 @@ def check_frames(inputs: list[Path], config: ScoringConfig, policy: str, video_r
     try:
         for group in _groups(inputs, config, video_root, report):
             if pool is not None:
-                in_flight.append(pool.submit(_process_group, group, config.load_num, extract))
+                in_flight.append(pool.submit(_process_group, group, config.load_num, extract, config.frames_root))
             else:
-                in_flight.append(_process_group(group, config.load_num, extract))
+                in_flight.append(_process_group(group, config.load_num, extract, config.frames_root))
             while len(in_flight) >= window:
                 _add(report, in_flight.popleft())
             if time.monotonic() - last_log >= _LOG_EVERY_SECONDS:
@@ -178,7 +183,8 @@ def _groups(
         base = Path(video_root) if video_root is not None else input_path.parent
         group: _Group | None = None
         seq = 0
-        for record_no, record in enumerate(JsonlSource(input_path, skip_bad_records=config.skip_bad_records)):
+        source = JsonlSource(input_path, skip_bad_records=config.skip_bad_records, check=record_check(config))
+        for record_no, record in enumerate(source):
             report.records += 1
             samples = samples_of(record, record_no, config, seq)
             if not samples:
@@ -208,17 +214,23 @@ def resolve_video(record: dict[str, Any], config: ScoringConfig, base: Path) -> 
     return candidate if candidate.is_absolute() else base / candidate
 
 
-def has_frames(folder: Path, load_num: int) -> bool:
-    """Whether the frames the scorer would read from ``folder`` exist and all decode."""
-    selected = select_frames(list_frames(folder), load_num)
+def has_frames(folder: Path, load_num: int, root: Path | None = None) -> bool:
+    """Whether the frames the scorer would read from ``folder`` exist and all decode.
+
+    With ``root`` (figure_root), ``folder`` must lie below it, and frames count only where they
+    resolve inside it, through any symbolic link.
+    """
+    if root is not None and not stays_inside(folder, root, os.path.realpath(root)):
+        return False
+    selected = select_frames(list_frames(folder, root), load_num)
     return bool(selected) and all(is_readable(path) for path in selected)
 
 
-def _process_group(group: _Group, load_num: int, extract: bool) -> _GroupResult:
+def _process_group(group: _Group, load_num: int, extract: bool, root: Path) -> _GroupResult:
     result = _GroupResult()
     todo: list[_Clip] = []
     for item in group.clips:
-        if item.sample.error is None and item.sample.path is not None and has_frames(item.sample.path, load_num):
+        if item.sample.error is None and item.sample.path is not None and has_frames(item.sample.path, load_num, root):
             result.present += 1
         elif extract and item.sample.error is None and item.sample.path is not None and clip_range(item.clip):
             todo.append(item)
@@ -236,9 +248,15 @@ def _process_group(group: _Group, load_num: int, extract: bool) -> _GroupResult:
         done += len(batch)
         # Write errors (a full disk, no permission) are not the video's fault: they fail the task, to be retried.
         for item in batch:
-            for local, index in clip_indices(item.clip).items():
-                _write_jpeg(images[index], item.sample.path / f"frame_{local:06d}.jpg")  # type: ignore[operator]
-            if has_frames(item.sample.path, load_num):  # type: ignore[arg-type]
+            folder: Path = item.sample.path  # type: ignore[assignment]
+            try:
+                for local, index in clip_indices(item.clip).items():
+                    _write_jpeg(images[index], root, folder.relative_to(root).parts, f"frame_{local:06d}.jpg")
+            except LinkInTheWayError as err:
+                log.warning("not extracting %s: %s", item.name, err)
+                result.missing.append(item.name)
+                continue
+            if has_frames(folder, load_num, root):
                 result.extracted += 1
             else:
                 result.missing.append(item.name)
@@ -283,7 +301,7 @@ def extract_clip_frames(video: Path, clip: dict[str, Any], folder: Path) -> list
     images = read_frames(video, list(indices.values()))
     paths = []
     for (local, _), image in zip(indices.items(), images, strict=False):
-        paths.append(_write_jpeg(image, Path(folder) / f"frame_{local:06d}.jpg"))
+        paths.append(_write_jpeg(image, Path(folder), (), f"frame_{local:06d}.jpg"))
     return paths
 
 
@@ -318,7 +336,8 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _write_jpeg(image: Any, path: Path) -> Path:
-    with atomic_writer(path, "wb") as handle:
-        image.convert("RGB").save(handle, format="JPEG", quality=JPEG_QUALITY)
-    return path
+def _write_jpeg(image: Any, root: Path, parts: tuple[str, ...], name: str) -> Path:
+    """``image`` as ``root/<parts>/name``, written atomically and never through a symbolic link below ``root``."""
+    encoded = io.BytesIO()
+    image.convert("RGB").save(encoded, format="JPEG", quality=JPEG_QUALITY)
+    return write_below(root, parts, name, encoded.getvalue())

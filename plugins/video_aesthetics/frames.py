@@ -1,26 +1,41 @@
 """Frames: where a clip's extracted frames are, which of them to read, and how to turn one into pixels.
 
-The pixel path reproduces the CLIP preprocessing that open_clip/torchvision apply to a PIL image
-(resize with PIL's antialiasing filter, centre crop, the same rounding), but stops at uint8 so that
-workers ship a quarter of the bytes; scaling and normalisation happen on the scoring device.
+The pixel path is open_clip's own eval transform (resize, centre crop, convert to RGB, in that
+order, for every PIL mode), stopped before ToTensor and Normalize: workers ship uint8, a quarter of
+the bytes, and scaling and normalisation happen on the scoring device. Only JPEG, PNG and WebP
+files are decoded, whatever their names say, and a frame whose size would make it cost more than a
+bounded amount (see ``check_frame_size``) is refused like a damaged one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
+from video_aesthetics.files import is_within
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# What Image.open may try, so that no other plugin (EPS runs Ghostscript) ever sees a frame file.
+FRAME_FORMATS = ("JPEG", "PNG", "WEBP")
+# MPO is how Pillow names a JPEG with extra pictures (phone cameras write them).
+_DECODED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})
+# Bounds on a frame's size, checked from its header before any pixel is decoded. The resize before
+# the crop holds MAX_ASPECT times the model's input area at most; decoding holds one 8K UHD picture.
+MAX_ASPECT = 16
+MAX_FRAME_PIXELS = 7680 * 4320
 
 
 @dataclass(frozen=True)
@@ -35,18 +50,43 @@ class PreprocessConfig:
     fill_color: int = 0
 
 
+class FrameTooLargeError(ValueError):
+    """A frame whose size is outside the bounds every frame is held to."""
+
+
 def _natural_key(path: Path) -> list[object]:
     # frame_2.jpg sorts before frame_10.jpg even where upstream did not zero-pad.
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def list_frames(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, in frame order; empty when the folder does not exist."""
+def list_frames(folder: Path, root: Path | None = None) -> list[Path]:
+    """The image files directly in ``folder``, in frame order; empty when the folder does not exist.
+
+    Hidden files (macOS's ``._frame_1.jpg``, ``.DS_Store``) are not frames. A frame that is a
+    symbolic link counts only if it resolves to a regular file inside ``root`` (figure_root; by
+    default ``folder`` itself), so that nothing outside it is ever read.
+    """
     try:
-        entries = list(folder.iterdir())
+        entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    frames = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    limit: str | None = None
+    frames = []
+    for entry in entries:
+        if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            if entry.is_symlink():
+                limit = limit or os.path.realpath(root if root is not None else folder)
+                real = os.path.realpath(entry.path)
+                if not (is_within(real, limit) and os.path.isfile(real)):
+                    log.warning("skipping frame %s: it links to %s, outside %s", entry.path, real, limit)
+                    continue
+            elif not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        frames.append(Path(folder) / entry.name)
     return sorted(frames, key=_natural_key)
 
 
@@ -72,37 +112,75 @@ def resized_size(width: int, height: int, pp: PreprocessConfig) -> tuple[int, in
     if pp.resize_mode == "squash":
         return pp.size, pp.size
     if pp.resize_mode == "longest":
-        scale = pp.size / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        # ResizeKeepRatio's own arithmetic (a ratio, then a division), so that halves round alike.
+        ratio = max(height / pp.size, width / pp.size)
+        return max(1, round(width / ratio)), max(1, round(height / ratio))
     short, long = (width, height) if width <= height else (height, width)
     new_long = int(pp.size * long / short)
     return (pp.size, new_long) if width <= height else (new_long, pp.size)
 
 
+def check_frame_size(width: int, height: int) -> None:
+    """Refuse (FrameTooLargeError) a frame larger than 8K UHD or more than MAX_ASPECT times longer than wide.
+
+    Without it an 85-byte 1x4000 PNG would be resized to 224x896000 pixels (GBs, seconds) before
+    the crop throws almost all of it away.
+    """
+    short, long = sorted((width, height))
+    if short < 1 or width * height > MAX_FRAME_PIXELS or long > MAX_ASPECT * short:
+        raise FrameTooLargeError(
+            f"a {width}x{height} frame is outside the bounds of a video frame (at most {MAX_FRAME_PIXELS} "
+            f"pixels, sides at most {MAX_ASPECT} to 1)"
+        )
+
+
 def to_pixels(image: Image.Image, pp: PreprocessConfig) -> np.ndarray:
-    """An RGB uint8 array of shape (size, size, 3): the model's resize, then a centre crop or pad."""
-    image = image.convert("RGB")
-    target = resized_size(*image.size, pp)
-    if target != image.size:
-        image = image.resize(target, _RESAMPLE[pp.interpolation])
-    return _center_crop_or_pad(np.asarray(image), pp.size, pp.fill_color)
+    """An RGB uint8 array of shape (size, size, 3): open_clip's resize and centre crop (or pad), then RGB.
+
+    The conversion to RGB comes last, as in the reference: palette, 1-bit, alpha, 16-bit and CMYK
+    pictures are resized in their own mode, as open_clip resizes them.
+    """
+    check_frame_size(*image.size)
+    pixels = np.array(_pil_steps(pp)(image))  # a writable copy: torch warns on read-only arrays
+    if pixels.shape != (pp.size, pp.size, 3):
+        raise ValueError(f"preprocessing gave pixels of shape {pixels.shape}, not ({pp.size}, {pp.size}, 3)")
+    return pixels
 
 
-def _center_crop_or_pad(pixels: np.ndarray, size: int, fill: int) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    if height < size or width < size:
-        canvas = np.full((max(size, height), max(size, width), 3), fill, dtype=np.uint8)
-        top, left = (canvas.shape[0] - height) // 2, (canvas.shape[1] - width) // 2
-        canvas[top : top + height, left : left + width] = pixels
-        pixels, height, width = canvas, canvas.shape[0], canvas.shape[1]
-    top = round((height - size) / 2.0)
-    left = round((width - size) / 2.0)
-    return np.array(pixels[top : top + size, left : left + size])  # a writable copy: torch warns on read-only arrays
+@functools.lru_cache(maxsize=16)
+def _pil_steps(pp: PreprocessConfig) -> Callable[[Image.Image], Any]:
+    """open_clip's eval transform for ``pp`` without its trailing ToTensor and Normalize: exact by construction."""
+    from open_clip.transform import image_transform
+    from torchvision.transforms import Compose, Normalize, ToTensor
+
+    transform = image_transform(
+        pp.size,
+        is_train=False,
+        mean=pp.mean,
+        std=pp.std,
+        resize_mode=pp.resize_mode,
+        interpolation=pp.interpolation,
+        fill_color=pp.fill_color,
+    )
+    steps = list(transform.transforms)
+    while steps and isinstance(steps[-1], (ToTensor, Normalize)):
+        steps.pop()
+    return Compose(steps)
+
+
+@contextlib.contextmanager
+def open_frame(path: Path) -> Iterator[Image.Image]:
+    """A frame file opened as JPEG, PNG or WebP (by content), its size checked; pixels not decoded yet."""
+    with Image.open(path, formats=FRAME_FORMATS) as image:
+        if image.format not in _DECODED_FORMATS:
+            raise ValueError(f"{path} holds a {image.format} picture; frames must be JPEG, PNG or WebP")
+        check_frame_size(*image.size)
+        yield image
 
 
 def load_frame(path: Path, pp: PreprocessConfig) -> np.ndarray:
     """Decode one image file into model pixels; raises OSError/ValueError when it cannot be read."""
-    with Image.open(path) as image:
+    with open_frame(path) as image:
         image.load()
         return to_pixels(image, pp)
 
@@ -110,8 +188,8 @@ def load_frame(path: Path, pp: PreprocessConfig) -> np.ndarray:
 def is_readable(path: Path) -> bool:
     """Whether an image decodes completely (truncated JPEGs fail here, not only in the header)."""
     try:
-        with Image.open(path) as image:
+        with open_frame(path) as image:
             image.load()
         return True
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - PIL raises many types for damaged files
         return False

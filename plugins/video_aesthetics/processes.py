@@ -12,12 +12,16 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 5.0
+# Held while the daemon flag is lifted: threads starting children at once must restore it in order.
+_CHILDREN_ALLOWED = threading.RLock()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
@@ -29,6 +33,33 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
         return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def children_allowed() -> Iterator[None]:
+    """Let this process start child processes while multiprocessing calls it daemonic; start them inside.
+
+    Celery's prefork pool runs tasks in daemonic processes (billiard makes its pool process
+    multiprocessing's current process, daemon flag set), and Airflow's task process is forked from
+    one and inherits the flag: multiprocessing then refuses to start DataLoader workers or ranks
+    ("daemonic processes are not allowed to have children"). The rule exists because a daemonic
+    process is terminated, not joined, when its parent exits, which would orphan its children. The
+    library's children cannot be orphaned: each asks the kernel to kill it when its parent dies
+    (``die_with_parent``). So the flag is lifted only while children start, and set again after;
+    children made inside are not daemonic unless their starter says so (DataLoader's workers are).
+    """
+    process = multiprocessing.current_process()
+    # _config is where multiprocessing (and billiard, which shares it) keeps the flag that start() checks.
+    config = getattr(process, "_config", None)
+    with _CHILDREN_ALLOWED:
+        if not isinstance(config, dict) or not config.get("daemon"):
+            yield
+            return
+        config["daemon"] = False
+        try:
+            yield
+        finally:
+            config["daemon"] = True
 
 
 def stop_children(grace: float = STOP_GRACE_SECONDS) -> list[int]:

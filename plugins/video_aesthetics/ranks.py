@@ -47,7 +47,7 @@ import torch.multiprocessing as torch_mp
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, RankFailedError, VideoAestheticsError
-from video_aesthetics.processes import die_with_parent
+from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import SampleResult, count_records
 from video_aesthetics.scoring import RankShare, Scored, Scorer, iter_results, resolve_device
 
@@ -247,19 +247,21 @@ def merge_rank_results(shares: list[list[Compact]]) -> list[SampleResult]:
 def _score_spawned(source: Iterable[dict[str, Any]], config: ScoringConfig, nproc: int, timeout: timedelta) -> Scored:
     context = torch_mp.get_context("spawn")
     level = logging.getLogger("video_aesthetics").getEffectiveLevel()
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="video-aesthetics-ranks-") as scratch:
-        processes = [
-            context.Process(
-                target=_spawned_rank,
-                name=f"video-aesthetics-rank{rank}",
-                args=(rank, nproc, source, config, scratch, timeout, level, os.getpid()),
-            )
-            for rank in range(nproc)
-        ]
+        processes: list[Any] = []
         log.info("starting %d ranks on %s", nproc, rank_device(config, 0).type)
         try:
-            for process in processes:
-                process.start()
+            # Made and started where a daemonic process (a Celery worker's task) may start children.
+            with children_allowed():
+                for rank in range(nproc):
+                    process = context.Process(
+                        target=_spawned_rank,
+                        name=f"video-aesthetics-rank{rank}",
+                        args=(rank, nproc, source, config, scratch, timeout, level, os.getpid(), threads),
+                    )
+                    processes.append(process)
+                    process.start()
             _wait_for_ranks(processes, Path(scratch))
         finally:
             _stop(processes)
@@ -277,6 +279,7 @@ def _spawned_rank(
     timeout: timedelta,
     level: int,
     parent: int,
+    threads: int,
 ) -> None:
     """A spawned rank's whole life; a failure, and what the rank was doing, is left in ``scratch`` for the parent."""
     phase = "starting"
@@ -286,9 +289,10 @@ def _spawned_rank(
             _exit_with_parent(parent)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
-        if "OMP_NUM_THREADS" not in os.environ and rank_device(config, rank).type == "cpu":
-            # N ranks on one CPU: each takes its share of the cores, as torchrun's OMP_NUM_THREADS=1 intends.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        if rank_device(config, rank).type == "cpu":
+            # N ranks on one CPU: each takes its share of the threads the parent was given (the task's
+            # ``threads`` setting, OMP_NUM_THREADS or torch's default), as torchrun's OMP_NUM_THREADS=1 intends.
+            torch.set_num_threads(max(1, threads // world))
         init = f"file://{Path(scratch) / 'rendezvous'}"
         with process_group(config, timeout=timeout, rank=rank, world=world, local_rank=rank, init_method=init) as info:
             phase = "loading the model"

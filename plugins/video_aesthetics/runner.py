@@ -10,23 +10,40 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import os
+import stat
+import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.files import atomic_writer
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.files import (
+    PendingFile,
+    atomic_writer,
+    exclusive,
+    publish_together,
+    same_file,
+    spooled,
+    write_target,
+)
 from video_aesthetics.records import (
+    NO_FRAMES,
     JsonlSource,
     RecordCounts,
     SampleResult,
     count_records,
     default_rejects_path,
     dumps,
+    input_kind,
     merge_results,
-    write_jsonl,
+    record_check,
 )
 
 log = logging.getLogger(__name__)
@@ -60,34 +77,151 @@ class RunStats:
         return json.dumps(self.as_dict(), sort_keys=False)
 
 
-class Progress:
-    """Logs clips done of total, throughput and ETA at most every ``interval`` seconds."""
+PROGRESS_INTERVAL = 10.0
 
-    def __init__(self, total: int, interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Progress:
+    """Progress lines for the log: samples done of total, speed and time left, every ``interval`` seconds.
+
+    Speed is measured from the end of the first batch of results, not from the start: the start
+    pays for loading the model and starting the workers, and counting it would make the first
+    estimate hours long for a minute's work. Results arrive a batch at a time, so the ETA waits for
+    ``warmup`` seconds of scoring after that first batch; until then the line says it is measuring.
+    Lines are due on a fixed grid (every ``interval`` seconds from the start), and ``heartbeat()``
+    keeps them coming while no result arrives (the model loading, a slow batch).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        unit: str = "clips",
+        warmup: float = 10.0,
+        burst: float = 0.5,
+    ) -> None:
         self.total = total
         self.done = 0
         self.interval = interval
         self.clock = clock
+        self.unit = unit
+        self.warmup = warmup
+        self.burst = burst
         self.started = clock()
-        self.last = self.started
+        self.next_due = self.started + interval
+        self._first: float | None = None  # when the first result arrived
+        self._base_time = 0.0  # the end of the first batch: speed is measured from here
+        self._base_done = 0
+        # Re-entrant: the at-fork hook takes it in whichever thread forks (see _hold_for_fork).
+        self.lock = threading.RLock()
+        _ACTIVE.add(self)
 
     def update(self, _result: SampleResult | None = None) -> None:
-        self.done += 1
-        now = self.clock()
-        if now - self.last >= self.interval or self.done == self.total:
-            self.last = now
-            log.info("%s", self.line(now))
+        with self.lock:
+            self.done += 1
+            now = self.clock()
+            if self._first is None:
+                self._first = now
+            if now - self._first <= self.burst:
+                # Still the first batch: its results come together and say nothing about speed.
+                self._base_time, self._base_done = now, self.done
+            if self.done == self.total:
+                log.info("%s", self.line(now))
+                self.next_due = float("inf")
+            else:
+                self._tick(now)
+
+    def tick(self) -> None:
+        """Log a line if one is due; the heartbeat calls this while no result arrives."""
+        with self.lock:
+            self._tick(self.clock())
+
+    def _tick(self, now: float) -> None:
+        if now < self.next_due:
+            return
+        log.info("%s", self.line(now))
+        # The next line is due on the grid; a stall longer than an interval does not cause a burst of lines.
+        missed = math.floor((now - self.next_due) / self.interval)
+        self.next_due += (missed + 1) * self.interval
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """Lines every ``interval`` seconds (real time) while the block runs, results or not."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(self.interval / 4, 1.0)):
+                self.tick()
+
+        thread = threading.Thread(target=beat, name="video-aesthetics-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def rate(self, now: float | None = None) -> float:
-        elapsed = (now if now is not None else self.clock()) - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        """Samples per second since the first batch, once ``warmup`` seconds of it have passed; else 0."""
+        return self._steady_rate(self.clock() if now is None else now)
+
+    def _steady_rate(self, now: float) -> float:
+        if self._first is None:
+            return 0.0
+        elapsed = now - self._base_time
+        if elapsed < self.warmup or self.done <= self._base_done:
+            return 0.0
+        return (self.done - self._base_done) / elapsed
 
     def line(self, now: float) -> str:
-        rate = self.rate(now)
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left != float("inf") else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        return f"scored {self.done}/{self.total} clips ({pct:.1f}%), {rate:.1f} clips/s, ETA {eta}"
+        head = f"scored {self.done}/{self.total} {self.unit} ({pct:.1f}%)"
+        elapsed = now - self.started
+        if self.done >= self.total:
+            overall = self.done / elapsed if elapsed > 0 else 0.0
+            return f"{head} in {duration(elapsed)}, {overall:.1f} {self.unit}/s, ETA 0s"
+        if self._first is None:
+            return f"{head} after {duration(elapsed)}, waiting for the first batch (model loading, workers starting)"
+        rate = self._steady_rate(now)
+        if rate <= 0:
+            return f"{head} after {duration(elapsed)}, measuring speed"
+        left = (self.total - self.done) / rate
+        return f"{head} after {duration(elapsed)}, {rate:.1f} {self.unit}/s, ETA {duration(left)}"
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 3m20s, 2h05m, 3d04h."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+# Decoding workers are forked while the heartbeat thread may be logging: holding every Progress's
+# lock across fork() means no log line (and no stream lock) is half-written in the child.
+_ACTIVE: weakref.WeakSet[Progress] = weakref.WeakSet()
+
+
+def _hold_for_fork() -> None:
+    for progress in list(_ACTIVE):
+        progress.lock.acquire()
+
+
+def _release_after_fork() -> None:
+    for progress in list(_ACTIVE):
+        progress.lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork)
 
 
 def score_records(
@@ -105,6 +239,7 @@ def score_records(
     ``distributed`` or ``nproc`` > 1 (or under torchrun) ranks score it; see ``ranks.wanted``.
     Returns None on a torchrun rank that does not write.
     """
+    config = capped_workers(config)
     totals = count_records(source, config)
     log.info(
         "input: %d records, %d %s to score", totals.records, totals.clips, "videos" if config.whole_video else "clips"
@@ -113,10 +248,12 @@ def score_records(
     with _scored(source, config, nproc, distributed, load_scorer) as scored:
         if scored is None:
             return None
-        progress = Progress(totals.clips)
+        progress = Progress(totals.clips, unit="videos" if config.whole_video else "clips")
         counts = RecordCounts()
-        write(merge_results(source, scored.results, config, counts, on_result=progress.update))
+        with progress.heartbeat():
+            write(merge_results(source, scored.results, config, counts, on_result=progress.update))
     seconds = time.monotonic() - started
+    warn_if_no_frames(config, counts)
     return RunStats(
         records=counts.records,
         clips=counts.clips,
@@ -127,6 +264,46 @@ def score_records(
         clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
         errors=dict(sorted(counts.errors.items())),
         model=scored.identity,
+    )
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def capped_workers(config: ScoringConfig) -> ScoringConfig:
+    """``config`` with num_workers at most the CPUs available: more processes only compete for them."""
+    cpus = cpus_available()
+    if config.num_workers <= cpus:
+        return config
+    log.warning("num_workers %d capped at %d, the CPUs this process may use", config.num_workers, cpus)
+    return config.replace(num_workers=cpus)
+
+
+def warn_if_no_frames(config: ScoringConfig, counts: RecordCounts) -> None:
+    """One warning, naming the resolved figure_root, when clips were to be scored but none had frames."""
+    if config.whole_video or not counts.clips or counts.scored or not counts.errors.get(NO_FRAMES):
+        return
+    root = Path(os.path.realpath(config.frames_root))
+    state = (
+        "does not exist"
+        if not root.exists()
+        else "is not a folder"
+        if not root.is_dir()
+        else "holds no frames for these clips"
+    )
+    log.warning(
+        "none of the %d clips had frames: figure_root %r resolves to %s, which %s; frames are read from "
+        "<figure_root>/<video stem>/<clip id>/img/ (a relative figure_root is taken from the working folder %s)",
+        counts.clips,
+        config.figure_root,
+        root,
+        state,
+        os.getcwd(),
     )
 
 
@@ -159,31 +336,180 @@ def score_file(
     nproc: int | None = None,
     distributed: bool = False,
 ) -> RunStats | None:
-    """Score a JSONL file into another, atomically; with skip_bad_records, bad lines go to a rejects file.
+    """Score a JSONL file into another; with skip_bad_records, bad lines go to a rejects file.
 
-    Returns None on a torchrun rank that does not write.
+    Every input line ends in the output or in the rejects file (or the run stops before writing
+    anything). Before any scoring: the input must be readable (``"-"``, pipes and FIFOs are read
+    once, into a temporary file beside the output), input, output and rejects must be three
+    different files after following links, the outputs must be writable files, and no other run
+    may be writing them (a lock beside each). Output and rejects are written to temporaries and
+    renamed into place together at the end, rejects first; an output that is a symbolic link keeps
+    the link and has its target replaced. Returns None on a torchrun rank that does not write.
     """
-    source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records)
-    stats = score_records(
-        source, config, lambda records: write_jsonl(output_path, records), nproc=nproc, distributed=distributed
+    output = Path(output_path)
+    rejects = (
+        (Path(rejects_path) if rejects_path else default_rejects_path(output)) if config.skip_bad_records else None
     )
+    stream = check_run_paths(input_path, output, rejects)
+    writes = _writing_rank()
+    if stream and not writes:
+        raise InputError("under torchrun every rank reads the input itself: give --input a regular file, not a stream")
+    label = STDIN_LABEL if str(input_path) == STDIN else str(input_path)
+    with contextlib.ExitStack() as stack:
+        out_file = rej_file = None
+        if writes:
+            out_file, rej_file = _prepare_outputs(stack, output, rejects)
+        path = Path(input_path)
+        if stream:
+            path = stack.enter_context(_spooled_input(input_path, label, write_target(output).parent, output.name))
+        source = JsonlSource(path, skip_bad_records=config.skip_bad_records, name=label, check=record_check(config))
+        rejected: list[int] = []
+
+        def write(records: Iterator[dict[str, Any]]) -> None:
+            assert out_file is not None
+            write_lines(out_file.handle, records)
+            if rej_file is not None:
+                rejected.append(write_bad_lines(rej_file.handle, source))
+            publish_together([f for f in (rej_file, out_file) if f is not None])
+
+        stats = score_records(source, config, write, nproc=nproc, distributed=distributed)
     if stats is None:
         return None
-    stats.output = str(output_path)
-    if config.skip_bad_records:
-        rejects = Path(rejects_path) if rejects_path else default_rejects_path(output_path)
-        stats.rejected = write_rejects(source, rejects)
+    stats.output = str(output)
+    if rejects is not None:
+        stats.rejected = rejected[0] if rejected else 0
         stats.rejects = str(rejects)
+        if stats.rejected:
+            log.warning("%d malformed line(s) written to %s", stats.rejected, rejects)
     return stats
+
+
+STDIN = "-"
+STDIN_LABEL = "<stdin>"
+
+
+def check_run_paths(input_path: Path | str, output: Path, rejects: Path | None) -> bool:
+    """Refuse paths that cannot work, before anything is read or written; whether the input is a stream.
+
+    Raises InputError for an input that is missing, a folder, a device or unreadable, and
+    ConfigError for outputs that are folders or not files, or for two roles naming one file.
+    """
+    stream = str(input_path) == STDIN
+    if stream:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError(
+                "--input - reads records from standard input, which is a terminal here: "
+                "pipe them in (cat in.jsonl | video-aesthetics score --input - ...) or give a file"
+            )
+    else:
+        stream = input_kind(input_path) == "stream"
+    roles = [("output", output)] + ([("rejects file", rejects)] if rejects is not None else [])
+    for what, path in roles:
+        _check_output(path, what)
+        if not stream and same_file(input_path, path):
+            raise ConfigError(
+                f"the {what} {path} is the input {input_path} (after following links): writing it would "
+                f"replace the records being read; choose another {_flag(what)}"
+            )
+    if rejects is not None and same_file(output, rejects):
+        raise ConfigError(
+            f"the rejects file {rejects} is the output {output}: one would replace the other; "
+            "choose another --rejects path"
+        )
+    return stream
+
+
+def _flag(what: str) -> str:
+    return "--output" if what == "output" else "--rejects path (by default OUT.rejects.jsonl, beside the output)"
+
+
+def _check_output(path: Path, what: str) -> None:
+    target = write_target(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:
+        raise ConfigError(f"cannot use {path} as the {what}: {err.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ConfigError(f"the {what} {path} is a folder; give a file path, such as {path}/scored.jsonl")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ConfigError(
+            f"the {what} {path} is not a regular file (a device, FIFO or socket) and cannot be replaced "
+            "atomically; give a file path"
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
+            break
+
+
+def _prepare_outputs(
+    stack: contextlib.ExitStack, output: Path, rejects: Path | None
+) -> tuple[PendingFile, PendingFile | None]:
+    """Lock the outputs and open their temporaries, which proves them writable before any work is done."""
+    try:
+        stack.enter_context(exclusive([output, *([rejects] if rejects is not None else [])]))
+        out_file = stack.enter_context(PendingFile(output))
+        rej_file = stack.enter_context(PendingFile(rejects)) if rejects is not None else None
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write beside {err.filename or output}: {err.strerror}; choose an output folder you can write to"
+        ) from None
+    return out_file, rej_file
+
+
+@contextlib.contextmanager
+def _spooled_input(input_path: Path | str, label: str, folder: Path, name: str) -> Iterator[Path]:
+    """A stream input (stdin, a pipe, a FIFO) copied once into a temporary file, which is then read as often as needed."""
+    log.info("input %s is a stream: copying it once into a temporary file in %s", label, folder)
+    try:
+        handle = sys.stdin.buffer if str(input_path) == STDIN else open(input_path, "rb")  # noqa: SIM115
+    except OSError as err:
+        raise InputError(f"cannot read input {label}: {err.strerror}") from None
+    try:
+        with spooled(handle, folder, name) as path:
+            yield path
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+
+
+def _writing_rank() -> bool:
+    """False on a torchrun rank other than 0, which scores its share but writes nothing."""
+    if not all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")) and "torch" not in sys.modules:
+        return True
+    from video_aesthetics import ranks
+
+    if not ranks.launched():
+        return True
+    import torch.distributed as dist
+
+    return (dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))) == 0
+
+
+def write_lines(handle: IO[str], records: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    for record in records:
+        handle.write(dumps(record) + "\n")
+        count += 1
+    return count
+
+
+def write_bad_lines(handle: IO[str], source: JsonlSource) -> int:
+    """Every malformed line of ``source``: where it was, why, and its exact text (or bytes, base64)."""
+    count = 0
+    for bad in source.bad_lines():
+        handle.write(dumps(bad.as_reject()) + "\n")
+        count += 1
+    return count
 
 
 def write_rejects(source: JsonlSource, path: Path) -> int:
     """Every malformed line of ``source`` with where it was and why; written even when empty, so reruns stay exact."""
-    count = 0
     with atomic_writer(path) as handle:
-        for bad in source.bad_lines():
-            handle.write(dumps(bad.as_reject()) + "\n")
-            count += 1
+        count = write_bad_lines(handle, source)
     if count:
         log.warning("%d malformed line(s) written to %s", count, path)
     return count

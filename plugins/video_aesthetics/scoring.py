@@ -23,9 +23,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from video_aesthetics import video
 from video_aesthetics.config import ScoringConfig
+from video_aesthetics.decoding import (
+    DeviceDecoder,
+    decoded_ahead,
+    frame_loader,
+    image_pixels,
+    pack_for_device,
+    resolve_decode,
+)
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import PreprocessConfig, list_frames, load_frame, select_evenly, select_frames, to_pixels
-from video_aesthetics.processes import die_with_parent
+from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
+from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import (
     CORRUPT_FRAMES,
     NO_FRAMES,
@@ -93,7 +101,9 @@ class Scorer:
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
         self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
-        self.autocast = self.device.type == "cuda"
+        # The tower's precision: bf16 autocast on GPUs; None runs it in fp32 (always on the CPU,
+        # where thread-count independent scores rest on fp32 kernels). bench/gpu.py compares the others.
+        self.amp_dtype: torch.dtype | None = torch.bfloat16 if self.device.type == "cuda" else None
 
     @classmethod
     def load(cls, config: ScoringConfig, device: torch.device | str | None = None) -> Scorer:
@@ -102,11 +112,13 @@ class Scorer:
         from video_aesthetics.head import check_width, load_head
 
         # The head first: it is small, and a wrong path should not wait for a 900 MB tower to load.
+        device = torch.device(device) if device is not None else resolve_device(config.device)
+        # Before any weights load: decode "gpu" without a GPU is a configuration error, found at once.
+        resolve_decode(config.decode, device)
         head = load_head(config.mlp_checkpoint)
         clip = load_clip(config.clip_model)
         check_width(head.input_dim, clip.embed_dim, head.identity["path"])
         identity = {"clip": clip.identity, "head": head.identity}
-        device = torch.device(device) if device is not None else resolve_device(config.device)
         return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch_for(config, device))
 
     @torch.inference_mode()
@@ -146,7 +158,8 @@ class Scorer:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
         x = (x - self.mean) / self.std
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        amp = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             embeddings = self.tower(x)
         embeddings = embeddings.float()
         embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
@@ -180,7 +193,11 @@ class RankShare:
 
 
 class FrameBatches(IterableDataset):
-    """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches."""
+    """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches.
+
+    ``decode`` is a resolved decode path (decoding.resolve_decode): on "gpu" a batch carries its
+    JPEGs' bytes (decoding.pack_for_device) for the scoring process to decode on the device.
+    """
 
     def __init__(
         self,
@@ -189,12 +206,14 @@ class FrameBatches(IterableDataset):
         preprocess: PreprocessConfig,
         share: RankShare = RankShare(),
         start_batch: int = 0,
+        decode: str = "exact",
     ) -> None:
         self.source = source
         self.config = config
         self.preprocess = preprocess
         self.share = share
         self.start_batch = start_batch
+        self.decode = decode
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -206,7 +225,7 @@ class FrameBatches(IterableDataset):
             # Within a rank, batches go round-robin to workers: the order DataLoader collects them in.
             if (number // self.share.world) % workers != worker:
                 continue
-            yield load_batch(number, samples, self.config, self.preprocess)
+            yield load_batch(number, samples, self.config, self.preprocess, self.decode)
 
 
 def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]:
@@ -215,51 +234,53 @@ def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]
         yield chunk
 
 
-def load_batch(number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig) -> dict[str, Any]:
-    pixels: list[np.ndarray] = []
+def load_batch(
+    number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
+) -> dict[str, Any]:
+    frames: list[Any] = []
     counts, errors = [], []
     for sample in samples:
-        frames, error = load_sample(sample, config, pp)
-        pixels.extend(frames)
-        counts.append(len(frames))
+        loaded, error = load_sample(sample, config, pp, decode)
+        frames.extend(loaded)
+        counts.append(len(loaded))
         errors.append(error)
-    stacked = np.stack(pixels) if pixels else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
-    return {
-        "batch": number,
-        "seqs": [s.seq for s in samples],
-        "counts": counts,
-        "errors": errors,
-        "pixels": torch.from_numpy(stacked),
-    }
+    batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors}
+    if decode == "gpu":
+        return {**batch, **pack_for_device(frames, pp)}
+    stacked = np.stack(frames) if frames else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
+    return {**batch, "pixels": torch.from_numpy(stacked)}
 
 
-def load_sample(sample: Sample, config: ScoringConfig, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
-    """A sample's selected frames as pixels, or the reason it has none; never raises."""
+def load_sample(
+    sample: Sample, config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
+) -> tuple[list[Any], str | None]:
+    """A sample's selected frames as pixels (on "gpu", JPEGs as bytes), or the reason it has none; never raises."""
     if sample.error is not None or sample.path is None:
         return [], sample.error
     try:
         if config.whole_video:
-            return _video_pixels(sample.path, config.load_num, pp)
-        return _folder_pixels(sample.path, config.load_num, pp)
+            return _video_pixels(sample.path, config.load_num, pp, decode)
+        return _folder_pixels(sample.path, config.load_num, pp, decode)
     except Exception:
         log.exception("could not load sample %s", sample.path)
         return [], DECODE_ERROR
 
 
-def _folder_pixels(folder: Path, load_num: int, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
+def _folder_pixels(folder: Path, load_num: int, pp: PreprocessConfig, decode: str) -> tuple[list[Any], str | None]:
     frames = list_frames(folder)
     if not frames:
         return [], NO_FRAMES
+    load = frame_loader(decode)
     pixels = []
     for path in select_frames(frames, load_num):
         try:
-            pixels.append(load_frame(path, pp))
+            pixels.append(load(path, pp))
         except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
             log.warning("skipping unreadable frame %s: %s", path, err)
     return pixels, None if pixels else CORRUPT_FRAMES
 
 
-def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig) -> tuple[list[np.ndarray], str | None]:
+def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig, decode: str) -> tuple[list[np.ndarray], str | None]:
     try:
         count = video.probe(path).frames
         images = video.read_frames(path, select_evenly(count, load_num)) if count else []
@@ -268,7 +289,9 @@ def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig) -> tuple[list
         return [], UNREADABLE_VIDEO
     if not images:
         return [], UNREADABLE_VIDEO
-    return [to_pixels(image, pp) for image in images], None
+    # Video frames are decoded here by PyAV on every path; only the resize differs.
+    resize = "exact" if decode == "exact" else "fast"
+    return [image_pixels(image, pp, resize) for image in images], None
 
 
 def iter_results(
@@ -281,8 +304,9 @@ def iter_results(
     """
     next_batch = 0
     workers = config.num_workers
+    decode = resolve_decode(config.decode, scorer.device)
     while True:
-        dataset = FrameBatches(source, config, scorer.preprocess, share, start_batch=next_batch)
+        dataset = FrameBatches(source, config, scorer.preprocess, share, start_batch=next_batch, decode=decode)
         loader = DataLoader(
             dataset,
             batch_size=None,
@@ -290,8 +314,11 @@ def iter_results(
             pin_memory=scorer.device.type == "cuda",
             worker_init_fn=_worker_init if workers else None,
         )
+        batches: Iterable[dict[str, Any]] = _synchronous(loader)
+        if decode == "gpu":
+            batches = decoded_ahead(batches, DeviceDecoder(scorer.preprocess, scorer.device))
         try:
-            for batch in _synchronous(loader):
+            for batch in batches:
                 results = list(_sample_results(batch, scorer.score_pixels(batch["pixels"]), config.reduction))
                 next_batch = batch["batch"] + 1
                 yield from results
@@ -320,7 +347,8 @@ def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
     """
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGCHLD) if in_main_thread else None
-    iterator = iter(loader)
+    with children_allowed():  # the workers start here, also inside a Celery worker's daemonic task process
+        iterator = iter(loader)
     if in_main_thread and previous is not None:
         signal.signal(signal.SIGCHLD, previous)
     while True:

@@ -87,6 +87,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("num_workers", "Decoding worker processes per scoring task.", "4", "integer"),
         Setting("device", "auto, cpu, cuda or cuda:N.", "auto"),
         Setting("schedule", "The DAG's schedule: a cron preset or expression; none for manual runs only.", "@daily"),
+        Setting(
+            "retries",
+            "Retries of the DAG's tasks after a transient failure (errors no retry can fix fail at once).",
+            "2",
+            "integer",
+        ),
         Setting("pool", "Airflow pool of the scoring tasks (a 'gpu' pool bounds GPU use)."),
         Setting("queue", "Celery queue of the scoring tasks (e.g. 'gpu', served by GPU workers only)."),
     )

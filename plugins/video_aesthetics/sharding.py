@@ -25,13 +25,18 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer
 from video_aesthetics.records import (
+    BOM,
     ERROR,
     FRAME_SCORES,
+    NON_FINITE,
     SCORE,
     BadLine,
+    Check,
     clip_list,
     dumps,
     parse_line,
+    read_lines,
+    record_check,
     samples_of,
 )
 
@@ -168,20 +173,22 @@ def effective_chunk_size(records: int, chunk_size: int, max_shards: int) -> int:
 
 def count_lines(inputs: Iterable[Path]) -> int:
     """Non-blank lines of ``inputs``: the records a plan will hold, bad lines included."""
-    total = 0
-    for path in inputs:
-        with _open_input(path) as handle:
-            total += sum(1 for line in handle if line.strip())
-    return total
+    return sum(1 for path in inputs for _ in read_lines(path))
 
 
 def plan_shards(
-    inputs: list[Path], staging: Path, chunk_size: int, max_shards: int, skip_bad_records: bool = False
+    inputs: list[Path],
+    staging: Path,
+    chunk_size: int,
+    max_shards: int,
+    skip_bad_records: bool = False,
+    config: ScoringConfig | None = None,
 ) -> ShardPlan:
     """Copy the records of ``inputs`` into shard files of at most ``chunk_size`` records under ``staging``.
 
-    Every line is checked to be a JSON object, so that a bad line is reported with its own file and
-    line number rather than a shard's. With ``skip_bad_records`` such lines go to
+    Every line is checked as ``score_file`` checks it (a JSON object that can be written back
+    exactly; with ``config``, one whose output_key field scoring would not clobber), so that a bad
+    line is reported with its own file and line number rather than a shard's. With ``skip_bad_records`` such lines go to
     ``staging/rejects.jsonl`` instead of failing the plan. Shards of an earlier attempt are removed
     first, so a retried plan never leaves a stale shard behind.
     """
@@ -196,7 +203,7 @@ def plan_shards(
     writer = _ShardWriter(shard_dir, scored_dir, size)
     try:
         with atomic_writer(rejects_path) as rejects:
-            for item in _input_lines(inputs):
+            for item in _input_lines(inputs, record_check(config) if config is not None else None):
                 if isinstance(item, BadLine):
                     if not skip_bad_records:
                         raise InputError(
@@ -261,22 +268,24 @@ class _ShardWriter:
         return self.shards
 
 
-def _open_input(path: Path) -> IO[str]:
-    try:
-        return Path(path).open("r", encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist (was it moved while the run was planned?)") from None
+def _input_lines(inputs: Iterable[Path], check: Check | None = None) -> Iterator[str | BadLine]:
+    """Each non-blank line of ``inputs`` as text ending in a newline, or a BadLine when it is not a record.
 
-
-def _input_lines(inputs: Iterable[Path]) -> Iterator[str | BadLine]:
-    """Each non-blank line of ``inputs`` as text ending in a newline, or a BadLine when it is not a JSON object."""
+    Lines are read and judged as ``JsonlSource`` reads them (bytes, a BOM allowed on line 1, only
+    lines that can be written back exactly), so a shard never holds a line its scoring would refuse.
+    """
     for path in inputs:
-        with _open_input(path) as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                parsed = parse_line(text, path, number)
-                yield parsed if isinstance(parsed, BadLine) else text.rstrip("\r\n") + "\n"
+        for number, raw in read_lines(path):
+            parsed = parse_line(raw, path, number)
+            if isinstance(parsed, dict) and check is not None:
+                problem = check(parsed)
+                if problem is not None:
+                    parsed = BadLine(str(path), number, problem, raw)
+            if isinstance(parsed, BadLine):
+                yield parsed
+                continue
+            body = raw[len(BOM) :] if number == 1 and raw.startswith(BOM) else raw
+            yield body.decode("utf-8").rstrip("\r") + "\n"
 
 
 def scored_keys(config: ScoringConfig) -> frozenset[str]:
@@ -381,13 +390,15 @@ def _count_clips(
         score = target.get(SCORE) if isinstance(target, dict) else None
         summary.clips += 1
         result.clips += 1
-        if score is not None and error is None:
+        # As RunStats counts: a score that is not a finite number is no score.
+        finite = isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
+        if finite and error is None:
             summary.scored += 1
             result.scored += 1
         else:
             summary.failed += 1
             result.failed += 1
-            key = str(error or "unscored")
+            key = str(error or (NON_FINITE if isinstance(score, float) else "unscored"))
             result.errors[key] = result.errors.get(key, 0) + 1
 
 

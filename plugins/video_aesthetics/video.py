@@ -1,8 +1,16 @@
-"""Video files through PyAV: how many frames they hold, and decoding chosen frames by index."""
+"""Video files through PyAV: how many frames they hold, and decoding chosen frames by index.
+
+Only local regular files are opened. A record's text reaches FFmpeg as ``file:<absolute path>``,
+with the file protocol alone allowed and only container demuxers: no URL, protocol (``http:``,
+``tcp:``, ``pipe:``, ``concat:``), playlist or list file can make it read the network or another
+file, and no FIFO or device can make it wait forever.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -11,7 +19,17 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from video_aesthetics.files import looks_like_url
+
 log = logging.getLogger(__name__)
+
+# Demuxers of video (and, so that audio-only files say so, audio) containers. Left out: those
+# that open further files or URLs (hls, dash, concat, tee, image2 patterns...).
+DEMUXERS = (
+    "mov,matroska,webm,avi,flv,mpegts,mpeg,mpegvideo,ogg,asf,mxf,gif,h264,hevc,m4v,ivf,obu,av1,"
+    "yuv4mpegpipe,dv,nut,rm,wtv,mjpeg,wav,mp3,flac,aac"
+)
+_OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": DEMUXERS}
 
 # swscale's exact C path for YUV to RGB: its SIMD paths round differently on different CPUs.
 BITEXACT = "BITEXACT"
@@ -33,7 +51,7 @@ def probe(path: Path | str) -> VideoInfo:
     Containers such as MKV and WebM carry no frame count: it is estimated from the duration
     (read_frames tolerates an estimate one too high), and counted by decoding only as a last resort.
     """
-    with av.open(str(path)) as container:
+    with open_local(path) as container:
         stream = _video_stream(container, path)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = int(stream.frames or 0)
@@ -59,7 +77,7 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
     if wanted[0] < 0:
         raise ValueError(f"frame index {wanted[0]} is negative")
     found: dict[int, Image.Image] = {}
-    with av.open(str(path)) as container:
+    with open_local(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
@@ -90,6 +108,26 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
     if missing:
         raise ValueError(f"{path}: no decodable frame at index {missing[0]}")
     return [found[int(i)] for i in indices]
+
+
+class UnsafeVideoError(ValueError):
+    """A video named by a URL, a protocol or a file that is not a regular file."""
+
+
+def open_local(path: Path | str) -> av.container.InputContainer:
+    """``path`` opened by FFmpeg as a local regular file and nothing else.
+
+    Raises UnsafeVideoError for URLs, protocol names and non-regular files (FIFOs, devices,
+    sockets, folders), FileNotFoundError when it does not exist, and PyAV's errors when it is no
+    video container.
+    """
+    text = os.fspath(path)
+    if looks_like_url(text) or "\x00" in text:
+        raise UnsafeVideoError(f"{text!r} is a URL or protocol, not a local video file")
+    mode = os.stat(text).st_mode
+    if not stat.S_ISREG(mode):
+        raise UnsafeVideoError(f"{text} is not a regular file")
+    return av.open("file:" + os.path.abspath(text), container_options=dict(_OPEN_OPTIONS))
 
 
 def _frame_number(frame: av.VideoFrame, start: int, rate: Fraction, time_base: Fraction, previous: int) -> int:

@@ -127,7 +127,7 @@ _DAG_TEST = textwrap.dedent(
             tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id,
                                                              TaskInstance.run_id == run.run_id)).all()
             tasks = [{"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
-                      "rendered_map_index": ti.rendered_map_index} for ti in tis]
+                      "rendered_map_index": ti.rendered_map_index, "try_number": ti.try_number} for ti in tis]
             rows = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id,
                                                            XComModel.run_id == run.run_id)).all()
             xcom = {f"{row.task_id}[{row.map_index}].{row.key}": row.value for row in rows}
@@ -151,7 +151,7 @@ _DAG_TEST = textwrap.dedent(
 
 
 def dag_test(
-    env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeout: float = 600
+    env: dict[str, str], dag_id: str, runs: list[dict[str, Any]], timeout: float = 600, cwd: Path | None = None
 ) -> list[dict[str, Any]]:
     """Run ``dag.test()`` for each of ``runs`` ({"conf": ..., "logical_date": "YYYY-MM-DD"}) in one child process.
 
@@ -162,7 +162,12 @@ def dag_test(
     """
     args = {"dags": env["AIRFLOW__CORE__DAGS_FOLDER"], "dag_id": dag_id, "runs": runs}
     run = subprocess.run(
-        [sys.executable, "-c", _DAG_TEST, json.dumps(args)], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", _DAG_TEST, json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
@@ -179,3 +184,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def published(partition: Path) -> tuple[dict[str, Any], Path]:
+    """A partition's current result as readers find it: its manifest, and the scored file the manifest names."""
+    manifest = json.loads((partition / "_manifest.json").read_text(encoding="utf-8"))
+    return manifest, Path(manifest["output"]["path"])
+
+
+def partition_files(partition: Path) -> dict[str, bytes]:
+    """Every file under ``partition`` (versions included), by relative path: a byte-for-byte snapshot."""
+    return {str(p.relative_to(partition)): p.read_bytes() for p in sorted(partition.rglob("*")) if p.is_file()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -19,12 +20,12 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk import conf as airflow_conf
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from video_aesthetics import settings, sharding
 from video_aesthetics.airflow import object_store
 from video_aesthetics.config import ScoringConfig, optional_text
-from video_aesthetics.errors import ConfigError, VideoAestheticsError
+from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, sha256_file
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,33 @@ STAGING_NAME = "_staging"
 PLAN_NAME = "plan.json"
 
 
+# Runs that stand for their logical date write its partition; every other run writes its own.
+DATED_RUN_TYPES = frozenset({"scheduled", "backfill"})
+# Versions of a partition kept after a publish, and the age under which a version is never pruned
+# (it may be a concurrent publish in progress: longer than any merge runs).
+KEEP_VERSIONS = 3
+PRUNE_MIN_AGE_S = 6 * 3600.0
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class NoInput(InputError):
+    """A run has nothing to read: no input configured, or its day's partition folder is absent."""
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where one DAG run reads and writes.
 
-    ``partition`` is the logical date (YYYY-MM-DD) when the run has one, else its run id made safe
-    as a file name; the output goes to ``<output_root>/<partition>/`` and the staging files (the
-    shards, which every worker must reach) to ``<work_root>/<dag_id>/<run id>/``.
+    ``partition`` is the ``partition`` param when given, else the logical date (YYYY-MM-DD) for
+    scheduled runs and backfills, else the run id made safe as a file name (manual, API and
+    asset-triggered runs: each keeps its own result). The output goes to
+    ``<output_root>/<partition>/`` (see ``object_store`` for its versions and manifest) and the
+    staging files (the shards, which every worker must reach) to ``<work_root>/<dag_id>/<run id>/``.
     """
 
     dag_id: str
     run_id: str
+    run_type: str
     partition: str
     logical_date: str | None
     input_spec: str
@@ -58,47 +75,35 @@ class RunLayout:
         return object_store.store_path(self.output_dir)
 
     @property
-    def scored(self) -> ObjectStoragePath:
-        return self.output / SCORED_NAME
-
-    @property
     def manifest(self) -> ObjectStoragePath:
         return self.output / MANIFEST_NAME
-
-    @property
-    def rejects(self) -> ObjectStoragePath:
-        return self.output / REJECTS_NAME
 
     @property
     def plan_file(self) -> Path:
         return Path(self.work_dir) / PLAN_NAME
 
+    @property
+    def dated(self) -> bool:
+        return self.run_type in DATED_RUN_TYPES
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def run_type_of(context: Mapping[str, Any]) -> str:
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None) or "manual"
+    return str(getattr(run_type, "value", run_type))
+
+
 def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayout:
-    """The layout of the current run, from its params and its logical date (when it has one)."""
+    """The layout of the current run, from its params, its type and its logical date."""
     dag_id = context["dag"].dag_id if context.get("dag") is not None else str(context.get("dag_id", "dag"))
     run_id = str(context["run_id"])
+    run_type = run_type_of(context)
     ds = context.get("ds")
-    partition = ds or sharding.safe_name(run_id)
-    input_path = optional_text(params.get("input_path"))
-    input_root = optional_text(params.get("input_root"))
-    if input_path:
-        spec = input_path
-    elif input_root:
-        if not ds:
-            raise ConfigError(
-                f"run {run_id} has no logical date, so it has no partition of input_root to read: "
-                "pass input_path (a JSONL file, folder or glob) in the run's params, or trigger it with a logical date"
-            )
-        spec = str(Path(input_root).expanduser() / ds)
-    else:
-        raise ConfigError(
-            "neither input_path nor input_root is set: pass input_path (a JSONL file, folder or glob), "
-            "or set input_root (or VIDEO_AESTHETICS_INPUT_ROOT) to a folder of <YYYY-MM-DD>/ partitions"
-        )
+    partition = _partition(params, run_type, ds, run_id)
+    spec = _input_spec(params, ds, run_id)
     output_root = optional_text(params.get("output_root"))
     if not output_root:
         raise ConfigError("output_root is empty: give a local folder or a URL such as s3://bucket/prefix")
@@ -115,7 +120,42 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
             )
         work_base = local_root / STAGING_NAME
     work_dir = work_base / sharding.safe_name(dag_id) / sharding.safe_name(run_id)
-    return RunLayout(dag_id, run_id, partition, ds, spec, str(output), str(work_dir))
+    return RunLayout(dag_id, run_id, run_type, partition, ds, spec, str(output), str(work_dir))
+
+
+def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id: str) -> str:
+    named = optional_text(params.get("partition"))
+    if named:
+        if not _PARTITION.match(named) or named.startswith(object_store.VERSION_PREFIX) or named == STAGING_NAME:
+            raise ConfigError(
+                f"partition {named!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
+                f"(not starting with {object_store.VERSION_PREFIX!r}), e.g. 2024-01-31 or reprocess-1"
+            )
+        return named
+    if run_type in DATED_RUN_TYPES and ds:
+        return ds
+    return sharding.safe_name(run_id)
+
+
+def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:
+    input_path = optional_text(params.get("input_path"))
+    if input_path:
+        return input_path
+    input_root = optional_text(params.get("input_root"))
+    if not input_root:
+        raise NoInput(
+            "neither input_path nor input_root is set: pass input_path (a JSONL file, folder or glob), "
+            "or set input_root (VIDEO_AESTHETICS_INPUT_ROOT) to a folder of <YYYY-MM-DD>/ partitions"
+        )
+    if not ds:
+        raise ConfigError(
+            f"run {run_id} has no logical date, so it has no partition of input_root to read: "
+            "pass input_path (a JSONL file, folder or glob) in the run's params, or trigger it with a logical date"
+        )
+    folder = Path(input_root).expanduser() / ds
+    if not folder.exists():
+        raise NoInput(f"no input for {ds}: {folder} does not exist")
+    return str(folder)
 
 
 # The DAG's params that are scoring parameters; score_shard receives them, typed, from plan_shards.
@@ -162,11 +202,22 @@ def score_kwargs(config: ScoringConfig) -> dict[str, Any]:
 
 
 def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Check (and by policy extract) the frames of every clip of the run's input; the counts."""
+    """Check (and by policy extract) the frames of every clip of the run's input; the counts.
+
+    The run's first task, so it also refuses conf keys the DAG does not declare, and skips (with the
+    rest of the run) a scheduled run or backfill that has no input.
+    """
     from video_aesthetics.extraction import check_frames as check
 
     with _failing_fast():
-        layout = run_layout(params, context)
+        _refuse_unknown_conf(context)
+        try:
+            layout = run_layout(params, context)
+        except NoInput as err:
+            if run_type_of(context) not in DATED_RUN_TYPES:
+                raise
+            log.warning("skipping this %s run: %s", run_type_of(context), err)
+            raise AirflowSkipException(str(err)) from None
         config = scoring_config(params)
         inputs = sharding.resolve_inputs(layout.input_spec)
         video_root = optional_text(params.get("video_root"))
@@ -180,6 +231,20 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
             Path(video_root).expanduser() if video_root else None,
         )
     return {**report.as_dict(), "partition": layout.partition, "inputs": len(inputs)}
+
+
+def _refuse_unknown_conf(context: Mapping[str, Any]) -> None:
+    """A typo in a trigger's conf (figure_rot) would silently fall back to a default: refuse it."""
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    if dag is None or not conf:
+        return
+    known = set(dag.params.keys())
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown param(s) {unknown} in the run's conf; the DAG's params are: {', '.join(sorted(known))}"
+        )
 
 
 def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shards: int) -> list[dict[str, Any]]:
@@ -214,10 +279,11 @@ def merge(
     shard_results: list[dict[str, Any]] | None,
     frames: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Concatenate the scored shards in input order into the output store, then write the manifest.
+    """Publish the scored shards, in input order, as a new version of the run's partition.
 
-    The manifest is removed first and written last, so a reader that finds it knows scored.jsonl is
-    complete and can check it against the manifest's SHA-256.
+    The version's files are written first and the partition's manifest, which names them, last:
+    readers that find a manifest find the files it describes, and a merge that fails (or is
+    killed) leaves the partition's previous result as it was.
     """
     with _failing_fast():
         layout = run_layout(params, context)
@@ -225,40 +291,52 @@ def merge(
         plan = _read_plan(layout)
         results = _check_shard_results(plan, list(shard_results or []))
         model = _one_model(results)
-        object_store.remove(layout.manifest)
-        merged = object_store.write_atomic(layout.scored, lambda out: sharding.merge_scored_shards(plan, config, out))
-        _cross_check(merged, results)
-        rejects = _publish_rejects(plan, layout)
-        manifest = sharding.build_manifest(
-            plan=plan,
-            merged=merged,
-            config=config,
-            output=str(layout.scored),
-            model=model,
-            frames=dict(frames or {}),
-            rejects=rejects,
-            run={
-                "dag_id": layout.dag_id,
-                "run_id": layout.run_id,
-                "partition": layout.partition,
-                "logical_date": layout.logical_date,
-            },
-        )
-        data = sharding.manifest_bytes(manifest)
-        object_store.write_atomic(layout.manifest, lambda out: out.write(data))
+        version = object_store.new_version(layout.output)
+        try:
+            scored = version / SCORED_NAME
+            merged = object_store.write_atomic(scored, lambda out: sharding.merge_scored_shards(plan, config, out))
+            _cross_check(merged, results)
+            rejects = _publish_rejects(plan, version)
+            manifest = sharding.build_manifest(
+                plan=plan,
+                merged=merged,
+                config=config,
+                output=str(scored),
+                model=model,
+                frames=dict(frames or {}),
+                rejects=rejects,
+                run={
+                    "dag_id": layout.dag_id,
+                    "run_id": layout.run_id,
+                    "run_type": layout.run_type,
+                    "partition": layout.partition,
+                    "version": version.name,
+                    "logical_date": layout.logical_date,
+                },
+            )
+            data = sharding.manifest_bytes(manifest)
+            object_store.write_atomic(layout.manifest, lambda out: out.write(data))
+        except BaseException:
+            object_store.remove_tree(version)
+            raise
+    pruned = object_store.prune_versions(layout.output, version.name, KEEP_VERSIONS, PRUNE_MIN_AGE_S)
+    if pruned:
+        log.info("removed %d old version(s) of %s: %s", len(pruned), layout.output, ", ".join(pruned))
     _remove_staging(Path(layout.work_dir))
     log.info(
-        "wrote %d records (%d clips: %d scored, %d failed) to %s",
+        "published %d records (%d clips: %d scored, %d failed) as %s",
         merged.records,
         merged.clips,
         merged.scored,
         merged.failed,
-        layout.scored,
+        scored,
     )
     return {
         "partition": layout.partition,
-        "output": str(layout.scored),
+        "version": version.name,
+        "output": str(scored),
         "manifest": str(layout.manifest),
+        "rejects": rejects,
         "records": merged.records,
         "clips": merged.clips,
         "scored": merged.scored,
@@ -320,14 +398,14 @@ def _cross_check(merged: sharding.MergeResult, results: list[dict[str, Any]]) ->
             )
 
 
-def _publish_rejects(plan: sharding.ShardPlan, layout: RunLayout) -> str | None:
-    """Copy the plan's rejected lines next to the output; remove a stale rejects file when there are none."""
+def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath) -> str | None:
+    """Copy the plan's rejected lines into the version, beside its scored records."""
     if plan.rejects is None:
-        object_store.remove(layout.rejects)
         return None
-    data = Path(plan.rejects).read_bytes()
-    object_store.write_atomic(layout.rejects, lambda out: out.write(data))
-    return str(layout.rejects)
+    target = version / REJECTS_NAME
+    with Path(plan.rejects).open("rb") as source:
+        object_store.write_atomic(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
+    return str(target)
 
 
 def _remove_staging(work_dir: Path) -> None:

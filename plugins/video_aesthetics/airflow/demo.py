@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     conf = {
         "input_path": str(sample.jsonl),
         "output_root": str(out / "scored"),
+        "partition": logical_date,
         "figure_root": str(out / "frames"),
         "video_root": str(sample.root),
         "chunk_size": chunk_size,
@@ -136,17 +137,16 @@ def run(args: argparse.Namespace) -> int:
     airflow(["db", "migrate"], env, log_file, "migrating the Airflow database")
     airflow(["dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)], env, log_file, "the DAG run")
 
-    partition_dir = out / "scored" / logical_date
-    scored = partition_dir / "scored.jsonl"
-    manifest = partition_dir / "_manifest.json"
-    if not scored.is_file() or not manifest.is_file():
-        raise DemoError(f"the DAG run ended but {scored} or its manifest is missing; see {log_file}")
+    manifest = out / "scored" / logical_date / "_manifest.json"
+    if not manifest.is_file():
+        raise DemoError(f"the DAG run ended but {manifest} is missing; see {log_file}")
+    facts = json.loads(manifest.read_text(encoding="utf-8"))
+    scored = Path(facts["output"]["path"])
     rows = score_rows(scored)
     say("4/4 scores, best first\n")
     print(format_table(rows))
     print()
     print(format_summary(rows))
-    facts = json.loads(manifest.read_text(encoding="utf-8"))
     clips = facts.get("clips", {})
     print(
         f"\n{clips.get('scored', '?')} of {clips.get('out', '?')} clips scored in {len(facts.get('shards', []))} shards."

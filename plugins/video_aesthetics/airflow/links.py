@@ -1,8 +1,8 @@
-"""The "Scored output" button on a scoring task: where the task wrote its scored records."""
+"""The "Aesthetic scores" button on scoring tasks, and console URLs for outputs in object stores."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
@@ -36,13 +36,30 @@ def browser_url(location: str | None) -> str:
     return text
 
 
-class ScoredOutputLink(BaseOperatorLink):
-    """Links a scoring task to its output file (the rendered ``output_path`` of the task)."""
+# Where the plugin's results view is mounted in the API server (see views and plugin).
+VIEW_PREFIX = "/video-aesthetics"
 
-    name = "Scored output"
+
+def run_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The results view of one run: what the extra links and the run page's tab open."""
+    return f"{base_url.rstrip('/')}{VIEW_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+
+
+def api_base_url() -> str:
+    from airflow.sdk import conf
+
+    return conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+
+
+class ScoredOutputLink(BaseOperatorLink):
+    """Links a scoring or publishing task to its run's results view: the report and the published output.
+
+    Airflow 3's UI renders only http(s) links, and a scoring shard's own file is staging that the
+    merge deletes, so the link names the view (served by the API server, behind its auth), which
+    shows what the run finally published, with its object-store console links where it has them.
+    """
+
+    name = "Aesthetic scores"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        # Airflow 3 calls this in the task process once the task has finished and stores the result
-        # in XCom, so the operator here is the rendered one: output_path is the real location.
-        location: Any = getattr(operator, "output_path", None)
-        return browser_url(str(location) if location else None)
+        return run_url(api_base_url(), ti_key.dag_id, ti_key.run_id)

@@ -7,11 +7,13 @@ temporary name and moved onto its final key only once complete.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,3 +122,64 @@ def local_output(location: str | os.PathLike[str] | ObjectStoragePath) -> Iterat
         log.info("uploading %s to %s", target, path)
         with target.open("rb") as source:
             write_atomic(path, lambda sink: shutil.copyfileobj(source, sink, length=1 << 20))
+
+
+# --- versioned publishing -------------------------------------------------------------------------
+#
+# A partition's result is several files (scored records, rejects, report) and a manifest that must
+# appear together or not at all, on object stores too, where nothing renames a folder atomically.
+# So each publish writes a new version folder <partition>/v-<UTC time>-<random>/ and then replaces
+# <partition>/_manifest.json, one object, atomically: the manifest is the commit point, and names
+# the version folder's files. A failed or killed publish never touches the manifest; the previous
+# result stays as it was. Older versions are pruned after a publish (see prune_versions).
+
+VERSION_PREFIX = "v-"
+_VERSION_TIME = "%Y%m%dT%H%M%SZ"
+
+
+def new_version(partition: ObjectStoragePath) -> ObjectStoragePath:
+    """A fresh version folder under ``partition``; names sort by creation time."""
+    stamp = time.strftime(_VERSION_TIME, time.gmtime())
+    return partition / f"{VERSION_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def version_time(name: str) -> float | None:
+    """When version ``name`` was created (seconds since the epoch), or None when it is not a version name."""
+    if not name.startswith(VERSION_PREFIX):
+        return None
+    try:
+        return calendar.timegm(time.strptime(name[len(VERSION_PREFIX) :].split("-", 1)[0], _VERSION_TIME))
+    except ValueError:
+        return None
+
+
+def remove_tree(path: ObjectStoragePath) -> None:
+    """Delete ``path`` and everything under it, if it exists; best effort (cleanup must not hide the cause)."""
+    try:
+        local = local_path(path)
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+        elif path.exists():
+            path.fs.rm(path.path, recursive=True)
+    except Exception as err:  # noqa: BLE001 - a failed cleanup is logged, never raised over the real error
+        log.warning("could not remove %s: %s", path, err)
+
+
+def prune_versions(partition: ObjectStoragePath, current: str, keep: int, min_age_s: float) -> list[str]:
+    """Remove version folders of ``partition`` beyond the ``keep`` newest, never ``current``.
+
+    A version younger than ``min_age_s`` is kept whatever its rank: it may be a concurrent run's
+    publish in progress. Returns the names removed.
+    """
+    now = time.time()
+    versions = sorted(
+        (p for p in partition.iterdir() if version_time(p.name) is not None), key=lambda p: p.name, reverse=True
+    )
+    removed = []
+    for path in versions[keep:]:
+        created = version_time(path.name) or now
+        if path.name == current or now - created < min_age_s:
+            continue
+        remove_tree(path)
+        removed.append(path.name)
+    return removed

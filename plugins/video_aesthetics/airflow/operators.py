@@ -63,10 +63,18 @@ class VideoAestheticScoringOperator(BaseOperator):
     :param init_distributed: score with several processes (one per GPU, or ``nproc`` CPU processes).
     :param output_key: the field the scored clips go to (default: ``video_clips_key``).
     :param device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    :param decode: how frames become pixels: "exact" (PIL, the reference), "fast" (torchvision and
+        torch's resize, within 1 pixel level of exact), "gpu" (JPEGs decoded on the GPU with nvJPEG;
+        a configuration error without CUDA) or "auto" (gpu on CUDA, else the CPU default).
     :param reduction: how frame scores make a clip's score: "mean", "min" or "max".
     :param frame_scores: also write each clip's per-frame scores.
     :param skip_bad_records: send malformed input lines to ``rejects_path`` instead of failing.
     :param nproc: the number of scoring processes with ``init_distributed`` (default: one per GPU).
+    :param aes_min: the aesthetic filter's lower threshold (DataFlow-MM VideoAestheticFilter): each clip
+        gets ``filtered: true`` when its score is at least this, ``false`` when below or unscored; a clip
+        already ``false`` stays ``false``; nothing is removed. None: no lower bound.
+    :param aes_max: the filter's upper threshold (a score equal to it passes). None: no upper bound.
+        With neither threshold set no ``filtered`` field is written.
     """
 
     template_fields: Sequence[str] = (
@@ -97,10 +105,13 @@ class VideoAestheticScoringOperator(BaseOperator):
         init_distributed: bool = False,
         output_key: str | None = None,
         device: str = _DEFAULTS.device,
+        decode: str = _DEFAULTS.decode,
         reduction: str = _DEFAULTS.reduction,
         frame_scores: bool = _DEFAULTS.frame_scores,
         skip_bad_records: bool = _DEFAULTS.skip_bad_records,
         nproc: int | None = None,
+        aes_min: float | None = _DEFAULTS.aes_min,
+        aes_max: float | None = _DEFAULTS.aes_max,
         # Named here, not left to **kwargs, so that a DAG's default_args still override them.
         retries: int | None = 2,
         retry_delay: timedelta | float = timedelta(minutes=1),
@@ -131,10 +142,13 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.init_distributed = init_distributed
         self.output_key = output_key
         self.device = device
+        self.decode = decode
         self.reduction = reduction
         self.frame_scores = frame_scores
         self.skip_bad_records = skip_bad_records
         self.nproc = nproc
+        self.aes_min = aes_min
+        self.aes_max = aes_max
 
     def scoring_config(self) -> ScoringConfig:
         """The (rendered) parameters as a ScoringConfig; raises ConfigError naming a bad one."""
@@ -212,3 +226,32 @@ class VideoAestheticScoringOperator(BaseOperator):
 
 def _optional_output(location: str | None) -> Any:
     return object_store.local_output(location) if location else contextlib.nullcontext(None)
+
+
+class MergeScoresOperator(BaseOperator):
+    """Publish a sharded scoring run: its scored shards, in input order, as a new version of its partition.
+
+    The last task of the video_aesthetic_scoring DAG (see ``dag_tasks.merge`` for the checks and
+    the versioned, all-or-nothing publish). Its asset outlets get the published summary as their
+    event's extra; its XCom is that summary: paths, counts and checksums.
+
+    :param shard_results: the score_shard tasks' XComs (templated: pass the mapped task's ``.output``).
+    :param frames: the check_frames task's counts, recorded in the manifest (templated).
+    """
+
+    template_fields: Sequence[str] = ("shard_results", "frames")
+    ui_color = "#e8d9ff"
+    operator_extra_links = (ScoredOutputLink(),)
+
+    def __init__(self, *, shard_results: Any, frames: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard_results = shard_results
+        self.frames = frames
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from video_aesthetics.airflow import dag_tasks
+
+        summary = dag_tasks.merge(context["params"], context, list(self.shard_results or []), self.frames)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = summary
+        return summary

@@ -17,7 +17,7 @@ import pandas as pd
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.records import ERROR, FRAME_SCORES, SCORE, samples_of
+from video_aesthetics.records import ERROR, FILTERED, FRAME_SCORES, SCORE, samples_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,12 @@ class VideoAestheticEvaluator:
     is. ``video_clips_key`` None or "" scores each row's whole video, ``load_num`` frames evenly
     spaced over it, into a top-level ``aesthetic_score``.
 
-    Keyword-only extras: ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``reduction`` of frame scores
+    Keyword-only extras: ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``decode`` (how frames become
+    pixels: "auto", "exact", "fast", "gpu"; see ``video_aesthetics.decoding``), ``reduction`` of frame scores
     ("mean", "min", "max"), ``frame_scores`` (also write ``aesthetic_frame_scores``) and ``nproc``.
+    ``aes_min``/``aes_max`` apply DataFlow-MM's VideoAestheticFilter as the scores are written: each
+    clip (whole-video: each row) gets ``filtered`` true when aes_min <= score <= aes_max, false
+    when outside or unscored, and one already ``filtered: false`` stays false; nothing is removed.
 
     ``init_distributed=True`` (or WORLD_SIZE > 1 under torchrun, or nproc > 1) scores with several
     processes: under torchrun every rank runs the pipeline and rank 0 alone writes; otherwise
@@ -60,9 +64,12 @@ class VideoAestheticEvaluator:
         output_key: str = "video_clips",
         *,
         device: str = "auto",
+        decode: str = "auto",
         reduction: str = "mean",
         frame_scores: bool = False,
         nproc: int | None = None,
+        aes_min: float | None = None,
+        aes_max: float | None = None,
     ) -> None:
         self.config = ScoringConfig.from_params(
             dict(
@@ -76,8 +83,11 @@ class VideoAestheticEvaluator:
                 num_workers=num_workers,
                 output_key=output_key,
                 device=device,
+                decode=decode,
                 reduction=reduction,
                 frame_scores=frame_scores,
+                aes_min=aes_min,
+                aes_max=aes_max,
             )
         )
         self.init_distributed = init_distributed
@@ -115,15 +125,19 @@ class VideoAestheticEvaluator:
         output_key: str | None = None,
         *,
         device: str | None = None,
+        decode: str | None = None,
         reduction: str | None = None,
         frame_scores: bool | None = None,
         nproc: int | None = None,
+        aes_min: float | None = None,
+        aes_max: float | None = None,
     ) -> list[str]:
         """Score ``storage.read("dataframe")`` and ``storage.write()`` the result.
 
         Every parameter overrides the constructor's value for this call only; None keeps it.
         Returns the names of the columns written, as DataFlow operators do: ``[output_key]`` in clip
-        mode, ``["aesthetic_score"]`` in whole-video mode; ranks that do not write return [].
+        mode, ``["aesthetic_score"]`` in whole-video mode (plus ``"filtered"`` with a threshold);
+        ranks that do not write return [].
         """
         if figure_root is None:
             figure_root = resolve_figure_root(self.config.figure_root, storage)
@@ -137,9 +151,12 @@ class VideoAestheticEvaluator:
             num_workers=num_workers,
             output_key=output_key,
             device=device,
+            decode=decode,
             reduction=reduction,
             frame_scores=frame_scores,
             figure_root=figure_root,
+            aes_min=aes_min,
+            aes_max=aes_max,
         )
         distributed = self.init_distributed if init_distributed is None else init_distributed
         nproc = self.nproc if nproc is None else nproc
@@ -166,7 +183,9 @@ class VideoAestheticEvaluator:
         storage.write(scored_frame(frame, records, scored, config))
         self.last_stats = stats
         log.info("aesthetic scoring done: %s", stats.to_json())
-        return [SCORE] if config.whole_video else [config.output_key]
+        if config.whole_video:
+            return [SCORE, FILTERED] if config.filtering else [SCORE]
+        return [config.output_key]
 
     def _load_scorer(self, config: ScoringConfig, device: Any) -> Any:
         from video_aesthetics.scoring import Scorer, resolve_device
@@ -197,6 +216,8 @@ def scoring_records(frame: pd.DataFrame, config: ScoringConfig) -> list[dict[str
     NaN for missing keys and its float-typed integer columns cannot leak into the output.
     """
     keys = [config.input_video_key] if config.whole_video else [config.input_video_key, config.video_clips_key or ""]
+    if config.whole_video and config.filtering and FILTERED in frame.columns:
+        keys.append(FILTERED)  # the filter keeps a row an earlier filter marked false
     if len(frame):
         missing = [key for key in keys if key not in frame.columns]
         if missing:
@@ -218,7 +239,8 @@ def scored_frame(
     """A copy of ``frame`` with the scored column(s) from ``scored`` (the records after scoring)."""
     has_samples = [bool(samples_of(record, number, config, 0)) for number, record in enumerate(records)]
     out = frame.copy()
-    for key in [SCORE, ERROR, FRAME_SCORES] if config.whole_video else [config.output_key]:
+    written = [SCORE, ERROR, FRAME_SCORES, *([FILTERED] if config.filtering else [])]
+    for key in written if config.whole_video else [config.output_key]:
         before = frame[key].tolist() if key in frame.columns else [_ABSENT] * len(frame)
         values = [
             after.get(key, _ABSENT) if scored_row else old

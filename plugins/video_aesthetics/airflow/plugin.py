@@ -1,0 +1,36 @@
+"""The Airflow plugin: the results view in the API server, a tab on every run's page and a "Browse" entry.
+
+Registered through the ``airflow.plugins`` entry point of the installed package, so it needs no
+file in the plugins folder. Importing it builds the FastAPI app (routes only; nothing is read
+until a request comes) and imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from airflow.plugins_manager import AirflowPlugin
+
+from video_aesthetics.airflow.views import PREFIX, create_app
+
+
+class VideoAestheticsPlugin(AirflowPlugin):
+    name = "video_aesthetics"
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": create_app(), "url_prefix": PREFIX, "name": "Video aesthetics"}
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {
+            "name": "Aesthetic scores",
+            "href": PREFIX + "/runs/{DAG_ID}/{RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "aesthetic-scores",
+        },
+        {
+            "name": "Aesthetic partitions",
+            "href": PREFIX + "/partitions",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "aesthetic-partitions",
+        },
+    ]

@@ -1,0 +1,377 @@
+"""Decode paths: how a frame file becomes the model's uint8 pixels, on the CPU or on the scoring GPU.
+
+``exact``  PIL decodes and resizes (``frames.load_frame``): the reference every other path is measured against.
+``fast``   libjpeg-turbo through torchvision (the same decoded pixels as PIL) and torch's uint8
+           antialiased resize instead of PIL's much slower one: at most 1 level from ``exact``.
+           Anything but a plain RGB or greyscale JPEG, and any JPEG torchvision refuses, takes the exact path.
+``gpu``    workers only read and check bytes; the scoring process decodes each batch's JPEGs on the GPU
+           with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and resizes and crops them there,
+           in a thread that prepares the next batch while the model scores the current one. Other
+           formats are decoded by the workers (exact); a JPEG the GPU refuses is decoded on the CPU; a
+           frame nothing can decode is skipped, like any corrupt frame.
+``auto``   ``gpu`` when scoring on CUDA (and torchvision can decode JPEGs there), else ``CPU_DEFAULT``.
+
+bench/scoring.py measures the CPU paths side by side, bench/gpu.py all three on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import stat
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from video_aesthetics.config import DECODES
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.frames import PreprocessConfig, load_frame, resized_size, to_pixels
+from video_aesthetics.records import CORRUPT_FRAMES
+
+log = logging.getLogger(__name__)
+
+# What "auto" means without CUDA (bench/scoring.py measured it; see the README's decode paths).
+CPU_DEFAULT = "exact"
+# A frame file larger than this is not read into memory at once: the exact path streams it through PIL.
+MAX_FRAME_BYTES = 64 << 20
+# The PIL modes of a JPEG that libjpeg-turbo and nvJPEG turn into the RGB that PIL makes of it.
+_PLAIN_JPEG_MODES = frozenset({"RGB", "L"})
+# Float32 copies of full-size frames made at once on the device while resizing (the uint8 kernels are CPU-only).
+_RESIZE_BYTES = 256 << 20
+
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec (not a dependency here),
+# warning on every call of the decoders this module is built on: that one message is silenced.
+warnings.filterwarnings("ignore", message=r".*TorchCodec.*", category=DeprecationWarning, module=r"torchvision\.io")
+
+
+def resolve_decode(name: str, device: torch.device) -> str:
+    """The decode path that runs for ``name`` when scoring on ``device``: exact, fast or gpu.
+
+    ``gpu`` needs a CUDA device whose JPEGs torchvision can decode (it is built with nvJPEG);
+    asking for it elsewhere is a configuration error, while ``auto`` quietly takes the CPU default.
+    """
+    if name not in DECODES:
+        raise ConfigError(f"decode must be one of {', '.join(DECODES)}, got {name!r}")
+    if name == "auto":
+        if device.type == "cuda" and gpu_decode_error(device) is None:
+            return "gpu"
+        if device.type == "cuda":
+            log.warning("decode auto: %s; decoding on the CPU (%s)", gpu_decode_error(device), CPU_DEFAULT)
+        return CPU_DEFAULT
+    if name == "gpu":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"decode 'gpu' decodes JPEGs on the scoring GPU, but this run scores on {device} "
+                "(no CUDA device, or device 'cpu'); use decode 'auto', 'fast' or 'exact', or a CUDA device"
+            )
+        error = gpu_decode_error(device)
+        if error is not None:
+            raise ConfigError(f"decode 'gpu' cannot run: {error}; use decode 'fast' or 'auto'")
+    return name
+
+
+@functools.cache
+def gpu_decode_error(device: torch.device) -> str | None:
+    """None when torchvision decodes a JPEG on ``device``; else why not (no nvJPEG in this build, say)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 90)).save(buffer, "JPEG")
+    try:
+        decoded = decode_jpeg(_as_tensor(buffer.getvalue()), mode=ImageReadMode.RGB, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as err:  # noqa: BLE001 - whatever the build lacks, the answer is "not here"
+        return f"torchvision cannot decode JPEGs on {device} ({type(err).__name__}: {err})"
+    return None if tuple(decoded.shape) == (3, 16, 16) else f"torchvision decoded a 16x16 JPEG as {tuple(decoded.shape)}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading and checking bytes (every path but exact; the gpu path's workers do only this)
+
+
+def read_frame(path: Path, limit: int = MAX_FRAME_BYTES) -> bytes | None:
+    """The bytes of a regular file, or None when it holds more than ``limit`` (stream it instead).
+
+    Opened without blocking and checked after opening: a FIFO or device swapped in for a frame
+    after it was listed must not hang a worker or feed it endlessly.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            return None
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def is_plain_jpeg(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG whose pixels libjpeg-turbo and nvJPEG decode as PIL does (RGB or greyscale).
+
+    Only the header is parsed; unreadable data and decompression bombs raise here as in the exact path.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        return image.format == "JPEG" and image.mode in _PLAIN_JPEG_MODES
+
+
+def is_complete_jpeg(data: bytes) -> bool:
+    """Whether the last image data is followed by an end-of-image marker: a cut-off file is not.
+
+    libjpeg refuses truncated files (PIL and the fast path skip them); nvJPEG is not relied on to.
+    In entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so the last
+    0xFFD9 after the last start-of-scan (0xFFDA) is the main image's end.
+    """
+    return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
+
+
+def _as_tensor(data: bytes | bytearray) -> torch.Tensor:
+    # torch.frombuffer needs a writable buffer; one copy of a frame's bytes is cheap next to decoding it.
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resizing, on any device
+
+
+def resize_crop(images: torch.Tensor, pp: PreprocessConfig, *, float_kernel: bool | None = None) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) of one size as the model's pixels (N, size, size, 3), on their device.
+
+    The resize and the centre crop or pad are the exact path's (frames.to_pixels), computed by
+    torch: its uint8 antialiased kernels (CPU only) follow Pillow's to within 1 level; elsewhere
+    (``float_kernel``, the default off the CPU) it resizes in float32 and rounds.
+    """
+    height, width = images.shape[-2:]
+    target_width, target_height = resized_size(width, height, pp)
+    if (target_width, target_height) != (width, height):
+        if float_kernel is None:
+            float_kernel = images.device.type != "cpu"
+        resize = _resize_float if float_kernel else _resize_uint8
+        images = resize(images, (target_height, target_width), pp.interpolation)
+    return _crop_or_pad(images, pp.size, pp.fill_color).permute(0, 2, 3, 1).contiguous()
+
+
+def _resize_uint8(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    # Channels-last uint8 is the layout of torch's vectorised antialiased kernels.
+    images = images.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(images, size=size, mode=mode, antialias=True, align_corners=False)
+
+
+def _resize_float(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    step = max(1, _RESIZE_BYTES // (images.shape[1] * height * width * 4))
+    parts = []
+    for start in range(0, images.shape[0], step):
+        part = images[start : start + step].float()
+        part = F.interpolate(part, size=size, mode=mode, antialias=True, align_corners=False)
+        parts.append(part.clamp_(0, 255).round_().to(torch.uint8))
+    return torch.cat(parts)
+
+
+def _crop_or_pad(images: torch.Tensor, size: int, fill: int) -> torch.Tensor:
+    """frames._center_crop_or_pad on (N, C, H, W) tensors: the same placement and rounding."""
+    height, width = images.shape[-2:]
+    if height < size or width < size:
+        canvas = images.new_full((*images.shape[:-2], max(size, height), max(size, width)), fill)
+        top, left = (canvas.shape[-2] - height) // 2, (canvas.shape[-1] - width) // 2
+        canvas[..., top : top + height, left : left + width] = images
+        images, height, width = canvas, canvas.shape[-2], canvas.shape[-1]
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
+    return images[..., top : top + size, left : left + size]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fast CPU path
+
+
+def load_frame_fast(path: Path, pp: PreprocessConfig) -> np.ndarray:
+    """``frames.load_frame``'s pixels, at most 1 level away, a few times faster for JPEGs.
+
+    Raises as the exact path does for a frame that cannot be read.
+    """
+    data = read_frame(path)
+    if data is None or not is_plain_jpeg(data):
+        return load_frame(path, pp)
+    try:
+        decoded = decode_jpeg(_as_tensor(data), mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        # libjpeg is stricter than PIL on some damage: the reference decides whether the frame is readable.
+        log.debug("torchvision refused %s (%s); decoding it with PIL", path, err)
+        return load_frame(path, pp)
+    return resize_crop(decoded.unsqueeze(0), pp)[0].numpy()
+
+
+def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.ndarray:
+    """A decoded picture (a video frame) as model pixels: PIL's resize on the exact path, torch's otherwise."""
+    if decode == "exact":
+        return to_pixels(image, pp)
+    rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
+    return resize_crop(rgb, pp, float_kernel=False)[0].numpy()
+
+
+def frame_loader(decode: str) -> Callable[[Path, PreprocessConfig], Any]:
+    """What a decoding worker does with one frame file on the resolved ``decode`` path."""
+    return {"exact": load_frame, "fast": load_frame_fast, "gpu": frame_for_device}[decode]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The gpu path: bytes in the workers, pixels on the device
+
+
+def frame_for_device(path: Path, pp: PreprocessConfig) -> bytes | np.ndarray:
+    """A worker's share of the gpu path: a plain, complete JPEG's bytes, or any other frame decoded here.
+
+    Raises, as the exact path does, for a frame that cannot be read (a truncated JPEG among them).
+    """
+    data = read_frame(path)
+    if data is not None and is_plain_jpeg(data) and is_complete_jpeg(data):
+        return data
+    return load_frame(path, pp)
+
+
+def pack_for_device(frames: list[bytes | np.ndarray], pp: PreprocessConfig) -> dict[str, Any]:
+    """A batch's frames, in order, as few tensors as possible (each tensor costs a shared-memory hand-over).
+
+    ``jpegs`` holds every JPEG's bytes back to back, ``jpeg_ends`` where each ends; ``pixels`` the
+    frames decoded on the CPU; ``slots`` says where frame i is: ``s >= 0`` is pixels[s], ``s < 0``
+    is JPEG number ``-s - 1``.
+    """
+    encoded = [frame for frame in frames if isinstance(frame, bytes)]
+    decoded = [frame for frame in frames if not isinstance(frame, bytes)]
+    slots, next_jpeg, next_pixels = [], 0, 0
+    for frame in frames:
+        if isinstance(frame, bytes):
+            next_jpeg += 1
+            slots.append(-next_jpeg)
+        else:
+            slots.append(next_pixels)
+            next_pixels += 1
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, dtype=np.uint8)
+    pixels = np.stack(decoded) if decoded else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
+    return {
+        "jpegs": torch.from_numpy(blob.copy()),
+        "jpeg_ends": np.cumsum([len(data) for data in encoded]).tolist(),
+        "pixels": torch.from_numpy(pixels),
+        "slots": slots,
+    }
+
+
+class DeviceDecoder:
+    """Turns a packed batch (``pack_for_device``) into model pixels on ``device``.
+
+    JPEGs are decoded together (nvJPEG batches them on CUDA; on the CPU, where tests run this
+    same code, torchvision decodes them one by one), resized and cropped on the device in float32.
+    When the batch call fails, each JPEG is retried alone, then on the CPU; a frame that fails
+    everywhere is dropped and its sample's count lowered (``corrupt_frames`` when none is left).
+    On CUDA the work runs on a stream of its own, so that it can overlap the model's.
+    """
+
+    def __init__(self, pp: PreprocessConfig, device: torch.device | str) -> None:
+        self.pp = pp
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.stream is None:
+            return self._decode(batch)
+        with torch.cuda.stream(self.stream):
+            done = self._decode(batch)
+        # Block this (decoding) thread, not the device: the model's stream may use the pixels at once.
+        self.stream.synchronize()
+        return done
+
+    def _decode(self, batch: dict[str, Any]) -> dict[str, Any]:
+        ends = batch["jpeg_ends"]
+        starts = [0, *ends[:-1]]
+        jpegs = [batch["jpegs"][start:end] for start, end in zip(starts, ends, strict=True)]
+        frames = self._decoded_jpegs(jpegs)
+        cpu_pixels = batch["pixels"]
+        ready: list[torch.Tensor | None] = [
+            cpu_pixels[slot].to(self.device, non_blocking=True) if slot >= 0 else frames[-slot - 1]
+            for slot in batch["slots"]
+        ]
+        counts, errors, offset = [], [], 0
+        for count, error in zip(batch["counts"], batch["errors"], strict=True):
+            kept = sum(frame is not None for frame in ready[offset : offset + count])
+            if count and not kept:
+                log.warning("no frame of batch %s's sample could be decoded on %s", batch["batch"], self.device)
+            counts.append(kept)
+            errors.append(CORRUPT_FRAMES if count and not kept else error)
+            offset += count
+        kept_frames = [frame for frame in ready if frame is not None]
+        shape = (0, self.pp.size, self.pp.size, 3)
+        pixels = torch.stack(kept_frames) if kept_frames else torch.zeros(shape, dtype=torch.uint8, device=self.device)
+        return {"batch": batch["batch"], "seqs": batch["seqs"], "counts": counts, "errors": errors, "pixels": pixels}
+
+    def _decoded_jpegs(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Model pixels (size, size, 3) on the device for each JPEG, None for one nothing decodes."""
+        if not jpegs:
+            return []
+        try:
+            full = list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device))
+        except RuntimeError as err:
+            log.warning("decoding %d JPEGs on %s failed (%s); decoding them one by one", len(jpegs), self.device, err)
+            full = [self._decode_one(jpeg) for jpeg in jpegs]
+        return self._resized(full)
+
+    def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return decode_jpeg(jpeg, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError as err:
+            log.info("JPEG of %d bytes refused on %s (%s); decoding it on the CPU", jpeg.numel(), self.device, err)
+        try:
+            return decode_jpeg(jpeg, mode=ImageReadMode.RGB).to(self.device)
+        except RuntimeError as err:
+            log.warning("skipping a JPEG of %d bytes that does not decode: %s", jpeg.numel(), err)
+            return None
+
+    def _resized(self, full: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        # Frames of one video share a size: resize each size's frames in one call.
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(full):
+            if image is not None:
+                by_shape.setdefault(tuple(image.shape), []).append(index)
+        out: list[torch.Tensor | None] = [None] * len(full)
+        for indices in by_shape.values():
+            # The float kernel everywhere: on CUDA there is no other, and on the CPU (tests) this then
+            # computes what the GPU computes.
+            stack = torch.stack([full[i] for i in indices])  # type: ignore[misc]
+            resized = resize_crop(stack, self.pp, float_kernel=True)
+            for index, pixels in zip(indices, resized, strict=True):
+                out[index] = pixels
+        return out
+
+
+def decoded_ahead(batches: Iterable[dict[str, Any]], decoder: DeviceDecoder) -> Iterator[dict[str, Any]]:
+    """``decoder(batch)`` for each batch, the next one decoding in a thread while the caller scores this one.
+
+    The batches are pulled in the caller's thread, so that a failing DataLoader raises there.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="device-decode") as pool:
+        pending: Future[dict[str, Any]] | None = None
+        for batch in batches:
+            submitted = pool.submit(decoder, batch)
+            if pending is not None:
+                yield _on_current_stream(pending.result())
+            pending = submitted
+        if pending is not None:
+            yield _on_current_stream(pending.result())
+
+
+def _on_current_stream(batch: dict[str, Any]) -> dict[str, Any]:
+    pixels = batch["pixels"]
+    if pixels.is_cuda:
+        # Made on the decoder's stream: the allocator must not reuse it before the model's stream is done.
+        pixels.record_stream(torch.cuda.current_stream(pixels.device))
+    return batch

@@ -1,0 +1,519 @@
+"""The score report: one streaming pass over scored records into a summary, and the summary as one HTML page.
+
+``ReportBuilder`` (or ``summarise``) reads scored records once and keeps only bounded state, so a
+run of any size costs the same memory:
+
+- the score distribution in a histogram of at most ``HISTOGRAM_BINS`` occupied bins (see
+  ``ScoreHistogram`` for the error bound of the percentiles read from it);
+- the best and the worst ``top`` clips (two heaps of ``top`` entries);
+- the ``video_rows`` best and worst videos by mean score (two heaps; "videos" are records, one
+  row per record, because records are what a scored file holds and the same video may recur);
+- per error reason a count and a few examples, for at most ``MAX_REASONS`` reasons.
+
+``summary()`` is a JSON-serialisable dict without wall-clock time (the DAG puts it in its manifest,
+whose bytes must not change on a rerun). ``render_html`` (``report_html``) turns it into one
+self-contained page: an inline SVG histogram, thumbnails embedded as base64 JPEG, a sortable
+table, no network at view time. Thumbnails are decoded only when rendering, only for the final
+best and worst clips.
+
+This module imports neither torch nor the model: frame listing is imported when thumbnails are made.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from video_aesthetics import __version__
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.files import atomic_writer
+from video_aesthetics.records import (
+    ERROR,
+    FILTERED,
+    SCORE,
+    JsonlSource,
+    clip_id,
+    clip_list,
+    is_safe_component,
+    passes_filter,
+    video_path,
+    video_stem,
+)
+from video_aesthetics.report_html import render_html
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FORMAT = 1
+DEFAULT_TOP = 12
+MAX_TOP = 500
+DEFAULT_VIDEO_ROWS = 50
+MAX_VIDEO_ROWS = 5000
+HISTOGRAM_BINS = 16384
+DISPLAY_BINS = 48
+PERCENTILES = (("p5", 5.0), ("p25", 25.0), ("median", 50.0), ("p75", 75.0), ("p95", 95.0))
+MAX_REASONS = 32
+EXAMPLES_PER_REASON = 10
+TEXT_LIMIT = 300
+
+# Reasons a clip has no score that the scored file itself does not name.
+NOT_SCORED = "not_scored"
+INVALID_SCORE = "invalid_score"
+INVALID_CLIP = "invalid_clip"
+OTHER_REASONS = "other"
+
+
+class ScoreHistogram:
+    """Counts of scores in bins of width 2**exponent; the width doubles whenever more than ``max_bins`` are occupied.
+
+    A power-of-two width makes binning exact (``s / w`` only shifts the exponent), so each score lies
+    in its bin ``[k*w, (k+1)*w)``. An order statistic estimated as its bin's centre, clamped to the
+    exact minimum and maximum, is within ``w/2`` of the true one, and so is a percentile
+    interpolated between two of them as numpy's default ("linear") does: ``error_bound`` is ``w/2``.
+    The width ends as the finest that keeps the scores in ``max_bins`` bins (about the score range
+    over ``max_bins``, e.g. 2**-10 for scores spread over 1..10), whatever the order of the input.
+    """
+
+    def __init__(self, max_bins: int = HISTOGRAM_BINS, exponent: int = -40) -> None:
+        self.max_bins = max_bins
+        self.exponent = exponent
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.low = math.inf
+        self.high = -math.inf
+
+    @property
+    def width(self) -> float:
+        return math.ldexp(1.0, self.exponent)
+
+    @property
+    def error_bound(self) -> float:
+        return self.width / 2
+
+    def add(self, value: float) -> None:
+        if value != 0.0:
+            # Bin keys must stay exact integers: |value / width| below 2**52.
+            needed = math.frexp(value)[1] - 52
+            if needed > self.exponent:
+                self._coarsen(needed - self.exponent)
+        key = math.floor(math.ldexp(value, -self.exponent))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.total += 1
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        while len(self.counts) > self.max_bins:
+            self._coarsen(1)
+
+    def _coarsen(self, steps: int) -> None:
+        merged: dict[int, int] = {}
+        for key, count in self.counts.items():
+            wider = key >> steps  # an arithmetic shift floors negative keys too
+            merged[wider] = merged.get(wider, 0) + count
+        self.counts = merged
+        self.exponent += steps
+
+    def order_statistics(self, ranks: Iterable[int]) -> dict[int, float]:
+        """Estimates of the sorted scores at 0-based ``ranks``, each within ``error_bound``."""
+        wanted = sorted(set(ranks))
+        found: dict[int, float] = {}
+        seen = 0
+        position = 0
+        for key in sorted(self.counts):
+            seen += self.counts[key]
+            while position < len(wanted) and wanted[position] < seen:
+                found[wanted[position]] = self._estimate(key, wanted[position])
+                position += 1
+            if position == len(wanted):
+                break
+        return found
+
+    def _estimate(self, key: int, rank: int) -> float:
+        if rank == 0:
+            return self.low
+        if rank == self.total - 1:
+            return self.high
+        centre = (key + 0.5) * self.width
+        return min(max(centre, self.low), self.high)
+
+    def percentiles(self, points: Iterable[float]) -> list[float]:
+        """numpy.percentile's default (linear) method over the estimated order statistics."""
+        positions = [(self.total - 1) * p / 100.0 for p in points]
+        ranks = [r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, self.total - 1))]
+        values = self.order_statistics(ranks)
+        result = []
+        for h in positions:
+            below, above = math.floor(h), min(math.floor(h) + 1, self.total - 1)
+            result.append(values[below] + (h - below) * (values[above] - values[below]))
+        return result
+
+    def display(self, bins: int, low: float, high: float) -> list[int]:
+        """The counts re-binned into ``bins`` equal bins over [low, high] (by each fine bin's centre)."""
+        counts = [0] * bins
+        span = high - low
+        for key, count in self.counts.items():
+            centre = min(max((key + 0.5) * self.width, self.low), self.high)
+            index = int((centre - low) / span * bins) if span > 0 else 0
+            counts[min(max(index, 0), bins - 1)] += count
+        return counts
+
+
+@dataclass(order=True)
+class _Ranked:
+    """A heap entry: ordered by ``key`` only; the payload is what the report shows."""
+
+    key: tuple[float, int]
+    payload: dict[str, Any] = field(compare=False)
+
+
+class _Extremes:
+    """The ``size`` entries with the largest keys seen, kept in a min-heap."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.heap: list[_Ranked] = []
+
+    def wants(self, key: tuple[float, int]) -> bool:
+        return len(self.heap) < self.size or key > self.heap[0].key
+
+    def offer(self, key: tuple[float, int], payload: dict[str, Any]) -> None:
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, _Ranked(key, payload))
+        elif key > self.heap[0].key:
+            heapq.heapreplace(self.heap, _Ranked(key, payload))
+
+    def best_first(self) -> list[dict[str, Any]]:
+        return [entry.payload for entry in sorted(self.heap, reverse=True)]
+
+
+class ReportBuilder:
+    """Reads scored records one at a time (``add``) and keeps what the report needs, in bounded memory.
+
+    ``config`` says where the scores are (``output_key`` or, whole-video, the record itself), which
+    thresholds count as kept (``aes_min``/``aes_max``), where the frames are (``figure_root``) and
+    which frames were scored (``load_num``).
+    """
+
+    def __init__(self, config: ScoringConfig, *, top: int = DEFAULT_TOP, video_rows: int = DEFAULT_VIDEO_ROWS) -> None:
+        _bounded("top", top, MAX_TOP)
+        _bounded("video_rows", video_rows, MAX_VIDEO_ROWS)
+        self.config = config
+        self.top = top
+        self.video_rows = video_rows
+        self.records = 0
+        self.clips = 0
+        self.scored = 0
+        self.failed = 0
+        self.passthrough = 0
+        self.kept = 0
+        self.flags = {"true": 0, "false": 0}
+        self.errors: dict[str, int] = {}
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.histogram = ScoreHistogram()
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._seq = 0
+        self._best = _Extremes(top)
+        self._worst = _Extremes(top)
+        self.videos = 0
+        self.videos_unscored = 0
+        self._best_videos = _Extremes(video_rows)
+        self._worst_videos = _Extremes(video_rows)
+
+    def add(self, record: Any) -> None:
+        """Count one scored record (records in file order; a non-object counts as passed through)."""
+        record_no = self.records
+        self.records += 1
+        count = sample_count(record, self.config)
+        if not count:
+            self.passthrough += 1
+            return
+        config = self.config
+        targets: list[Any] = [record] if config.whole_video else (clip_list(record, config.output_key) or [])
+        inputs = [] if config.whole_video else (clip_list(record, config.video_clips_key or "") or [])
+        video = _short(video_path(record, config.input_video_key) or "")
+        stem = video_stem(record, config.input_video_key) or ""
+        scores = []
+        for index in range(count):
+            target = targets[index] if index < len(targets) else None
+            # A clip missing from the output (an unscored file) is still named by its input.
+            named = target if isinstance(target, dict) or index >= len(inputs) else inputs[index]
+            cid = _short(stem if config.whole_video else clip_id(named, stem, index))
+            score = self._add_sample(target, cid, video, stem, record_no, None if config.whole_video else index)
+            if score is not None:
+                scores.append(score)
+        self._add_video(record_no, video, count, scores)
+
+    def _add_sample(
+        self, target: Any, cid: str, video: str, stem: str, record_no: int, clip: int | None
+    ) -> float | None:
+        self.clips += 1
+        seq = self._seq
+        self._seq += 1
+        if isinstance(target, dict) and isinstance(target.get(FILTERED), bool):
+            self.flags["true" if target[FILTERED] else "false"] += 1
+        if self.config.filtering and passes_filter(target, self.config.aes_min, self.config.aes_max):
+            self.kept += 1
+        score, reason = _outcome(target)
+        if score is None:
+            self._add_failure(reason or NOT_SCORED, {"clip_id": cid, "video": video, "record": record_no})
+            return None
+        self.scored += 1
+        self.histogram.add(score)
+        delta = score - self._mean
+        self._mean += delta / self.scored
+        self._m2 += delta * (score - self._mean)
+        # Ties keep the earlier clip: the later one has the smaller -seq and leaves the heap first.
+        best_key, worst_key = (score, -seq), (-score, -seq)
+        if self._best.wants(best_key) or self._worst.wants(worst_key):
+            entry = {"clip_id": cid, "video": video, "stem": _short(stem), "record": record_no, "clip": clip}
+            entry["score"] = score
+            self._best.offer(best_key, entry)
+            self._worst.offer(worst_key, entry)
+        return score
+
+    def _add_failure(self, reason: str, example: dict[str, Any]) -> None:
+        self.failed += 1
+        reason = _short(reason)
+        if reason not in self.errors and len(self.errors) >= MAX_REASONS:
+            reason = OTHER_REASONS
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(example)
+
+    def _add_video(self, record_no: int, video: str, clips: int, scores: list[float]) -> None:
+        self.videos += 1
+        if not scores:
+            self.videos_unscored += 1
+            return
+        mean = math.fsum(scores) / len(scores)
+        row = {
+            "video": video,
+            "record": record_no,
+            "clips": clips,
+            "scored": len(scores),
+            "mean": mean,
+            "min": min(scores),
+            "max": max(scores),
+        }
+        self._best_videos.offer((mean, -record_no), row)
+        self._worst_videos.offer((-mean, -record_no), row)
+
+    def summary(
+        self,
+        *,
+        model: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
+        rejected: int | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Everything the report shows, as JSON values; the same input always gives the same dict.
+
+        ``model`` (the scorer's identity), ``run`` (e.g. dag_id, run_id, partition, logical_date)
+        and ``rejected`` (input lines that never became records) come from the caller, who knows them.
+        """
+        config = self.config
+        return {
+            "format": SUMMARY_FORMAT,
+            "version": __version__,
+            "source": source,
+            "unit": "video" if config.whole_video else "clip",
+            "counts": {
+                "records": self.records,
+                "clips": self.clips,
+                "scored": self.scored,
+                "failed": self.failed,
+                "passthrough": self.passthrough,
+                "rejected": rejected,
+                "errors": dict(sorted(self.errors.items())),
+            },
+            "scores": self._score_stats(),
+            "filter": self._filter_stats(),
+            "flags": dict(self.flags),
+            "best": [self._with_frame(entry) for entry in self._best.best_first()],
+            "worst": [self._with_frame(entry) for entry in self._worst.best_first()],
+            "failures": {
+                reason: {"count": self.errors[reason], "examples": self.examples[reason]}
+                for reason in sorted(self.errors, key=lambda r: (-self.errors[r], r))
+            },
+            "videos": self._video_table(),
+            "model": dict(model or {}),
+            "run": dict(run or {}),
+            "config": {
+                "figure_root": config.figure_root,
+                "input_video_key": config.input_video_key,
+                "video_clips_key": config.video_clips_key,
+                "output_key": config.output_key,
+                "load_num": config.load_num,
+                "reduction": config.reduction,
+                "aes_min": config.aes_min,
+                "aes_max": config.aes_max,
+            },
+        }
+
+    def _score_stats(self) -> dict[str, Any] | None:
+        hist = self.histogram
+        if not hist.total:
+            return None
+        stats: dict[str, Any] = {
+            "count": hist.total,
+            "mean": self._mean,
+            "std": math.sqrt(self._m2 / hist.total),
+            "min": hist.low,
+            "max": hist.high,
+        }
+        values = hist.percentiles(p for _, p in PERCENTILES)
+        stats.update({name: value for (name, _), value in zip(PERCENTILES, values, strict=True)})
+        stats["percentile_error"] = hist.error_bound
+        low, high = hist.low, hist.high
+        for threshold in (self.config.aes_min, self.config.aes_max):
+            if threshold is not None:
+                low, high = min(low, threshold), max(high, threshold)
+        bins = DISPLAY_BINS if high > low else 1
+        stats["histogram"] = {
+            "edges": [low + (high - low) * i / bins for i in range(bins + 1)],
+            "counts": hist.display(bins, low, high),
+        }
+        return stats
+
+    def _filter_stats(self) -> dict[str, Any] | None:
+        if not self.config.filtering:
+            return None
+        return {
+            "aes_min": self.config.aes_min,
+            "aes_max": self.config.aes_max,
+            "kept": self.kept,
+            "filtered_out": self.clips - self.kept,
+        }
+
+    def _video_table(self) -> dict[str, Any]:
+        rows: dict[int, dict[str, Any]] = {}
+        for row in [*self._best_videos.best_first(), *self._worst_videos.best_first()]:
+            rows[row["record"]] = row
+        ordered = sorted(rows.values(), key=lambda r: (-r["mean"], r["record"]))
+        scored_videos = self.videos - self.videos_unscored
+        return {
+            "count": self.videos,
+            "without_scores": self.videos_unscored,
+            "complete": len(ordered) == scored_videos,
+            "limit": self.video_rows,
+            "rows": ordered,
+        }
+
+    def _with_frame(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The entry with ``frame``: its middle scored frame's file (clip mode), found after the pass."""
+        entry = dict(entry)
+        entry["frame"] = None if self.config.whole_video else middle_frame(self.config, entry["stem"], entry["clip_id"])
+        return entry
+
+
+def sample_count(record: Any, config: ScoringConfig) -> int:
+    """How many samples ``records.samples_of`` finds in ``record``, without making their paths (reports read millions)."""
+    if not isinstance(record, dict):
+        return 0
+    if config.whole_video:
+        return int(video_path(record, config.input_video_key) is not None)
+    if video_stem(record, config.input_video_key) is None:
+        return 0
+    clips = clip_list(record, config.video_clips_key or "")
+    return 0 if clips is None else len(clips)
+
+
+def middle_frame(config: ScoringConfig, stem: str, cid: str) -> str | None:
+    """The middle one of the frames scoring read for a clip (``load_num`` evenly spaced), or None."""
+    if not (is_safe_component(stem) and is_safe_component(cid)):
+        return None
+    from video_aesthetics.frames import list_frames, select_frames
+
+    chosen = select_frames(list_frames(config.frames_root / stem / cid / "img"), config.load_num)
+    return str(chosen[len(chosen) // 2]) if chosen else None
+
+
+def summarise(
+    records: Iterable[Any],
+    config: ScoringConfig,
+    *,
+    top: int = DEFAULT_TOP,
+    video_rows: int = DEFAULT_VIDEO_ROWS,
+    model: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+    rejected: int | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The summary of scored ``records`` (any iterable, read once)."""
+    builder = ReportBuilder(config, top=top, video_rows=video_rows)
+    for record in records:
+        builder.add(record)
+    return builder.summary(model=model, run=run, rejected=rejected, source=source)
+
+
+def summarise_file(path: Path | str, config: ScoringConfig, **options: Any) -> dict[str, Any]:
+    """The summary of a scored JSONL file; ``options`` are ``summarise``'s."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"scored file {path} does not exist; pass the output of `video-aesthetics score`")
+    options.setdefault("source", str(path))
+    return summarise(JsonlSource(path), config, **options)
+
+
+def write_report(
+    scored_path: Path | str,
+    output_path: Path | str,
+    config: ScoringConfig,
+    **options: Any,
+) -> dict[str, Any]:
+    """Summarise a scored JSONL file and write its HTML report atomically; returns the summary."""
+    output_path = Path(output_path)
+    if output_path.is_dir():
+        raise ConfigError(f"report path {output_path} is a directory; pass a file name such as report.html")
+    summary = summarise_file(scored_path, config, **options)
+    write_html(output_path, render_html(summary))
+    return summary
+
+
+def write_html(path: Path | str, page: str) -> Path:
+    with atomic_writer(path) as handle:
+        handle.write(page)
+    return Path(path)
+
+
+def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers a list of runs shows: clips, scored, failed, median, kept."""
+    counts, scores, kept = summary["counts"], summary.get("scores") or {}, summary.get("filter") or {}
+    return {
+        "records": counts["records"],
+        "clips": counts["clips"],
+        "scored": counts["scored"],
+        "failed": counts["failed"],
+        "median": scores.get("median"),
+        "kept": kept.get("kept"),
+    }
+
+
+def _outcome(target: Any) -> tuple[float | None, str | None]:
+    """A sample's score, or None and why it has none."""
+    if not isinstance(target, dict):
+        return None, INVALID_CLIP
+    error = target.get(ERROR)
+    if error is not None:
+        return None, str(error)
+    score = target.get(SCORE)
+    if score is None:
+        return None, NOT_SCORED
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return None, INVALID_SCORE
+    return float(score), None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
+
+
+def _bounded(name: str, value: Any, maximum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        raise ConfigError(f"{name} must be an integer from 1 to {maximum}, got {value!r}")
