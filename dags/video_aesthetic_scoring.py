@@ -116,6 +116,16 @@ PARAMS = {
         enum=list(REDUCTIONS),
         description="How a clip's frame scores make its score.",
     ),
+    "aes_min": Param(
+        _DEFAULTS.aes_min,
+        type=["null", "number"],
+        description="Aesthetic filter: clips scoring at least this get filtered: true (DataFlow-MM's aes_min); "
+        "with a threshold the run also publishes kept.jsonl. Empty: no filter.",
+    ),
+    "aes_max": Param(_DEFAULTS.aes_max, type=["null", "number"], description="Aesthetic filter's upper bound."),
+    "report_top": Param(
+        12, type="integer", minimum=0, maximum=200, description="Best and worst clips shown in the report."
+    ),
     "on_missing_frames": Param(
         "extract",
         type="string",

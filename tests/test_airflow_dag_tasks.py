@@ -200,7 +200,7 @@ def test_skip_bad_records_publishes_rejects_and_a_clean_rerun_removes_them(tmp_p
     clean = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
     manifest, _ = published(out)
     assert clean["rejects"] is None and manifest["output"]["rejects"] is None
-    assert sorted(x.name for x in (out / clean["version"]).iterdir()) == ["scored.jsonl"]
+    assert sorted(x.name for x in (out / clean["version"]).iterdir()) == ["report.html", "scored.jsonl"]
 
 
 def test_a_malformed_line_fails_the_plan_at_once(tmp_path: Path) -> None:
@@ -282,3 +282,24 @@ def test_old_versions_are_pruned_but_never_the_current_or_a_young_one(tmp_path: 
     removed = object_store.prune_versions(partition, current=names[5], keep=0, min_age_s=3600)
     assert sorted(removed) == [names[0], names[4]]
     assert sorted(x.name for x in (tmp_path / "p").iterdir()) == sorted([names[5], young.name, "notes"])
+
+
+def test_the_report_summary_and_kept_records_are_published_with_the_scores(tmp_path: Path) -> None:
+    _input(tmp_path)
+    p = params(tmp_path, aes_min=7.0)
+    summary = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    manifest, scored = published(tmp_path / "out" / "2024-01-02")
+    version = scored.parent
+    assert sorted(x.name for x in version.iterdir()) == ["kept.jsonl", "report.html", "scored.jsonl"]
+    # Scores 5..9 (see _score_shards): the summary is computed from what was published.
+    scores = [r["video_clips"]["clips"][0]["aesthetic_score"] for r in read_jsonl(scored)]
+    assert manifest["summary"]["counts"]["clips"] == 5 and manifest["summary"]["scores"]["median"] == 7.0
+    assert sorted(scores) == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert summary["summary"]["kept"] == 3 and summary["summary"]["median"] == 7.0
+    kept = read_jsonl(version / "kept.jsonl")
+    assert [r["n"] for r in kept] == [2, 3, 4] and manifest["output"]["kept"] == {
+        "path": str(version / "kept.jsonl"),
+        "records": 3,
+    }
+    page = (version / "report.html").read_text()
+    assert "<svg" in page and "2024-01-02" in page and manifest["output"]["report"] == str(version / "report.html")

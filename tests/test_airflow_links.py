@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,7 +16,7 @@ use_private_airflow_home()
 
 from video_aesthetics import __version__
 from video_aesthetics.airflow.links import ScoredOutputLink, browser_url
-from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
+from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
 
 
 @pytest.mark.parametrize(
@@ -38,12 +39,16 @@ def test_browser_urls(location: str | None, url: str) -> None:
     assert browser_url(location) == url
 
 
-def test_the_link_points_at_the_tasks_output() -> None:
+def test_the_link_opens_the_runs_results_view_in_the_api_server(monkeypatch: pytest.MonkeyPatch) -> None:
     op = VideoAestheticScoringOperator(task_id="score", input_path="/in.jsonl", output_path="s3://b/out.jsonl")
     link = ScoredOutputLink()
-    assert link.name == "Scored output"
-    assert link in op.operator_extra_links
-    assert link.get_link(op, ti_key=None) == browser_url("s3://b/out.jsonl")
+    assert link.name == "Aesthetic scores"
+    assert link in op.operator_extra_links and link in MergeScoresOperator.operator_extra_links
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org/base/")
+    key = SimpleNamespace(dag_id="daily scores", run_id="manual__2024-01-01T00:00:00+00:00")
+    assert link.get_link(op, ti_key=key) == (
+        "https://airflow.example.org/base/video-aesthetics/runs/daily%20scores/manual__2024-01-01T00%3A00%3A00%2B00%3A00"
+    )
 
 
 _LOAD = """
@@ -53,8 +58,12 @@ from airflow.providers_manager import ProvidersManager
 from airflow.sdk import conf
 plugins, errors = plugins_manager._get_plugins()
 provider = ProvidersManager().providers.get("video-aesthetics")
+ours = [p for p in plugins if p.name == "video_aesthetics"]
 print(json.dumps({
     "errors": errors,
+    "plugins": [str(p.source) for p in ours],
+    "views": [v["href"] for p in ours for v in p.external_views],
+    "apps": [a["url_prefix"] for p in ours for a in p.fastapi_apps],
     "plugin_links": [type(link).__name__ for link in plugins_manager.get_operator_extra_links()],
     "provider_version": provider.version if provider else None,
     "provider_links": [n for n in ProvidersManager().extra_links_class_names if n.startswith("video_aesthetics")],
@@ -72,6 +81,10 @@ def test_airflow_loads_the_provider(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert loaded["errors"] == {}
+    # The plugin comes once, from the package's entry point (none from the plugins folder).
+    assert len(loaded["plugins"]) == 1 and "video-aesthetics" in loaded["plugins"][0]
+    assert loaded["apps"] == ["/video-aesthetics"]
+    assert loaded["views"] == ["/video-aesthetics/runs/{DAG_ID}/{RUN_ID}", "/video-aesthetics/partitions"]
     assert loaded["plugin_links"] == []  # declared by the operator, listed by the provider: registered once
     # The provider's config section gives Airflow the settings' defaults.
     assert loaded["chunk_size"] == "5000"

@@ -1,24 +1,59 @@
-"""The CLI end to end, as a user runs it: a separate process, JSONL in, JSONL out."""
+"""The CLI: once end to end as a user runs it (the installed ``video-aesthetics`` command), the rest in-process."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.media import frame_dataset, read_jsonl, write_jsonl
-from video_aesthetics.cli import build_parser
+from video_aesthetics.cli import build_parser, main
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.runner import score_file
 
+# The console script pip installed beside this interpreter: the real entry point.
+COMMAND = str(Path(sys.executable).with_name("video-aesthetics"))
+
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "video_aesthetics", *args], capture_output=True, text=True, timeout=300, env=env
-    )
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``video-aesthetics ARGS`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own errors and --help
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _score_args(source: Path, out: Path, root: Path, model_args: dict, *extra: str) -> list[str]:
+    return [
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--figure-root",
+        str(root),
+        "--clip-model",
+        model_args["clip_model"],
+        "--mlp-checkpoint",
+        model_args["mlp_checkpoint"],
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_score_end_to_end(tmp_path: Path, model_args: dict) -> None:
@@ -71,63 +106,136 @@ def test_score_end_to_end(tmp_path: Path, model_args: dict) -> None:
     [
         (["--load-num", "0"], "load_num must be an integer >= 1"),
         (["--device", "tpu"], "device must be"),
+        (["--device", "cuda:abc"], "device must be"),
+        (["--device", "cuda:\u0663"], "is not a GPU index"),  # an Arabic-Indic digit passes str.isdigit
+        (["--device", "cuda:99999999999999999999"], "is not a GPU index"),
         (["--mlp-checkpoint", "/no/such/head.pth"], "/no/such/head.pth"),
+        (["--output-key", "video"], "video field"),
     ],
 )
-def test_bad_configuration_exits_non_zero_and_says_what_to_change(
-    tmp_path: Path, model_args: dict, args: list, message: str
+def test_bad_configuration_exits_2_and_says_what_to_change(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, args: list, message: str
 ) -> None:
     source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
-    base = [
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-        "--figure-root",
-        str(root),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--num-workers",
-        "0",
-    ]
-    run = _cli(*base, *args)
-    assert run.returncode == 2
-    assert message in run.stderr and "Traceback" not in run.stderr
+    code, out, err = _run(capsys, *_score_args(source, tmp_path / "o.jsonl", root, model_args), *args)
+    assert code == 2 and out == ""
+    assert message in err and "Traceback" not in err
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_malformed_input_names_file_and_line(tmp_path: Path, model_args: dict) -> None:
+def test_malformed_input_names_file_and_line(tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [{"video": "a.mp4", "video_clips": {"clips": []}}, "{oops"])
-    run = _cli(
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-        "--figure-root",
-        str(tmp_path),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
+    source.write_bytes(source.read_bytes() + b'{"bad": "\xff"}\n')
+    code, _, err = _run(capsys, *_score_args(source, tmp_path / "o.jsonl", tmp_path, model_args))
+    assert code == 2
+    assert "in.jsonl:2: malformed JSON" in err and "--skip-bad-records" in err
+    code, out, err = _run(
+        capsys, *_score_args(source, tmp_path / "o.jsonl", tmp_path, model_args, "--skip-bad-records")
     )
-    assert run.returncode == 2
-    assert "in.jsonl:2: malformed JSON" in run.stderr and "--skip-bad-records" in run.stderr
+    assert code == 0, err
+    assert json.loads(out)["rejected"] == 2
+    rejects = read_jsonl(tmp_path / "o.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [2, 3] and "raw_base64" in rejects[1]
 
 
-def test_figure_root_is_required_for_clips(tmp_path: Path) -> None:
-    run = _cli("score", "--input", "in.jsonl", "--output", "o.jsonl")
-    assert run.returncode == 2 and "--figure-root is required" in run.stderr
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("folder", "is a folder"),
+        ("missing", "does not exist"),
+        ("/proc/self/mem", "cannot read input /proc/self/mem"),
+        ("/dev/zero", "is a device"),
+    ],
+)
+def test_unusable_inputs_exit_2_without_a_traceback(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, given: str, message: str
+) -> None:
+    path = {"folder": str(tmp_path), "missing": str(tmp_path / "nope.jsonl")}.get(given, given)
+    code, out, err = _run(capsys, *_score_args(Path(path), tmp_path / "o.jsonl", tmp_path, model_args))
+    assert (code, out) == (2, "")
+    assert message in err and "Traceback" not in err
 
 
-def test_help_documents_every_option() -> None:
-    run = _cli("score", "--help")
-    assert run.returncode == 0
+@pytest.mark.parametrize("where", ["folder", "proc", "input"])
+def test_unusable_outputs_exit_2_before_scoring(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, where: str
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    out = {"folder": root, "proc": Path("/proc/va/o.jsonl"), "input": source}[where]
+    before = source.read_bytes()
+    args = _score_args(source, out, root, {**model_args, "mlp_checkpoint": "/no/such/head.pth"})
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "Traceback" not in err and "/no/such/head.pth" not in err
+    assert source.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_exits_2(tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture) -> None:
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code, _, err = _run(capsys, *_score_args(source, locked / "o.jsonl", root, model_args))
+    assert code == 2 and "cannot write" in err
+
+
+def test_records_from_standard_input(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=2, clips_per_video=1, frames_per_clip=1)
+    read_end, write_end = os.pipe()
+    os.write(write_end, source.read_bytes())
+    os.close(write_end)
+    monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "r"))
+    code, out, err = _run(capsys, *_score_args(Path("-"), tmp_path / "o.jsonl", root, model_args))
+    assert code == 0, err
+    assert json.loads(out)["records"] == 2 and len(read_jsonl(tmp_path / "o.jsonl")) == 2
+
+
+def test_figure_root_is_required_for_clips(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(capsys, "score", "--input", "in.jsonl", "--output", "o.jsonl")
+    assert code == 2 and "--figure-root is required" in err
+
+
+def test_help_documents_every_option(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(capsys, "score", "--help")
+    assert code == 0
     score = build_parser()._subparsers._group_actions[0].choices["score"]
     for action in score._actions:
         for flag in action.option_strings:
-            assert flag in run.stdout
+            assert flag in out
         assert action.help, f"{action.option_strings} has no help text"
+
+
+def test_sigterm_leaves_no_temporary_file_and_exits_143(tmp_path: Path, model_args: dict) -> None:
+    """Stopped while it reads a pipe: the lock, the spooled copy and the output's temporary all go."""
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "o.jsonl").write_text("previous run\n")
+    args = _score_args(Path("-"), outputs / "o.jsonl", root, model_args, "--skip-bad-records")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "video_aesthetics", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(source.read_bytes()[:10])  # a partial line; the pipe stays open
+        process.stdin.flush()
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".tmp") and ".spool." in p.name for p in outputs.iterdir()):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        # The output; the locks and temporaries of output and rejects; the spooled input.
+        assert len(list(outputs.iterdir())) == 6
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert b"stopped by SIGTERM" in err and b"Traceback" not in err
+    assert sorted(p.name for p in outputs.iterdir()) == ["o.jsonl"]
+    assert (outputs / "o.jsonl").read_text() == "previous run\n"

@@ -417,3 +417,30 @@ def test_tag_settings_reach_open_clip(tiny_architecture: str, files: dict[str, P
     assert (pp.mean, pp.std, pp.interpolation, pp.resize_mode) == ((0.5,) * 3, (0.25,) * 3, "bilinear", "shortest")
     tower = model.visual.transformer.resblocks[0].mlp.gelu
     assert type(tower).__name__ == "QuickGELU"
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("visual.proj", float("nan")),
+        ("visual.conv1.weight", float("inf")),
+        ("token_embedding.weight", float("-inf")),  # the text tower too: the file is damaged
+    ],
+)
+@pytest.mark.parametrize("layout", ["dir", "state_dict"])
+def test_non_finite_weights_are_refused_at_load(tmp_path: Path, where: str, value: float, layout: str) -> None:
+    model = build_tiny_clip(seed=3)
+    with torch.no_grad():
+        dict(model.named_parameters())[where].view(-1)[7] = value
+    if layout == "dir":
+        spec = save_open_clip_dir(model, tiny_clip_config(), tmp_path / "damaged")
+    else:
+        spec = save_openai_state_dict(model, tmp_path / "damaged.pt")
+    with pytest.raises(WeightsError, match=rf"NaN or infinite values \(in {where}\).*damaged; replace it"):
+        load_clip(str(spec))
+
+
+def test_buffers_that_hold_infinity_by_design_are_not_refused(files: dict[str, Path]) -> None:
+    loaded = load_clip(str(files["dir"]))
+    # open_clip's causal text mask is -inf above the diagonal: a buffer, not a weight.
+    assert any(not bool(torch.isfinite(b).all()) for b in loaded.model.buffers())

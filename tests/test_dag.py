@@ -72,6 +72,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         # dag.test() in one process keeps a run's conf in the DAG's params for the next run: every
         # run states the params others change.
         "partition": None,
+        "aes_min": None,
+        "aes_max": None,
         **model_args,
     }
     return {"root": root, "source": source, "other": other, "non_utf8": non_utf8, "records": len(records), "conf": conf}
@@ -96,6 +98,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dic
         ("same_day_b", {"conf": {**conf, "input_path": str(world["other"])}, "logical_date": "2024-03-05"}),
         ("no_logical_date", {"conf": conf, "logical_date": None}),
         ("typed", {"conf": {**conf, "figure_root": "1_0", "partition": "typed"}, "logical_date": None}),
+        (
+            "filtered",
+            {"conf": {**conf, "partition": "filtered", "aes_min": -1e3, "aes_max": 1e3}, "logical_date": None},
+        ),
         ("tx1", {"conf": {**conf, "partition": "tx1"}, "logical_date": None}),
         ("tx2", {"conf": {**conf, "partition": "tx2"}, "logical_date": None}),
         ("unknown_key", {"conf": {**conf, "figure_rot": "/elsewhere"}, "logical_date": None}),
@@ -404,3 +410,23 @@ def test_a_rerun_that_fails_in_merge_leaves_the_previous_result_as_it_was(
         assert all(_ti(rerun, "score_shard", i)["state"] == "success" for i in range(1))
     after = {name: partition_files(output / name) for name in ("tx1", "tx2")}
     assert after == before  # byte for byte, and no half-written version left behind
+
+
+def test_the_report_and_the_filter_reach_the_published_partition(runs: dict, world: dict) -> None:
+    run = runs["filtered"]
+    assert run.get("state") == "success", run.get("message") or run["log"][-5000:]
+    manifest, scored = published(Path(world["conf"]["output_root"]) / "filtered")
+    records = read_jsonl(scored)
+    clips = [c for r in records for c in r.get("video_clips", {}).get("clips", [])]
+    assert len(clips) == 2 * VIDEOS and all(c["filtered"] is True for c in clips)
+    kept = read_jsonl(Path(manifest["output"]["kept"]["path"]))
+    assert len(kept) == manifest["output"]["kept"]["records"] == VIDEOS  # the passthrough record has no clips
+    page = Path(manifest["output"]["report"]).read_text()
+    assert "<svg" in page and "filtered" in page
+    assert manifest["summary"]["counts"]["clips"] == 2 * VIDEOS
+    headline = run["xcom"]["merge[-1].return_value"]["summary"]
+    assert headline["kept"] == 2 * VIDEOS and headline["clips"] == 2 * VIDEOS
+    # Without a threshold nothing is marked and no kept file is published.
+    plain, plain_scored = published(Path(world["conf"]["output_root"]) / LOGICAL_DATE)
+    assert plain["output"]["kept"] is None
+    assert all("filtered" not in c for r in read_jsonl(plain_scored) for c in r.get("video_clips", {}).get("clips", []))

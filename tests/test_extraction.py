@@ -328,3 +328,50 @@ def test_write_errors_fail_the_check_instead_of_blaming_the_video(dataset) -> No
     (figure_root / "alpha").write_text("a file where a folder must go")
     with pytest.raises(OSError):
         check_frames([jsonl], config_for(figure_root), "extract")
+
+
+@pytest.mark.parametrize("linked", ["stem", "clip", "img"])
+def test_extraction_never_writes_through_a_symlink_out_of_figure_root(tmp_path: Path, linked: str) -> None:
+    write_video(tmp_path / "v.mp4", frames=12, seed=5)
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [record("v.mp4", clip("c", 0, 6), clip("d", 6, 12))])
+    figure_root, outside = tmp_path / "frames", tmp_path / "outside"
+    outside.mkdir()
+    folder = {"stem": figure_root / "v", "clip": figure_root / "v" / "c", "img": figure_root / "v" / "c" / "img"}[
+        linked
+    ]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside, target_is_directory=True)
+
+    report = check_frames([jsonl], config_for(figure_root), "extract")
+
+    assert list(outside.rglob("*")) == []
+    assert report.missing == (2 if linked == "stem" else 1)
+    assert report.extracted == (0 if linked == "stem" else 1)
+
+
+def test_frames_already_outside_figure_root_do_not_count_as_present(tmp_path: Path) -> None:
+    write_video(tmp_path / "v.mp4", frames=12, seed=5)
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [record("v.mp4", clip("c", 0, 6))])
+    figure_root = tmp_path / "frames"
+    write_frames(tmp_path / "elsewhere", "v", "c", 3, seed=1)
+    figure_root.mkdir()
+    (figure_root / "v").symlink_to(tmp_path / "elsewhere" / "v", target_is_directory=True)
+    assert check_frames([jsonl], config_for(figure_root), "skip").missing == 1
+    assert check_frames([jsonl], config_for(figure_root), "extract").missing == 1
+
+
+def test_a_link_that_stays_inside_figure_root_is_read_but_never_written_through(tmp_path: Path) -> None:
+    write_video(tmp_path / "v.mp4", frames=12, seed=5)
+    figure_root = tmp_path / "frames"
+    write_frames(figure_root, "v", "c", 3, seed=1)
+    (figure_root / "v" / "alias").symlink_to(figure_root / "v" / "c", target_is_directory=True)
+    (figure_root / "w").symlink_to(figure_root / "v", target_is_directory=True)
+    jsonl = write_jsonl(
+        tmp_path / "in.jsonl", [record("v.mp4", clip("alias", 0, 6)), record("w.mp4", clip("new", 0, 6))]
+    )
+    before = files_under(figure_root)
+
+    report = check_frames([jsonl], config_for(figure_root), "extract")
+
+    assert (report.present, report.extracted, report.missing) == (1, 0, 1)
+    assert files_under(figure_root) == before

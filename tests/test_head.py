@@ -178,3 +178,14 @@ def test_default_uses_the_official_file_from_the_cache(tmp_path: Path, monkeypat
     loaded = load_head(None, embed_dim=768)
     assert loaded.identity["official"] is True
     assert loaded.identity["path"] == str((tmp_path / OFFICIAL_HEAD_FILENAME).resolve())
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e300])
+def test_weights_that_are_not_finite_in_float32_are_refused(tmp_path: Path, value: float) -> None:
+    # 1e300 is finite in the file's float64 and infinite once the head runs in float32.
+    state = {key: tensor.double() for key, tensor in build_head(768).state_dict().items()}
+    state["layers.7.weight"][0, 3] = value
+    path = tmp_path / "head.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        load_head(path)

@@ -35,6 +35,8 @@ LIGHT = [
     "video_aesthetics.airflow.dag_tasks",
     "video_aesthetics.airflow.object_store",
     "video_aesthetics.airflow.provider_info",
+    "video_aesthetics.airflow.plugin",
+    "video_aesthetics.airflow.views",
 ]
 
 _PROBE = """

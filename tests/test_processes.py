@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from video_aesthetics.processes import die_with_parent, stop_children
+import pytest
+
+from video_aesthetics.processes import children_allowed, die_with_parent, stop_children
 
 
 def _sleep_forever(ready: Any) -> None:
@@ -101,3 +103,33 @@ def test_a_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None
         assert _wait_gone(child), f"child {child} outlived its killed parent"
     finally:
         parent.kill()
+
+
+def test_children_allowed_lifts_the_daemon_flag_only_while_children_start() -> None:
+    # This process made daemonic, as a Celery prefork pool process is (test_scoring and test_ranks run
+    # real scoring in a daemonic child).
+    config = multiprocessing.current_process()._config
+    assert "daemon" not in config
+    context = multiprocessing.get_context("spawn")
+    config["daemon"] = True
+    try:
+        with pytest.raises(AssertionError, match="daemonic processes are not allowed to have children"):
+            context.Process(target=os.getpid).start()
+        with children_allowed():
+            with children_allowed():  # nested: the outer block still finds the flag lifted after
+                first = context.Process(target=os.getpid)
+                first.start()
+            second = context.Process(target=os.getpid)
+            second.start()
+        assert config["daemon"] is True
+        with pytest.raises(RuntimeError, match="boom"), children_allowed():
+            raise RuntimeError("boom")
+        assert config["daemon"] is True
+        for child in (first, second):
+            child.join(60)
+            assert child.exitcode == 0 and not child.daemon
+    finally:
+        del config["daemon"]
+    with children_allowed():  # a process that is not daemonic is left as it is
+        assert "daemon" not in config
+    assert "daemon" not in config

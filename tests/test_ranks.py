@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -157,12 +155,11 @@ def test_torchrun_ranks_write_once_and_agree_with_one_process(tmp_path: Path, mo
 
 @pytest.mark.slow
 def test_a_killed_rank_fails_the_run_and_nothing_is_written(tmp_path: Path, model_args: dict) -> None:
-    # Whole videos in batches of one: rank 0 scores the first, rank 1 the second, a named pipe that
-    # nobody writes to. Rank 1 then stays inside its scoring loop, and rank 0 waits for it at the gather.
-    stuck = tmp_path / "stuck.mp4"
-    os.mkfifo(stuck)
+    # Whole videos in batches of one: rank 0 scores the first, rank 1 the second. Rank 1 is stopped
+    # (SIGSTOP) as soon as it exists, so it cannot finish first, and then killed mid-run.
     source = write_jsonl(
-        tmp_path / "in.jsonl", [{"video": str(write_video(tmp_path / "a.mp4", frames=4))}, {"video": str(stuck)}]
+        tmp_path / "in.jsonl",
+        [{"video": str(write_video(tmp_path / f"{name}.mp4", frames=4, seed=seed))} for seed, name in enumerate("ab")],
     )
     out, scratch = tmp_path / "out.jsonl", tmp_path / "tmp"
     scratch.mkdir()
@@ -191,17 +188,15 @@ def test_a_killed_rank_fails_the_run_and_nothing_is_written(tmp_path: Path, mode
     run = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)}
     )
-    writer = None
     try:
         ranks = _wait_for_ranks(psutil.Process(run.pid), 2)
-        writer = _open_when_read(stuck, run)
-        victim = _holder(ranks, stuck)
-        os.kill(victim.pid, signal.SIGKILL)
+        # The parent starts rank 0, then rank 1.
+        victim = sorted(ranks, key=lambda p: (p.create_time(), p.pid))[1]
+        victim.suspend()
+        victim.kill()
         stdout, stderr = run.communicate(timeout=300)
     finally:
         run.kill()
-        if writer is not None:
-            os.close(writer)
     assert run.returncode == 2, stderr
     assert f"error: rank 1 (pid {victim.pid}) was killed by SIGKILL" in stderr
     assert "the run was stopped and no output was written" in stderr and not stdout.strip()
@@ -218,38 +213,6 @@ def _wait_for_ranks(parent: psutil.Process, count: int) -> list[psutil.Process]:
             return ranks
         time.sleep(0.05)
     raise AssertionError("the ranks did not start")
-
-
-def _open_when_read(fifo: Path, run: subprocess.Popen) -> int:
-    """The write end of ``fifo``, once a reader has opened it (a rank is then blocked reading it)."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and run.poll() is None:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"no rank opened {fifo}; the run ended with {run.poll()}")
-
-
-def _holder(processes: list[psutil.Process], path: Path) -> psutil.Process:
-    """The process that has ``path`` open (a reader's descriptor appears once its open() returns)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        holders = [p for p in processes if str(path) in _open_paths(p)]
-        if holders:
-            [holder] = holders
-            return holder
-        time.sleep(0.05)
-    raise AssertionError(f"no rank holds {path} open")
-
-
-def _open_paths(process: psutil.Process) -> set[str]:
-    folder = Path(f"/proc/{process.pid}/fd")
-    paths = set()
-    for fd in folder.iterdir():
-        with contextlib.suppress(OSError):
-            paths.add(os.readlink(fd))
-    return paths
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -303,9 +266,9 @@ def test_evaluator_spawns_ranks_itself_with_init_distributed(tmp_path: Path, mod
 
 @pytest.mark.slow
 def test_ranks_start_inside_a_daemonic_process(tmp_path: Path, model_args: dict, single: tuple) -> None:
-    # As a Celery prefork worker's task would: spawned ranks, each with a decoding worker of its own.
+    # As a Celery prefork worker's task would (test_scoring covers decoding workers in a daemonic process).
     source, figure_root, one = single
     config = ScoringConfig(
-        **model_args, figure_root=str(figure_root), device="cpu", num_workers=1, batch_size=2, frame_scores=True
+        **model_args, figure_root=str(figure_root), device="cpu", num_workers=0, batch_size=2, frame_scores=True
     )
     assert run_daemonic(score_file_bytes, str(source), str(tmp_path / "two.jsonl"), config, 2) == one.read_bytes()

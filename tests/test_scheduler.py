@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,3 +314,45 @@ def _check_results_view(services: Services, run_id: str, view: str) -> None:
     plugins = services.api("GET", "/api/v2/plugins").json()["plugins"]
     [ours] = [p for p in plugins if p["name"] == "video_aesthetics"]
     assert {v["destination"] for v in ours["external_views"]} == {"dag_run", "nav"}
+
+
+def test_the_report_tab_in_a_real_browser(services: Services) -> None:
+    """The run page's "Aesthetic scores" tab, rendered by Chromium: histogram, thumbnails and counts."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    assert services.token, "test_rest_trigger_and_backfill_under_a_real_scheduler logs in and runs the DAG first"
+    runs = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+    run = next(r for r in runs if r["run_type"] == "backfill" and r["state"] == "success")
+    manifest, _ = published(services.root / "output" / run["logical_date"][:10])
+    counts = manifest["summary"]["counts"]
+    tab = f"{services.base_url}/dags/{DAG_ID}/runs/{quote(run['dag_run_id'], safe='')}/plugin/aesthetic-scores"
+    view = f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/{quote(run['dag_run_id'], safe='')}"
+    artifacts = Path(
+        os.environ.get("VIDEO_AESTHETICS_TEST_ARTIFACTS", Path(__file__).parents[1] / "build" / "test-artifacts")
+    )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            anonymous = browser.new_context().new_page()
+            refused = anonymous.goto(view)
+            assert refused is not None and refused.status in (401, 403)
+            assert "<svg" not in anonymous.content()
+
+            context = browser.new_context(viewport={"width": 1400, "height": 1800})
+            context.add_cookies([{"name": "_token", "value": services.token, "url": services.base_url}])
+            page = context.new_page()
+            page.goto(tab)
+            report = page.frame_locator("iframe").first
+            report.locator("svg").first.wait_for(timeout=60_000)
+            text = report.locator("body").inner_text()
+            assert str(counts["clips"]) in text and str(counts["records"]) in text
+            thumbnails = report.locator("img[src^='data:image/']")
+            assert thumbnails.count() >= 2  # the best and the worst clips, embedded
+            assert report.locator("svg line, svg rect").count() > 3  # the histogram's bars and its lines
+            page.screenshot(path=str(artifacts / "report-tab.png"), full_page=True)
+        finally:
+            browser.close()

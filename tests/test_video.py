@@ -141,3 +141,102 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
         video.probe(path)
     with pytest.raises(ValueError, match="no video stream"):
         video.read_frames(path, [0])
+
+
+@pytest.fixture
+def listener():
+    """A local TCP server that only counts who connects: any connection is a network read."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)  # never answers: a reader would hang
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "scheme", ["http://127.0.0.1:{port}/x.mp4", "tcp://127.0.0.1:{port}", "pipe:0", "file:{local}"]
+)
+def test_urls_and_protocols_are_never_opened(tmp_path: Path, listener, scheme: str) -> None:
+    port, accepted = listener
+    local = write_video(tmp_path / "v.mp4", frames=4)
+    target = scheme.format(port=port, local=local)
+    for call in (lambda: video.probe(target), lambda: video.read_frames(target, [0])):
+        with pytest.raises(video.UnsafeVideoError, match="URL or protocol"):
+            call()
+    assert accepted == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "list.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:{port}/seg.ts\n#EXT-X-ENDLIST\n",
+        ),
+        ("list.mp4", "#EXTM3U\n#EXTINF:10,\nhttp://127.0.0.1:{port}/seg.ts\n"),
+        ("list.mp4", "ffconcat version 1.0\nfile v.mp4\n"),
+        ("list.mkv", "ffconcat version 1.0\nfile http://127.0.0.1:{port}/x.mp4\n"),
+    ],
+)
+def test_local_playlists_and_lists_open_nothing_else(tmp_path: Path, listener, name: str, content: str) -> None:
+    port, accepted = listener
+    write_video(tmp_path / "v.mp4", frames=4)
+    path = tmp_path / name
+    path.write_text(content.format(port=port))
+    with pytest.raises((av.error.FFmpegError, ValueError)):
+        video.probe(path)
+    assert accepted == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "socket"])
+def test_files_that_are_not_regular_are_refused_at_once(tmp_path: Path, kind: str) -> None:
+    import os
+    import socket
+
+    path = tmp_path / "v.mp4"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+    with pytest.raises(video.UnsafeVideoError, match="not a regular file"):
+        video.probe(path)
+    with pytest.raises(video.UnsafeVideoError):
+        video.read_frames(path, [0])
+
+
+def test_odd_but_local_names_are_opened_as_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_video(tmp_path / "v.mp4", frames=4)
+    for name in ("a:b.mp4", "http:x.mp4", "pipe:0", "with space|pipe.mp4", "-dash.mp4", "q?x=1#y.mp4"):
+        path = tmp_path / name
+        path.write_bytes(source.read_bytes())
+        assert video.probe(path).frames == 4, name
+    monkeypatch.chdir(tmp_path)
+    # Relative names: a scheme-like start is refused, a "./" in front makes it a plain local file.
+    assert video.probe("a:b.mp4").frames == 4
+    assert video.probe("./http:x.mp4").frames == 4
+    with pytest.raises(video.UnsafeVideoError):
+        video.probe("http:x.mp4")

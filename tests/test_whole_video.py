@@ -124,3 +124,49 @@ def test_cli_with_an_empty_clips_key_scores_whole_videos(tmp_path: Path, model_a
     assert all(isinstance(r["aesthetic_score"], float) for r in got[:3])
     assert (got[3]["aesthetic_score"], got[3]["aesthetic_error"]) == (None, "unreadable_video")
     assert '"clips": 4, "scored": 3, "failed": 1' in done.stdout
+
+
+def test_hostile_video_fields_are_marked_per_record_and_nothing_else_is_opened(
+    tmp_path: Path, model_args: dict
+) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    good = write_video(tmp_path / "good.mp4", frames=6, seed=1)
+    os.mkfifo(tmp_path / "fifo.mp4")
+    playlist = tmp_path / "list.mp4"
+    playlist.write_text(f"#EXTM3U\n#EXTINF:10,\nhttp://127.0.0.1:{port}/seg.ts\n")
+    records = [
+        {"video": str(good)},
+        {"video": f"http://127.0.0.1:{port}/x.mp4"},
+        {"video": ["pipe:0"]},
+        {"video": f"tcp://127.0.0.1:{port}"},
+        {"video": str(tmp_path / "fifo.mp4")},
+        {"video": "/dev/urandom"},
+        {"video": [str(good), str(good)]},
+        {"video": str(playlist)},
+        {"video": None, "note": "passes through"},
+    ]
+    source, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out.jsonl"
+    stats = score_file(source, out, _config(model_args))
+    got = read_jsonl(out)
+    assert [r.get("aesthetic_error") for r in got] == [
+        None,
+        "unsafe_path",
+        "unsafe_path",
+        "unsafe_path",
+        "unsafe_path",
+        "unsafe_path",
+        "invalid_video",
+        "unreadable_video",
+        None,
+    ]
+    assert isinstance(got[0]["aesthetic_score"], float) and "aesthetic_score" not in got[8]
+    assert (stats.records, stats.clips, stats.scored, stats.failed, stats.passthrough) == (9, 8, 1, 7, 1)
+    with pytest.raises(BlockingIOError):
+        server.accept()  # nobody connected
+    server.close()

@@ -215,8 +215,8 @@ def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
         raise ConfigError(f"the CLIP model asks for resize mode {resize_mode!r}; supported: {', '.join(_RESIZE_MODES)}")
     return PreprocessConfig(
         size=int(size),
-        mean=_triple(cfg.get("mean"), defaults.mean),
-        std=_triple(cfg.get("std"), defaults.std),
+        mean=_triple(cfg.get("mean"), open_clip.OPENAI_DATASET_MEAN),
+        std=_triple(cfg.get("std"), open_clip.OPENAI_DATASET_STD),
         interpolation=interpolation,
         resize_mode=resize_mode,
         fill_color=int(cfg.get("fill_color") or 0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,8 @@ def _is_device(name: str) -> bool:
     if name in DEVICES:
         return True
     kind, _, index = name.partition(":")
-    return kind == "cuda" and index.isdigit()
+    # ASCII digits only, and a plausible count: str.isdigit() also accepts "٣" and "²".
+    return kind == "cuda" and re.fullmatch(r"[0-9]{1,3}", index) is not None
 
 
 def _integer(name: str, value: Any, *, minimum: int, hint: str = "") -> None:

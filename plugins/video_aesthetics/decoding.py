@@ -293,14 +293,12 @@ class DeviceDecoder:
 
     def _decode(self, batch: dict[str, Any]) -> dict[str, Any]:
         ends = batch["jpeg_ends"]
-        starts = [0, *ends[:-1]]
+        starts = [0, *ends][:-1]
         jpegs = [batch["jpegs"][start:end] for start, end in zip(starts, ends, strict=True)]
         frames = self._decoded_jpegs(jpegs)
-        cpu_pixels = batch["pixels"]
-        ready: list[torch.Tensor | None] = [
-            cpu_pixels[slot].to(self.device, non_blocking=True) if slot >= 0 else frames[-slot - 1]
-            for slot in batch["slots"]
-        ]
+        # One copy for all the frames the workers decoded (pinned by the DataLoader on CUDA: asynchronous).
+        decoded = batch["pixels"].to(self.device, non_blocking=True)
+        ready = [decoded[slot] if slot >= 0 else frames[-slot - 1] for slot in batch["slots"]]
         counts, errors, offset = [], [], 0
         for count, error in zip(batch["counts"], batch["errors"], strict=True):
             kept = sum(frame is not None for frame in ready[offset : offset + count])

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from video_aesthetics.files import is_within
@@ -43,8 +42,10 @@ class PreprocessConfig:
     """A model's own preprocessing (open_clip's preprocess_cfg, reduced to what the pixels need)."""
 
     size: int = 224
-    mean: tuple[float, float, float] = OPENAI_DATASET_MEAN
-    std: tuple[float, float, float] = OPENAI_DATASET_STD
+    # None: CLIP's (open_clip.constants.OPENAI_DATASET_MEAN / _STD), resolved where torch is loaded
+    # anyway; listing frames and making thumbnails must not import open_clip.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     fill_color: int = 0
@@ -153,11 +154,10 @@ def _pil_steps(pp: PreprocessConfig) -> Callable[[Image.Image], Any]:
     from open_clip.transform import image_transform
     from torchvision.transforms import Compose, Normalize, ToTensor
 
+    # mean and std only shape the Normalize step, which is dropped below.
     transform = image_transform(
         pp.size,
         is_train=False,
-        mean=pp.mean,
-        std=pp.std,
         resize_mode=pp.resize_mode,
         interpolation=pp.interpolation,
         fill_color=pp.fill_color,

@@ -10,7 +10,10 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -24,15 +27,32 @@ STOP_GRACE_SECONDS = 5.0
 _CHILDREN_ALLOWED = threading.RLock()
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux); whether it could."""
-    if not sys.platform.startswith("linux"):
+def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux); whether it could.
+
+    With ``parent``, only when that process is this one's parent; and should it have exited before
+    the request took hold (the kernel watches only the parent it finds then), ``sig`` comes at once.
+    """
+    if not sys.platform.startswith("linux") or (parent is not None and os.getppid() != parent):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        done = libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+    if done and parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return done
+
+
+def socket_peer_pid(sock: socket.socket) -> int | None:
+    """The process at the other end of a Unix socket (of a socketpair: the one that made it); None if unknown."""
+    try:
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):  # not a Unix socket, closed, or not Linux
+        return None
+    pid = struct.unpack("3i", credentials)[0]
+    return pid or None
 
 
 @contextlib.contextmanager

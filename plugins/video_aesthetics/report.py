@@ -42,6 +42,7 @@ from video_aesthetics.records import (
     clip_list,
     is_safe_component,
     passes_filter,
+    video_invalid,
     video_path,
     video_stem,
 )
@@ -69,20 +70,24 @@ OTHER_REASONS = "other"
 
 
 class ScoreHistogram:
-    """Counts of scores in bins of width 2**exponent; the width doubles whenever more than ``max_bins`` are occupied.
+    """Scores in bins of width 2**exponent, each bin holding its count and its smallest and largest score.
 
-    A power-of-two width makes binning exact (``s / w`` only shifts the exponent), so each score lies
-    in its bin ``[k*w, (k+1)*w)``. An order statistic estimated as its bin's centre, clamped to the
-    exact minimum and maximum, is within ``w/2`` of the true one, and so is a percentile
-    interpolated between two of them as numpy's default ("linear") does: ``error_bound`` is ``w/2``.
-    The width ends as the finest that keeps the scores in ``max_bins`` bins (about the score range
-    over ``max_bins``, e.g. 2**-10 for scores spread over 1..10), whatever the order of the input.
+    The width doubles whenever more than ``max_bins`` bins are occupied, so memory is bounded, and
+    ends as the finest that keeps the scores in ``max_bins`` bins (about the score range over
+    ``max_bins``: 2**-11 for scores spread over 1..10), whatever the order of the input.
+
+    A power-of-two width makes binning exact (``s / w`` only shifts the exponent): each score lies
+    in its bin ``[k*w, (k+1)*w)``. An order statistic is estimated as the midpoint of its bin's
+    smallest and largest score, so it is off by at most half their distance: less than ``w/2``, and
+    nothing when the bin holds one distinct score (every bin, in a run of fewer distinct scores than
+    ``max_bins``). A percentile interpolated between two such estimates, as numpy's default
+    ("linear") method does, is within the same bound: ``error_bound`` is ``w/2``.
     """
 
     def __init__(self, max_bins: int = HISTOGRAM_BINS, exponent: int = -40) -> None:
         self.max_bins = max_bins
         self.exponent = exponent
-        self.counts: dict[int, int] = {}
+        self.bins: dict[int, list[float]] = {}  # key -> [count, lowest score, highest score]
         self.total = 0
         self.low = math.inf
         self.high = -math.inf
@@ -102,19 +107,33 @@ class ScoreHistogram:
             if needed > self.exponent:
                 self._coarsen(needed - self.exponent)
         key = math.floor(math.ldexp(value, -self.exponent))
-        self.counts[key] = self.counts.get(key, 0) + 1
+        entry = self.bins.get(key)
+        if entry is None:
+            self.bins[key] = [1, value, value]
+            while len(self.bins) > self.max_bins:
+                self._coarsen(1)
+        else:
+            entry[0] += 1
+            if value < entry[1]:
+                entry[1] = value
+            elif value > entry[2]:
+                entry[2] = value
         self.total += 1
         self.low = min(self.low, value)
         self.high = max(self.high, value)
-        while len(self.counts) > self.max_bins:
-            self._coarsen(1)
 
     def _coarsen(self, steps: int) -> None:
-        merged: dict[int, int] = {}
-        for key, count in self.counts.items():
+        merged: dict[int, list[float]] = {}
+        for key, (count, low, high) in self.bins.items():
             wider = key >> steps  # an arithmetic shift floors negative keys too
-            merged[wider] = merged.get(wider, 0) + count
-        self.counts = merged
+            entry = merged.get(wider)
+            if entry is None:
+                merged[wider] = [count, low, high]
+            else:
+                entry[0] += count
+                entry[1] = min(entry[1], low)
+                entry[2] = max(entry[2], high)
+        self.bins = merged
         self.exponent += steps
 
     def order_statistics(self, ranks: Iterable[int]) -> dict[int, float]:
@@ -123,22 +142,15 @@ class ScoreHistogram:
         found: dict[int, float] = {}
         seen = 0
         position = 0
-        for key in sorted(self.counts):
-            seen += self.counts[key]
+        for key in sorted(self.bins):
+            count, low, high = self.bins[key]
+            seen += int(count)
             while position < len(wanted) and wanted[position] < seen:
-                found[wanted[position]] = self._estimate(key, wanted[position])
+                found[wanted[position]] = (low + high) / 2
                 position += 1
             if position == len(wanted):
                 break
         return found
-
-    def _estimate(self, key: int, rank: int) -> float:
-        if rank == 0:
-            return self.low
-        if rank == self.total - 1:
-            return self.high
-        centre = (key + 0.5) * self.width
-        return min(max(centre, self.low), self.high)
 
     def percentiles(self, points: Iterable[float]) -> list[float]:
         """numpy.percentile's default (linear) method over the estimated order statistics."""
@@ -152,13 +164,13 @@ class ScoreHistogram:
         return result
 
     def display(self, bins: int, low: float, high: float) -> list[int]:
-        """The counts re-binned into ``bins`` equal bins over [low, high] (by each fine bin's centre)."""
+        """The counts re-binned into ``bins`` equal bins over [low, high] (by each fine bin's midpoint)."""
         counts = [0] * bins
         span = high - low
-        for key, count in self.counts.items():
-            centre = min(max((key + 0.5) * self.width, self.low), self.high)
-            index = int((centre - low) / span * bins) if span > 0 else 0
-            counts[min(max(index, 0), bins - 1)] += count
+        for count, lowest, highest in self.bins.values():
+            middle = (lowest + highest) / 2
+            index = int((middle - low) / span * bins) if span > 0 else 0
+            counts[min(max(index, 0), bins - 1)] += int(count)
         return counts
 
 
@@ -239,9 +251,10 @@ class ReportBuilder:
         stem = video_stem(record, config.input_video_key) or ""
         scores = []
         for index in range(count):
-            target = targets[index] if index < len(targets) else None
-            # A clip missing from the output (an unscored file) is still named by its input.
-            named = target if isinstance(target, dict) or index >= len(inputs) else inputs[index]
+            source = inputs[index] if index < len(inputs) else None
+            # A clip missing from the output (an unscored file) is named by its input and has no score.
+            target = targets[index] if index < len(targets) else ({} if isinstance(source, dict) else source)
+            named = target if isinstance(target, dict) and target else source
             cid = _short(stem if config.whole_video else clip_id(named, stem, index))
             score = self._add_sample(target, cid, video, stem, record_no, None if config.whole_video else index)
             if score is not None:
@@ -413,15 +426,20 @@ class ReportBuilder:
 
 
 def sample_count(record: Any, config: ScoringConfig) -> int:
-    """How many samples ``records.samples_of`` finds in ``record``, without making their paths (reports read millions)."""
+    """How many samples ``records.samples_of`` finds in ``record``, without making their paths.
+
+    samples_of builds a Path per clip, which would make the report's pass several times slower on
+    millions of clips; tests/test_report.py checks that both count alike, record shape by shape.
+    """
     if not isinstance(record, dict):
         return 0
+    key = config.input_video_key
     if config.whole_video:
-        return int(video_path(record, config.input_video_key) is not None)
-    if video_stem(record, config.input_video_key) is None:
-        return 0
+        return int(video_path(record, key) is not None or video_invalid(record, key))
     clips = clip_list(record, config.video_clips_key or "")
-    return 0 if clips is None else len(clips)
+    if clips is None or (video_stem(record, key) is None and not video_invalid(record, key)):
+        return 0
+    return len(clips)
 
 
 def middle_frame(config: ScoringConfig, stem: str, cid: str) -> str | None:

@@ -26,7 +26,6 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import (
     PendingFile,
-    atomic_writer,
     exclusive,
     publish_together,
     same_file,
@@ -427,8 +426,8 @@ def _check_output(path: Path, what: str) -> None:
     target = write_target(path)
     try:
         mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = None
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None  # the folders are checked below
     except OSError as err:
         raise ConfigError(f"cannot use {path} as the {what}: {err.strerror}") from None
     if mode is not None and stat.S_ISDIR(mode):
@@ -503,13 +502,4 @@ def write_bad_lines(handle: IO[str], source: JsonlSource) -> int:
     for bad in source.bad_lines():
         handle.write(dumps(bad.as_reject()) + "\n")
         count += 1
-    return count
-
-
-def write_rejects(source: JsonlSource, path: Path) -> int:
-    """Every malformed line of ``source`` with where it was and why; written even when empty, so reruns stay exact."""
-    with atomic_writer(path) as handle:
-        count = write_bad_lines(handle, source)
-    if count:
-        log.warning("%d malformed line(s) written to %s", count, path)
     return count

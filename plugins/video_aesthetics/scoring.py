@@ -99,8 +99,11 @@ class Scorer:
         self.preprocess = preprocess
         self.identity = identity or {}
         shape = (1, 3, 1, 1)
-        self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
-        self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        mean, std = preprocess.mean or OPENAI_DATASET_MEAN, preprocess.std or OPENAI_DATASET_STD
+        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255.0
+        self.std = torch.tensor(std, device=self.device).view(shape) * 255.0
         # The tower's precision: bf16 autocast on GPUs; None runs it in fp32 (always on the CPU,
         # where thread-count independent scores rest on fp32 kernels). bench/gpu.py compares the others.
         self.amp_dtype: torch.dtype | None = torch.bfloat16 if self.device.type == "cuda" else None
@@ -142,7 +145,7 @@ class Scorer:
         if not groups:
             return torch.empty(0)
         if self.device.type == "cpu":
-            with _one_intra_op_thread():
+            with torch_threads(1):
                 scores = list(self._cpu_pool().map(self._forward, groups))
         else:
             scores = [self._forward(group) for group in groups]
@@ -167,9 +170,13 @@ class Scorer:
 
 
 @contextlib.contextmanager
-def _one_intra_op_thread() -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block, restored after; a Scorer made inside uses that many.
+
+    CPU scores are the same bits whatever the count (see CPU_FORWARD_GROUP): only the speed changes.
+    """
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from video_aesthetics.errors import ConfigError
+
 SECTION = "video_aesthetics"
 ENV_PREFIX = "VIDEO_AESTHETICS_"
 # Honoured too so that a machine already set up offline for Hugging Face is offline for us as well.
@@ -86,6 +88,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("chunk_size", "Records per shard of the DAG.", "5000", "integer"),
         Setting("num_workers", "Decoding worker processes per scoring task.", "4", "integer"),
         Setting("device", "auto, cpu, cuda or cuda:N.", "auto"),
+        Setting(
+            "threads",
+            "torch's CPU threads per scoring task: a number, or auto (OMP_NUM_THREADS when set, else every CPU "
+            "the task may run on). With several tasks on one host, give each its share: CPUs / tasks.",
+            "auto",
+        ),
         Setting("schedule", "The DAG's schedule: a cron preset or expression; none for manual runs only.", "@daily"),
         Setting(
             "retries",
@@ -114,6 +122,32 @@ def get_int(name: str, lookup: Lookup | None = None) -> int:
         return int(str(value))
     except ValueError:
         raise ValueError(f"setting {name} ({SETTINGS[name].env}) must be an integer, got {value!r}") from None
+
+
+def cpu_threads(lookup: Lookup | None = None) -> int:
+    """The CPU threads a scoring task gives torch: the ``threads`` setting, with "auto" resolved.
+
+    "auto" is OMP_NUM_THREADS when set (torchrun and many schedulers size it), else the CPUs this
+    process may run on (its affinity mask: taskset and container cpusets count, the host's other
+    CPUs do not), where torch alone would take every core of the host.
+    """
+    value = str(get("threads", lookup)).strip()
+    if value.lower() != "auto":
+        return _thread_count(value, f"setting threads ({SETTINGS['threads'].env}) must be auto or")
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp:
+        return _thread_count(omp, "OMP_NUM_THREADS must be unset or")
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _thread_count(value: str, rule: str) -> int:
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ConfigError(f"{rule} a whole number of threads >= 1, got {value!r}")
+    return threads
 
 
 def cache_dir() -> Path:

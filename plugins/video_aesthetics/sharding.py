@@ -27,6 +27,7 @@ from video_aesthetics.files import atomic_writer
 from video_aesthetics.records import (
     BOM,
     ERROR,
+    FILTERED,
     FRAME_SCORES,
     NON_FINITE,
     SCORE,
@@ -291,7 +292,7 @@ def _input_lines(inputs: Iterable[Path], check: Check | None = None) -> Iterator
 def scored_keys(config: ScoringConfig) -> frozenset[str]:
     """The top-level keys scoring may add or change; every other key must come through untouched."""
     if config.whole_video:
-        return frozenset({SCORE, ERROR, FRAME_SCORES})
+        return frozenset({SCORE, ERROR, FRAME_SCORES, FILTERED})
     return frozenset({config.output_key})
 
 

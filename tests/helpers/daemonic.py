@@ -26,7 +26,9 @@ def run_daemonic(target: Callable[..., Any], *args: Any, timeout: float = 300.0)
     context = multiprocessing.get_context(START_METHOD)
     with tempfile.TemporaryDirectory(prefix="daemonic-") as scratch:
         result = Path(scratch) / "result.pkl"
-        process = context.Process(target=_child, args=(target, args, str(result)), daemon=True)
+        process = context.Process(
+            target=_child, args=(target, args, str(result), multiprocessing.get_start_method()), daemon=True
+        )
         process.start()
         process.join(timeout)
         if process.is_alive():
@@ -41,12 +43,15 @@ def run_daemonic(target: Callable[..., Any], *args: Any, timeout: float = 300.0)
     return value
 
 
-def _child(target: Callable[..., Any], args: tuple[Any, ...], result: str) -> None:
+def _child(target: Callable[..., Any], args: tuple[Any, ...], result: str, start_method: str) -> None:
+    # A spawned child defaults to spawning its own children too; a Celery worker's processes are
+    # forked and keep the interpreter's default, which DataLoader's workers then use.
+    multiprocessing.set_start_method(start_method, force=True)
     try:
         if not multiprocessing.current_process().daemon:
             raise RuntimeError("the child is not daemonic: the test would prove nothing")
         outcome = (True, target(*args))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - whatever it was goes back to the test
         outcome = (False, traceback.format_exc())
     Path(result).write_bytes(pickle.dumps(outcome))
 

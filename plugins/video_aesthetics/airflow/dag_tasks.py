@@ -22,17 +22,20 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk import conf as airflow_conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from video_aesthetics import settings, sharding
+from video_aesthetics import report, settings, sharding
 from video_aesthetics.airflow import object_store
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, sha256_file
+from video_aesthetics.records import JsonlSource, dumps, kept_records
 
 log = logging.getLogger(__name__)
 
 SCORED_NAME = "scored.jsonl"
 MANIFEST_NAME = "_manifest.json"
 REJECTS_NAME = "rejects.jsonl"
+REPORT_NAME = "report.html"
+KEPT_NAME = "kept.jsonl"
 STAGING_NAME = "_staging"
 PLAN_NAME = "plan.json"
 
@@ -168,6 +171,8 @@ SCORING_PARAMS = (
     "num_workers",
     "device",
     "reduction",
+    "aes_min",
+    "aes_max",
     "skip_bad_records",
 )
 
@@ -251,15 +256,19 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
     """Cut the run's input into shard files in its staging folder; one score_shard kwargs dict per shard."""
     with _failing_fast():
         layout = run_layout(params, context)
-        shared = score_kwargs(scoring_config(params))
+        config = scoring_config(params)
+        shared = score_kwargs(config)
         inputs = sharding.resolve_inputs(layout.input_spec)
         chunk_size = int(params.get("chunk_size", 1))
+        # With the config, a record that scoring would refuse (an output_key that is not clips) is
+        # found here, with its own file and line, not by one shard's scoring.
         plan = sharding.plan_shards(
             inputs,
             Path(layout.work_dir),
             chunk_size,
             max_shards,
-            skip_bad_records=bool(params.get("skip_bad_records", False)),
+            skip_bad_records=config.skip_bad_records,
+            config=config,
         )
     with atomic_writer(layout.plan_file) as handle:
         json.dump(plan.as_dict(), handle, indent=1)
@@ -297,6 +306,18 @@ def merge(
             merged = object_store.write_atomic(scored, lambda out: sharding.merge_scored_shards(plan, config, out))
             _cross_check(merged, results)
             rejects = _publish_rejects(plan, version)
+            run_info = {
+                "dag_id": layout.dag_id,
+                "run_id": layout.run_id,
+                "run_type": layout.run_type,
+                "partition": layout.partition,
+                "version": version.name,
+                "logical_date": layout.logical_date,
+            }
+            summary = _publish_report(
+                plan, config, version, model, run_info, str(scored), int(params.get("report_top", 12))
+            )
+            kept = _publish_kept(plan, config, version)
             manifest = sharding.build_manifest(
                 plan=plan,
                 merged=merged,
@@ -305,15 +326,12 @@ def merge(
                 model=model,
                 frames=dict(frames or {}),
                 rejects=rejects,
-                run={
-                    "dag_id": layout.dag_id,
-                    "run_id": layout.run_id,
-                    "run_type": layout.run_type,
-                    "partition": layout.partition,
-                    "version": version.name,
-                    "logical_date": layout.logical_date,
-                },
+                run=run_info,
             )
+            # What people see in the report, machines read here.
+            manifest["output"]["report"] = str(version / REPORT_NAME)
+            manifest["output"]["kept"] = kept
+            manifest["summary"] = summary
             data = sharding.manifest_bytes(manifest)
             object_store.write_atomic(layout.manifest, lambda out: out.write(data))
         except BaseException:
@@ -337,6 +355,9 @@ def merge(
         "output": str(scored),
         "manifest": str(layout.manifest),
         "rejects": rejects,
+        "report": str(version / REPORT_NAME),
+        "kept": kept,
+        "summary": report.headline(summary),
         "records": merged.records,
         "clips": merged.clips,
         "scored": merged.scored,
@@ -396,6 +417,47 @@ def _cross_check(merged: sharding.MergeResult, results: list[dict[str, Any]]) ->
             raise sharding.MergeError(
                 f"the merged output holds {getattr(merged, key)} {key} clips, the shards reported {reported}"
             )
+
+
+def _scored_records(plan: sharding.ShardPlan) -> Iterator[dict[str, Any]]:
+    """The run's scored records in input order, from the local staging shards (not read back from the store)."""
+    for shard in sorted(plan.shards, key=lambda s: s.index):
+        yield from JsonlSource(Path(shard.output))
+
+
+def _publish_report(
+    plan: sharding.ShardPlan,
+    config: ScoringConfig,
+    version: ObjectStoragePath,
+    model: dict[str, Any],
+    run: dict[str, Any],
+    source: str,
+    top: int,
+) -> dict[str, Any]:
+    """The run's score report beside its records; returns the summary the report shows."""
+    summary = report.summarise(
+        _scored_records(plan), config, top=top, model=model, run=run, rejected=plan.rejected, source=source
+    )
+    page = report.render_html(summary, title=f"Aesthetic scores: {run['partition']}").encode("utf-8")
+    object_store.write_atomic(version / REPORT_NAME, lambda out: out.write(page))
+    return summary
+
+
+def _publish_kept(plan: sharding.ShardPlan, config: ScoringConfig, version: ObjectStoragePath) -> dict[str, Any] | None:
+    """With aes_min/aes_max: the records with only their passing clips (records left with none dropped)."""
+    if not config.filtering:
+        return None
+    target = version / KEPT_NAME
+
+    def fill(out: Any) -> int:
+        count = 0
+        for record in kept_records(_scored_records(plan), config):
+            out.write((dumps(record) + "\n").encode("utf-8"))
+            count += 1
+        return count
+
+    records = object_store.write_atomic(target, fill)
+    return {"path": str(target), "records": records}
 
 
 def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath) -> str | None:

@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from video_aesthetics import __version__
 from video_aesthetics.airflow import object_store
 from video_aesthetics.airflow.links import ScoredOutputLink
+from video_aesthetics.airflow.task_process import cpu_threads, die_with_supervisor
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.files import sha256_file
@@ -155,6 +156,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         return ScoringConfig.from_params({name: getattr(self, name) for name in PARAM_NAMES})
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # First: an attempt whose supervisor died must not score on beside its own retry.
+        die_with_supervisor()
         try:
             config = self.scoring_config()
             if not self.input_path or not self.output_path:
@@ -194,11 +197,16 @@ class VideoAestheticScoringOperator(BaseOperator):
 
     def _score(self, config: ScoringConfig) -> tuple[RunStats, str, int]:
         from video_aesthetics.runner import score_file
+        from video_aesthetics.scoring import torch_threads
 
         rejects_target = self.rejects_path or (
             rejects_location(str(self.output_path)) if config.skip_bad_records else None
         )
+        threads = cpu_threads()
+        log.info("scoring with %d CPU thread(s) for torch (setting threads)", threads)
         with (
+            # Several tasks on one host each take their share of the CPUs, not all of them.
+            torch_threads(threads),
             object_store.local_input(self.input_path) as source,
             object_store.local_output(self.output_path) as target,
             _optional_output(rejects_target) as rejects,

@@ -1,0 +1,435 @@
+"""The GPU benchmark: can the decode paths keep one GPU busy with ViT-L/14? One run, one JSON object.
+
+    python bench/gpu.py                         # on a GPU: ViT-L/14 (random weights), about 5 minutes
+    python bench/gpu.py --smoke --device cpu    # a tiny model and a few frames: checks that it runs
+
+Prints (stdout, one line) the GPU's name; the model-only ceiling (images/s of the scorer on pixels
+already on the device, bf16 autocast as scoring runs); end-to-end images/s (JSONL in, JPEG frames
+decoded, JSONL out, through runner.score_records) on the exact, fast and gpu decode paths at
+1280x720 and 1920x1080 (JPEGs of quality 90 made here), each with its ratio to the ceiling; the
+time to first score from a local checkpoint through the project's loader, and the smallest shard
+(chunk_size) for which that start-up is at most 5% of the shard's time; the peak GPU memory;
+precision variants (bf16, fp16, fp32, tf32: speed and max score deviation from fp32; the head
+always fp32); attention kernels (SDPA backends); channels-last; torch.compile.
+
+Sections past the time budget (--budget-s) are skipped and say so, so that the run fits its slot.
+Weights are random: they cost what real ones cost; the scores only serve to compare variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.decoding import resolve_decode
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.frames import load_frame
+from video_aesthetics.records import JsonlSource, write_jsonl
+from video_aesthetics.runner import score_records
+from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
+
+FRAMES_PER_CLIP = 3
+SIZES = ((1280, 720), (1920, 1080))
+DECODES = ("exact", "fast", "gpu")
+# The smoke model: a ViT-B/32-shaped tower, 2 layers of 64, ViT-L/14's 768-wide embeddings (as the tests' tiny CLIP).
+TINY_CFG = {
+    "embed_dim": 768,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "patch_size": 32, "width": 64, "layers": 2, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+
+log = logging.getLogger("bench.gpu")
+
+
+class Budget:
+    """Seconds left for optional sections; what does not fit is skipped with a reason."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def allows(self, seconds: float) -> bool:
+        return self.left() >= seconds
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def make_clips(root: Path, clips: int, width: int, height: int, distinct: int) -> Path:
+    """``clips`` clips of 3 JPEG frames (quality 90) in VideoFrameFilter's layout, and their JSONL.
+
+    Only ``distinct`` frames are encoded; the others are hard links to them (each still a file
+    that is opened, read and decoded), so that thousands of clips take seconds to make.
+    """
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC))
+    originals = []
+    for index in range(distinct):
+        path = root / "originals" / f"{index}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.roll(smooth, shift=index * 7, axis=1)).save(path, quality=90)
+        originals.append(path)
+    lines = []
+    for clip in range(clips):
+        stem, cid = f"video{clip // 4}", f"video{clip // 4}_{clip % 4}"
+        folder = root / "frames" / stem / cid / "img"
+        folder.mkdir(parents=True, exist_ok=True)
+        for frame in range(FRAMES_PER_CLIP):
+            original = originals[(clip * FRAMES_PER_CLIP + frame) % distinct]
+            target = folder / f"frame_{frame * 30:06d}.jpg"
+            try:
+                os.link(original, target)
+            except OSError:
+                target.write_bytes(original.read_bytes())
+        if clip % 4 == 0:
+            lines.append({"video": [f"videos/{stem}.mp4"], "video_clips": {"clips": []}})
+        lines[-1]["video_clips"]["clips"].append({"id": cid, "frame_start": 0, "frame_end": 90, "num_frames": 90})
+    source = root / "input.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return source
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def save_model(folder: Path, smoke: bool) -> tuple[str, Path]:
+    """A random CLIP saved where the project's loader reads it; returns (clip_model spec, head file)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from video_aesthetics.head import AestheticHead
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        torch.manual_seed(0)
+        model = open_clip.CLIP(**TINY_CFG)
+        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
+        weights, spec = folder / "open_clip_model.safetensors", str(folder)
+    else:
+        model = open_clip.create_model("ViT-L-14", pretrained=None)  # random weights: timing only
+        weights = folder / "vit-l-14.safetensors"
+        spec = f"ViT-L-14:{weights}"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    head = folder / "head.pth"
+    torch.manual_seed(1)
+    torch.save(AestheticHead(768).state_dict(), head)
+    return spec, head
+
+
+def time_to_first_score(config: ScoringConfig, frames: list[Path], device: torch.device) -> tuple[Scorer, dict]:
+    """The scorer, and the seconds from nothing loaded (CUDA not started either) to the first clip's scores.
+
+    load_s: Scorer.load (read and hash the files, build the model, move it to the device);
+    first_clip_s: decode the first clip's frames and score them (kernel selection included).
+    """
+    started = time.perf_counter()
+    scorer = Scorer.load(config, device)
+    sync(device)
+    loaded = time.perf_counter()
+    pixels = torch.from_numpy(np.stack([load_frame(path, scorer.preprocess) for path in frames]))
+    scores = scorer.score_pixels(pixels)
+    assert torch.isfinite(scores).all()
+    done = time.perf_counter()
+    return scorer, {"load_s": round(loaded - started, 3), "first_clip_s": round(done - loaded, 3)}
+
+
+# --- model-only timings ------------------------------------------------------------------------
+
+
+def images_per_s(scorer: Scorer, pixels: torch.Tensor, min_seconds: float, min_calls: int = 3) -> float:
+    """Images/s of scorer.score_pixels on ``pixels`` (already where the model is), after two warm-up calls."""
+    for _ in range(2):
+        scorer.score_pixels(pixels)
+    sync(scorer.device)
+    calls, started = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - started < min_seconds:
+        scorer.score_pixels(pixels)
+        calls += 1
+    sync(scorer.device)
+    return calls * pixels.shape[0] / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def precision(scorer: Scorer, name: str) -> Iterator[None]:
+    """The tower under autocast bf16/fp16, or in fp32 (tf32: fp32 with TF32 matrix units allowed)."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "tf32": None}
+    before_dtype, before_tf32 = scorer.amp_dtype, torch.backends.cuda.matmul.allow_tf32
+    before_cudnn = torch.backends.cudnn.allow_tf32
+    scorer.amp_dtype = dtypes[name]
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        yield
+    finally:
+        scorer.amp_dtype = before_dtype
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before_tf32, before_cudnn
+
+
+def guarded(section: Callable[[], Any]) -> Any:
+    """A section's result, or the error that stopped it: one unsupported variant must not end the run."""
+    try:
+        return section()
+    except Exception as err:  # noqa: BLE001 - reported in the JSON, never hidden
+        log.warning("section failed: %s: %s", type(err).__name__, err)
+        return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+
+
+def precision_variants(scorer: Scorer, bench_pixels: torch.Tensor, real: torch.Tensor, seconds: float) -> dict:
+    with precision(scorer, "fp32"):
+        reference = scorer.score_pixels(real)
+    out: dict[str, Any] = {"score_spread_fp32": float(reference.max() - reference.min())}
+    names = ("bf16", "fp16", "fp32", "tf32") if scorer.device.type == "cuda" else ("bf16", "fp16", "fp32")
+    for name in names:
+
+        def measure(name: str = name) -> dict[str, float]:
+            with precision(scorer, name):
+                scores = scorer.score_pixels(real)
+                speed = images_per_s(scorer, bench_pixels, seconds)
+            return {"images_per_s": round(speed, 1), "max_score_delta_vs_fp32": float((scores - reference).abs().max())}
+
+        out[name] = guarded(measure)
+    return out
+
+
+def attention_variants(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
+    """Model-only images/s with each scaled-dot-product-attention backend forced (open_clip's attention calls SDPA)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    out: dict[str, Any] = {"default": round(images_per_s(scorer, pixels, seconds), 1)}
+    for name, backend in backends.items():
+
+        def measure(backend: SDPBackend = backend) -> float:
+            with sdpa_kernel(backend):
+                return round(images_per_s(scorer, pixels, seconds), 1)
+
+        out[name] = guarded(measure)
+    return {"precision": _precision_name(scorer), "images_per_s": out}
+
+
+def channels_last_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
+    default = images_per_s(scorer, pixels, seconds)
+    scorer.tower.to(memory_format=torch.channels_last)
+    try:
+        faster = images_per_s(scorer, pixels, seconds)
+    finally:
+        scorer.tower.to(memory_format=torch.contiguous_format)
+    return {"images_per_s": round(faster, 1), "default_images_per_s": round(default, 1)}
+
+
+def compile_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
+    tower = scorer.tower
+    scorer.tower = torch.compile(tower)
+    try:
+        started = time.perf_counter()
+        scorer.score_pixels(pixels)
+        sync(scorer.device)
+        compile_s = time.perf_counter() - started
+        speed = images_per_s(scorer, pixels, seconds)
+    finally:
+        scorer.tower = tower
+    return {"compile_s": round(compile_s, 1), "images_per_s": round(speed, 1)}
+
+
+def _precision_name(scorer: Scorer) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[scorer.amp_dtype]
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+def end_to_end(scorer: Scorer, source: Path, config: ScoringConfig, clips: int) -> dict[str, float | None]:
+    """Images/s of a whole run (JSONL in, decode, score, JSONL out), and after its first record (steady state).
+
+    The whole run includes starting the decoding workers and waiting for the first batch, which a
+    long shard amortises; the steady rate leaves them out.
+    """
+    first: list[float] = []
+    later = [0]
+
+    def timed(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if first:
+                later[0] += len(record["video_clips"]["clips"])
+            else:
+                first.append(time.perf_counter())
+            yield record
+
+    out = Path(config.figure_root).parent / "out.jsonl"
+    sync(scorer.device)
+    started = time.perf_counter()
+    stats = score_records(
+        JsonlSource(source), config, lambda records: write_jsonl(out, timed(records)), load_scorer=lambda _: scorer
+    )
+    sync(scorer.device)
+    ended = time.perf_counter()
+    assert stats is not None and stats.scored == stats.clips == clips, stats
+    steady = later[0] * FRAMES_PER_CLIP / (ended - first[0]) if later[0] and ended > first[0] else None
+    return {
+        "images_per_s": round(clips * FRAMES_PER_CLIP / (ended - started), 1),
+        "images_per_s_after_first_record": round(steady, 1) if steady else None,
+        "seconds": round(ended - started, 2),
+    }
+
+
+def end_to_end_all(
+    scorer: Scorer, root: Path, args: argparse.Namespace, ceiling: float, budget: Budget
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for width, height in SIZES:
+        folder = root / f"{width}x{height}"
+        distinct = min(args.distinct_frames, args.clips * FRAMES_PER_CLIP)
+        source = make_clips(folder, args.clips, width, height, distinct=distinct)
+        base = ScoringConfig(
+            figure_root=str(folder / "frames"),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=str(scorer.device),
+        )
+        out[f"{width}x{height}"] = runs = {}
+        for decode in DECODES:
+            try:
+                resolve_decode(decode, scorer.device)
+            except ConfigError as err:
+                runs[decode] = {"skipped": str(err)}
+                continue
+            if not budget.allows(30):
+                runs[decode] = {"skipped": "over the time budget"}
+                continue
+            config = base.replace(decode=decode)
+            result = guarded(lambda config=config, source=source: end_to_end(scorer, source, config, args.clips))
+            if "images_per_s" in result:
+                result["ratio_to_ceiling"] = round(result["images_per_s"] / ceiling, 3)
+            runs[decode] = result
+    return out
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model and a few frames (runs on the CPU)")
+    parser.add_argument("--clips", type=int, default=None, help="clips per end-to-end run (default 4096; smoke 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per batch (default 64; smoke 2)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="decoding workers (default: CPUs - 2, at most 14; smoke 0)",
+    )
+    parser.add_argument("--distinct-frames", type=int, default=64, help="JPEGs encoded per size (the rest are links)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="seconds per model-only timing (default 3; smoke 0)"
+    )
+    parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="time torch.compile")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="skip optional sections past this many seconds")
+    args = parser.parse_args()
+    smoke = args.smoke
+    args.clips = args.clips or (4 if smoke else 4096)
+    args.batch_size = args.batch_size or (2 if smoke else 64)
+    if args.num_workers is None:
+        args.num_workers = 0 if smoke else max(1, min(14, (os.cpu_count() or 2) - 2))
+    seconds = args.seconds if args.seconds is not None else (0.0 if smoke else 3.0)
+    compile_wanted = args.compile if args.compile is not None else not smoke
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+
+    budget = Budget(args.budget_s)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    result: dict[str, Any] = {
+        "gpu": None,
+        "device": str(device),
+        "model": "tiny (smoke)" if smoke else "ViT-L-14 (random weights)",
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "clips": args.clips,
+        "frames_per_clip": FRAMES_PER_CLIP,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec, head = save_model(root / "model", smoke)
+        config = ScoringConfig(
+            clip_model=spec, mlp_checkpoint=str(head), batch_size=args.batch_size, device=str(device), decode="exact"
+        )
+        scorer, startup = time_to_first_score(config, _first_clip(root / "first"), device)
+        result["time_to_first_score_s"] = round(startup["load_s"] + startup["first_clip_s"], 3)
+        result["time_to_first_score"] = startup
+        if cuda:
+            result["gpu"] = torch.cuda.get_device_name(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        per_batch = forward_batch_for(config, device)
+        bench_pixels = torch.randint(0, 256, (per_batch, 224, 224, 3), dtype=torch.uint8, device=device)
+        ceiling = images_per_s(scorer, bench_pixels, seconds)
+        result["ceiling_images_per_s"] = round(ceiling, 1)
+        result["ceiling_precision"] = _precision_name(scorer)
+
+        result["end_to_end"] = end_to_end_all(scorer, root / "e2e", args, ceiling, budget)
+        fastest = result["end_to_end"]["1280x720"].get("gpu", {}).get("images_per_s") or max(
+            run.get("images_per_s", 0) for run in result["end_to_end"]["1280x720"].values()
+        )
+        # load <= 5% of a shard's time: load_s <= 0.05 * (load_s + clips * 3 / images_per_s)
+        load_s = result["time_to_first_score_s"]
+        result["min_chunk_clips_for_5pct_load"] = int(np.ceil(19 * load_s * fastest / FRAMES_PER_CLIP))
+
+        real_paths = sorted((root / "e2e" / "1280x720" / "originals").glob("*.jpg"))[: max(per_batch, 8)]
+        real = torch.from_numpy(np.stack([load_frame(path, scorer.preprocess) for path in real_paths])).to(device)
+        sections: dict[str, tuple[float, Callable[[], Any]]] = {
+            "precision": (60, lambda: precision_variants(scorer, bench_pixels, real, seconds)),
+            "attention": (45, lambda: attention_variants(scorer, bench_pixels, seconds)),
+            "channels_last": (15, lambda: channels_last_variant(scorer, bench_pixels, seconds)),
+        }
+        for name, (needs, section) in sections.items():
+            result[name] = guarded(section) if budget.allows(needs) else {"skipped": "over the time budget"}
+        if not compile_wanted:
+            result["compile"] = {"skipped": "not asked for (--compile)"}
+        elif not budget.allows(150):
+            result["compile"] = {"skipped": "over the time budget"}
+        else:
+            result["compile"] = guarded(lambda: compile_variant(scorer, bench_pixels, seconds))
+    result["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device) if cuda else None
+    result["peak_gpu_memory_gib"] = round(result["peak_gpu_memory_bytes"] / 2**30, 2) if cuda else None
+    result["budget_left_s"] = round(budget.left(), 1)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _first_clip(folder: Path) -> list[Path]:
+    """The 3 frames (1280x720) of the clip scored first when measuring start-up."""
+    make_clips(folder, 1, 1280, 720, distinct=FRAMES_PER_CLIP)
+    return sorted((folder / "frames").rglob("*.jpg"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The DAG on CeleryExecutor with PostgreSQL and Redis, started by scripts/celery_stack.py, and faults.
+
+A scheduler, a dag-processor, an api-server and two Celery workers run on this machine's PostgreSQL
+and Redis (their own database and Redis database number, removed afterwards); the ``gpu`` worker
+serves only the ``gpu`` queue, where score_shard goes, with the DAG's default decoding workers: a
+prefork pool's task process is daemonic, which once failed every shard.
+
+Faults, each while a shard is being scored (its decoding workers running): the task process
+SIGKILLed; its supervisor (the Celery pool process) SIGKILLed, whose task process must then die
+too; the gpu worker SIGKILLed and restarted; the scheduler SIGKILLed and restarted. Each run must
+still succeed with every record once, in input order, the CLI's bytes, and no staging or
+temporary file left. Skip them with ``-m "not celery"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from helpers.airflow_env import REPO, published
+from helpers.media import frame_dataset, read_jsonl
+from video_aesthetics.sharding import safe_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.celery, pytest.mark.timeout(900)]
+
+DAG_ID = "video_aesthetic_scoring"
+RUN_SECONDS = 300
+# Short, so that a lost worker's task is retried within the test (Airflow's default: 300 s).
+HEARTBEAT_TIMEOUT = 30
+WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(\w+)'")
+
+
+def _load_stack_module() -> Any:
+    spec = importlib.util.spec_from_file_location("celery_stack", REPO / "scripts" / "celery_stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["celery_stack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+celery_stack = _load_stack_module()
+
+
+class Client:
+    """The stack's REST API, logged in as its admin."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+        login = requests.post(
+            f"{stack.base_url}/auth/token", json={"username": stack.user, "password": stack.password}, timeout=30
+        )
+        assert login.status_code == 201, login.text
+        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(method, f"{self.stack.base_url}{path}", headers=self.headers, timeout=30, **kwargs)
+        assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
+        return self("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100})[
+            "task_instances"
+        ]
+
+    def shard(self, run_id: str, map_index: int) -> dict[str, Any]:
+        """The shard's task instance; empty before plan_shards has mapped it."""
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/score_shard/{map_index}"
+        response = requests.get(f"{self.stack.base_url}{path}", headers=self.headers, timeout=30)
+        if response.status_code == 404:
+            return {}
+        assert response.ok, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def trigger(self, conf: dict[str, Any]) -> str:
+        return self("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def run_state(self, run_id: str) -> str:
+        return self("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+
+
+def _wait(what: str, check: Callable[[], Any], seconds: float, stack: Any, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, process in stack.processes.items():
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode} while waiting for {what}\n{stack.log_tail()}")
+        with contextlib.suppress(requests.RequestException):
+            value = check()
+            if value:
+                return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}\n{stack.log_tail()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Eight videos of ten clips with their frames: four shards of twenty clips; and the CLI's output for them."""
+    root = tmp_path_factory.mktemp("celery_data")
+    source, figure_root = frame_dataset(root, videos=8, clips_per_video=10, frames_per_clip=3)
+    return {"root": root, "source": source, "figure_root": figure_root, "output_root": root / "output"}
+
+
+@pytest.fixture(scope="module")
+def cli_output(world: dict[str, Path], model_args: dict[str, str]) -> bytes:
+    out = world["root"] / "cli.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "video_aesthetics",
+            "score",
+            "--input",
+            str(world["source"]),
+            "--output",
+            str(out),
+            "--figure-root",
+            str(world["figure_root"]),
+            "--clip-model",
+            model_args["clip_model"],
+            "--mlp-checkpoint",
+            model_args["mlp_checkpoint"],
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def stack(world: dict[str, Path], model_args: dict[str, str]) -> Iterator[Any]:
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    base_env.update(
+        VIDEO_AESTHETICS_OUTPUT_ROOT=str(world["output_root"]),
+        VIDEO_AESTHETICS_FIGURE_ROOT=str(world["figure_root"]),
+        VIDEO_AESTHETICS_CLIP_MODEL=model_args["clip_model"],
+        VIDEO_AESTHETICS_MLP_CHECKPOINT=model_args["mlp_checkpoint"],
+        VIDEO_AESTHETICS_DEVICE="cpu",
+        VIDEO_AESTHETICS_SCHEDULE="none",
+    )
+    extra = {
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+    }
+    with celery_stack.CeleryStack(port=0, base_env=base_env, extra_env=extra) as running:
+        yield running
+    # Everything the stack made is gone.
+    assert not _databases(running.postgres, running.sql_alchemy_conn)
+    assert not any(_alive(process.pid) for process in running.processes.values())
+
+
+def _databases(postgres: str, url: str) -> list[str]:
+    name = url.rsplit("/", 1)[1]
+    connection = celery_stack._admin(postgres)
+    with contextlib.closing(connection), connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname = %s", (name,))
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def api(stack: Any) -> Client:
+    client = Client(stack)
+    _wait("the DAG to be registered", lambda: client("GET", f"/api/v2/dags/{DAG_ID}"), 240, stack)
+    client("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+    return client
+
+
+def _conf(world: dict[str, Path]) -> dict[str, Any]:
+    return {"input_path": str(world["source"]), "chunk_size": 2}
+
+
+def _scoring(api: Client, run_id: str, map_index: int, try_number: int = 1) -> tuple[dict[str, Any], psutil.Process]:
+    """The shard's attempt and its task process, once that is scoring (its decoding workers have started)."""
+
+    def started() -> tuple[dict[str, Any], psutil.Process] | None:
+        ti = api.shard(run_id, map_index)
+        if ti.get("state") != "running" or ti["try_number"] != try_number or not ti.get("pid"):
+            return None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(ti["pid"])
+            if process.children():
+                return ti, process
+        return None
+
+    return _wait(f"shard {map_index} try {try_number} to score", started, RUN_SECONDS, api.stack, every=0.02)
+
+
+def _worker_of(process: psutil.Process, stack: Any) -> str:
+    mains = {stack.processes[name].pid: name for name in ("worker-default", "worker-gpu")}
+    return next(mains[p.pid] for p in process.parents() if p.pid in mains)
+
+
+def _gone(pids: list[int], seconds: float = 15) -> float:
+    """Seconds until every one of ``pids`` has exited; fails after ``seconds``."""
+    started = time.monotonic()
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() - started < seconds, f"still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _finished(api: Client, run_id: str) -> str:
+    state = _wait(
+        f"run {run_id} to finish",
+        lambda: (s := api.run_state(run_id)) in ("success", "failed") and s,
+        RUN_SECONDS,
+        api.stack,
+        every=2,
+    )
+    return state
+
+
+def _check_output(world: dict[str, Path], run_id: str, cli_output: bytes) -> None:
+    partition = world["output_root"] / safe_name(run_id)
+    manifest, scored = published(partition)
+    assert scored.read_bytes() == cli_output
+    ids = [c["id"] for r in read_jsonl(scored) for c in r["video_clips"]["clips"]]
+    assert ids == [c["id"] for r in read_jsonl(world["source"]) for c in r["video_clips"]["clips"]]
+    assert len(ids) == len(set(ids)) == 80
+    assert manifest["clips"]["scored"] == 80
+    leftovers = [p for p in world["output_root"].rglob("*") if p.name.startswith(".") or "_staging" in p.parts]
+    assert not leftovers, leftovers
+
+
+def _executed(stack: Any, worker: str) -> set[str]:
+    return set(WORKLOAD.findall(stack.log(worker)))
+
+
+def test_killed_task_process_and_supervisor_are_retried_on_the_gpu_worker(
+    api: Client, stack: Any, world: dict[str, Path], cli_output: bytes, record_property: Any
+) -> None:
+    run_id = api.trigger(_conf(world))
+
+    # The task process of shard 0, SIGKILLed mid-shard (stopped first, so that it is caught scoring).
+    ti, task = _scoring(api, run_id, 0)
+    assert _worker_of(task, stack) == "worker-gpu" and ti["queue"] == "gpu" and ti["pool"] == "gpu"
+    workers = task.children()
+    task.send_signal(signal.SIGSTOP)
+    staged = list((world["output_root"] / "_staging").rglob(".shard-00000.jsonl.*.tmp"))
+    assert staged, "shard 0 was not being written when it was stopped"
+    task.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    _gone([w.pid for w in workers])  # its decoding workers die with it
+    _wait("shard 0 to be up for retry", lambda: api.shard(run_id, 0).get("try_number") == 2, RUN_SECONDS, stack)
+    record_property("task_kill_to_retry_queued_s", round(time.monotonic() - killed, 1))
+
+    # The supervisor of shard 1 (the Celery pool process), SIGKILLed: its task process must die too.
+    _, task = _scoring(api, run_id, 1)
+    supervisor = task.parent()
+    assert supervisor is not None and "ForkPoolWorker" in " ".join(supervisor.cmdline())
+    orphans = [task.pid, *(w.pid for w in task.children())]
+    supervisor.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    record_property("supervisor_kill_to_task_gone_s", round(_gone(orphans), 2))
+    _wait("shard 1 to be retried", lambda: api.shard(run_id, 1).get("try_number") == 2, RUN_SECONDS, stack)
+    record_property("supervisor_kill_to_retry_queued_s", round(time.monotonic() - killed, 1))
+
+    assert _finished(api, run_id) == "success", stack.log_tail()
+    record_property("run_a_seconds", api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").get("duration"))
+    tis = api.task_instances(run_id)
+    assert {t["task_id"] for t in tis if t["state"] != "success"} == set()
+    assert {(t["task_id"], t["queue"]) for t in tis} == {
+        ("check_frames", "default"),
+        ("plan_shards", "default"),
+        ("score_shard", "gpu"),
+        ("merge", "default"),
+    }
+    assert sorted(t["try_number"] for t in tis if t["task_id"] == "score_shard") == [1, 1, 2, 2]
+    assert _executed(stack, "worker-gpu") == {"score_shard"}
+    assert _executed(stack, "worker-default") == {"check_frames", "plan_shards", "merge"}
+    _check_output(world, run_id, cli_output)
+
+
+def test_a_killed_gpu_worker_and_scheduler_are_survived(
+    api: Client, stack: Any, world: dict[str, Path], cli_output: bytes, record_property: Any
+) -> None:
+    run_id = api.trigger(_conf(world))
+    _, task = _scoring(api, run_id, 0)
+    supervisor = task.parent()
+    assert supervisor is not None
+    family = [supervisor.pid, task.pid, *(w.pid for w in task.children())]
+    stack.kill("worker-gpu")  # the worker's main process, as a crash would: its pool and tasks go with it
+    killed = time.monotonic()
+    record_property("worker_kill_to_task_gone_s", round(_gone(family), 2))
+    stack.launch("worker-gpu")
+    _wait("the gpu worker to restart", lambda: stack.worker_ready("worker-gpu"), 120, stack)
+
+    # The scheduler dies while the lost attempt still counts as running, and comes back.
+    stack.kill("scheduler")
+    time.sleep(5)
+    stack.launch("scheduler")
+    _wait("shard 0 to be retried", lambda: api.shard(run_id, 0).get("try_number") == 2, RUN_SECONDS, stack)
+    record_property("worker_kill_to_retry_queued_s", round(time.monotonic() - killed, 1))
+
+    assert _finished(api, run_id) == "success", stack.log_tail()
+    assert _executed(stack, "worker-gpu") == {"score_shard"}
+    _check_output(world, run_id, cli_output)
+    print(json.dumps({"run": run_id}))

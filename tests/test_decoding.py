@@ -1,0 +1,509 @@
+"""The decode paths (exact, fast, gpu, auto): pixels and scores against the exact path, odd and hostile files.
+
+The gpu path's device half (DeviceDecoder) runs here on the CPU: the same code, torchvision decoding
+the JPEGs on the CPU instead of with nvJPEG, and the float resize the GPU uses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.media import clip_record, picture, write_frames, write_video
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.decoding import (
+    CPU_DEFAULT,
+    MAX_FRAME_BYTES,
+    DeviceDecoder,
+    decoded_ahead,
+    frame_for_device,
+    gpu_decode_error,
+    is_complete_jpeg,
+    is_plain_jpeg,
+    load_frame_fast,
+    pack_for_device,
+    read_frame,
+    resolve_decode,
+)
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.frames import PreprocessConfig, load_frame
+from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES
+from video_aesthetics.scoring import FrameBatches, Scorer, WorkerFailure, iter_results
+
+ROOT = Path(__file__).resolve().parents[1]
+# decoding.py silences torchvision 0.29's deprecation of its codecs at import; pytest resets filters per test.
+pytestmark = pytest.mark.filterwarnings("ignore:.*TorchCodec:DeprecationWarning")
+PP = PreprocessConfig()
+
+# The stated deviations from the exact path (README, "Decode paths"): levels of 0..255 per channel.
+FAST_MAX_DELTA = 1  # downscaling, the case of video frames; upscaling a tiny frame may reach 2
+FAST_MAX_DELTA_UPSCALED = 2
+FAST_MEAN_DELTA = 0.01
+DEVICE_MAX_DELTA = 2
+DEVICE_MEAN_DELTA = 0.25
+# Scores of the tiny test model: the tolerance the suite holds the exact path to against open_clip.
+SCORE_DELTA = 1e-5
+
+
+def _save(path: Path, pixels: np.ndarray | Image.Image, **options: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(path, **options)
+    return path
+
+
+def _delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+def _device_pixels(paths: list[Path], pp: PreprocessConfig = PP) -> np.ndarray:
+    """The gpu path on the CPU: the workers' half, then the device half, for one sample of ``paths``."""
+    frames = [frame_for_device(path, pp) for path in paths]
+    batch = {"batch": 0, "seqs": [0], "counts": [len(frames)], "errors": [None], **pack_for_device(frames, pp)}
+    done = DeviceDecoder(pp, "cpu")(batch)
+    assert done["counts"] == [len(paths)]
+    return done["pixels"].numpy()
+
+
+SIZES = [(1280, 720), (1920, 1080), (640, 360), (360, 640), (225, 224)]
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_fast_pixels_are_within_a_level_of_exact(tmp_path: Path, width: int, height: int) -> None:
+    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
+    exact = np.stack([load_frame(path, PP) for path in paths])
+    fast = np.stack([load_frame_fast(path, PP) for path in paths])
+    assert fast.shape == exact.shape == (3, 224, 224, 3) and fast.dtype == np.uint8
+    delta = _delta(fast, exact)
+    assert delta.max() <= FAST_MAX_DELTA and delta.mean() <= FAST_MEAN_DELTA
+
+
+@pytest.mark.parametrize(
+    "pp",
+    [
+        PreprocessConfig(size=160),
+        PreprocessConfig(interpolation="bilinear"),
+        PreprocessConfig(resize_mode="squash"),
+        PreprocessConfig(resize_mode="longest", fill_color=128),
+    ],
+    ids=["size160", "bilinear", "squash", "longest-padded"],
+)
+def test_fast_and_device_paths_follow_the_models_preprocessing(tmp_path: Path, pp: PreprocessConfig) -> None:
+    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 400, 240), quality=90) for seed in range(2)]
+    exact = np.stack([load_frame(path, pp) for path in paths])
+    fast = np.stack([load_frame_fast(path, pp) for path in paths])
+    device = _device_pixels(paths, pp)
+    assert fast.shape == device.shape == exact.shape == (2, pp.size, pp.size, 3)
+    assert _delta(fast, exact).max() <= FAST_MAX_DELTA
+    assert _delta(device, exact).max() <= DEVICE_MAX_DELTA and _delta(device, exact).mean() <= DEVICE_MEAN_DELTA
+
+
+def test_tiny_frames_are_upscaled_within_bounds(tmp_path: Path) -> None:
+    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 100, 60), quality=90) for seed in range(3)]
+    exact = np.stack([load_frame(path, PP) for path in paths])
+    assert _delta(np.stack([load_frame_fast(p, PP) for p in paths]), exact).max() <= FAST_MAX_DELTA_UPSCALED
+    assert _delta(_device_pixels(paths), exact).max() <= DEVICE_MAX_DELTA
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_device_path_pixels_are_within_bounds_of_exact(tmp_path: Path, width: int, height: int) -> None:
+    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
+    exact = np.stack([load_frame(path, PP) for path in paths])
+    delta = _delta(_device_pixels(paths), exact)
+    assert delta.max() <= DEVICE_MAX_DELTA and delta.mean() <= DEVICE_MEAN_DELTA
+
+
+def test_fast_pixels_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """Workers decode on one thread, the main process (num_workers 0) on several: the same bytes either way."""
+    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(2)]
+    paths.append(_save(tmp_path / "tiny.jpg", picture(5, 90, 50), quality=90))
+    before = torch.get_num_threads()
+    outputs = set()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outputs.add(b"".join(load_frame_fast(path, PP).tobytes() for path in paths))
+    finally:
+        torch.set_num_threads(before)
+    assert len(outputs) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "options"),
+    [
+        ("grey.jpg", "L", {"quality": 90}),
+        ("progressive.jpg", "RGB", {"quality": 90, "progressive": True}),
+        ("subsampled444.jpg", "RGB", {"quality": 95, "subsampling": 0}),
+    ],
+)
+def test_other_jpeg_kinds_take_the_fast_path_within_bounds(tmp_path: Path, name: str, mode: str, options: dict) -> None:
+    path = _save(tmp_path / name, Image.fromarray(picture(3, 640, 360)).convert(mode), **options)
+    assert is_plain_jpeg(path.read_bytes())
+    assert _delta(load_frame_fast(path, PP), load_frame(path, PP)).max() <= FAST_MAX_DELTA
+    assert _delta(_device_pixels([path])[0], load_frame(path, PP)).max() <= DEVICE_MAX_DELTA
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "options"),
+    [
+        ("cmyk.jpg", "CMYK", {"quality": 90}),
+        ("frame.png", "RGB", {}),
+        ("alpha.png", "RGBA", {}),
+        ("palette.png", "P", {}),
+        ("frame.webp", "RGB", {"quality": 90}),
+    ],
+)
+def test_other_images_are_decoded_exactly(tmp_path: Path, name: str, mode: str, options: dict) -> None:
+    """Not plain JPEGs: the fast path is the exact path, and the gpu path's workers decode them exactly."""
+    path = _save(tmp_path / name, Image.fromarray(picture(4, 320, 180)).convert(mode), **options)
+    exact = load_frame(path, PP)
+    np.testing.assert_array_equal(load_frame_fast(path, PP), exact)
+    shipped = frame_for_device(path, PP)
+    assert isinstance(shipped, np.ndarray)
+    np.testing.assert_array_equal(shipped, exact)
+    np.testing.assert_array_equal(_device_pixels([path])[0], exact)
+
+
+def _jpeg(seed: int = 1, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture(seed, 320, 180)).save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def _without_segment(data: bytes, marker: int) -> bytes:
+    """``data`` with every header segment of type ``marker`` (0xDB: quantisation tables) removed."""
+    out, at = bytearray(data[:2]), 2
+    while data[at + 1] != 0xDA:  # up to the start of scan
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if data[at + 1] != marker:
+            out += data[at:end]
+        at = end
+    return bytes(out + data[at:])
+
+
+def _with_size(data: bytes, width: int, height: int) -> bytes:
+    at = data.index(b"\xff\xc0")  # baseline start of frame: length, precision, height, width
+    return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
+
+
+CORRUPT = {
+    "truncated": lambda: _jpeg()[:3000],
+    "cut-before-scan": lambda: _jpeg()[:300],
+    "no-end-marker": lambda: _jpeg()[:-2],
+    "garbage": lambda: b"not a jpeg at all",
+    "empty": lambda: b"",
+    "no-quantisation-tables": lambda: _without_segment(_jpeg(), 0xDB),
+    "decompression-bomb": lambda: _with_size(_jpeg(), 65000, 65000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPT))
+def test_frames_the_exact_path_cannot_read_fail_on_every_path(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(CORRUPT[kind]())
+    with pytest.raises(Exception):  # noqa: B017 - PIL's own error types, whatever they are
+        load_frame(path, PP)
+    with pytest.raises(Exception):  # noqa: B017
+        load_frame_fast(path, PP)
+    try:
+        shipped = frame_for_device(path, PP)
+    except Exception:  # noqa: BLE001 - refused in the worker: skipped like any unreadable frame
+        return
+    # Only damage that no header check sees reaches the device; there it is dropped.
+    assert isinstance(shipped, bytes) and kind == "no-quantisation-tables"
+    batch = {"batch": 0, "seqs": [0], "counts": [1], "errors": [None], **pack_for_device([shipped], PP)}
+    done = DeviceDecoder(PP, "cpu")(batch)
+    assert done["counts"] == [0] and done["errors"] == [CORRUPT_FRAMES] and done["pixels"].shape[0] == 0
+
+
+def test_a_truncated_jpeg_is_not_shipped_as_bytes() -> None:
+    whole = _jpeg()
+    assert is_complete_jpeg(whole) and is_complete_jpeg(whole + b"trailing bytes")
+    assert is_complete_jpeg(_jpeg(progressive=True))
+    for cut in (len(whole) // 2, len(whole) - 2, 400):
+        assert not is_complete_jpeg(whole[:cut])
+
+
+def test_device_decoder_drops_only_the_bad_frames_and_keeps_order(tmp_path: Path) -> None:
+    good = [_save(tmp_path / f"{seed}.jpg", picture(seed, 320, 180), quality=90) for seed in range(3)]
+    png = _save(tmp_path / "x.png", picture(7, 320, 180))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(_without_segment(_jpeg(), 0xDB))
+    # sample 0: good0, bad, png; sample 1: bad only; sample 2: good1, good2 (in that order)
+    frames = [frame_for_device(p, PP) for p in (good[0], bad, png, bad, good[1], good[2])]
+    batch = {"batch": 5, "seqs": [10, 11, 12], "counts": [3, 1, 2], "errors": [None, None, None]}
+    done = DeviceDecoder(PP, "cpu")({**batch, **pack_for_device(frames, PP)})
+    assert done["batch"] == 5 and done["seqs"] == [10, 11, 12]
+    assert done["counts"] == [2, 0, 2] and done["errors"] == [None, CORRUPT_FRAMES, None]
+    expected = np.stack([load_frame(p, PP) for p in (good[0], png, good[1], good[2])])
+    delta = _delta(done["pixels"].numpy(), expected)
+    assert delta.max() <= DEVICE_MAX_DELTA and delta.mean() <= DEVICE_MEAN_DELTA
+
+
+def test_pack_for_device_uses_one_tensor_for_all_jpegs(tmp_path: Path) -> None:
+    jpegs = [_jpeg(seed) for seed in range(3)]
+    pixels = load_frame(_save(tmp_path / "x.png", picture(1, 320, 180)), PP)
+    packed = pack_for_device([jpegs[0], pixels, jpegs[1], jpegs[2]], PP)
+    assert packed["slots"] == [-1, 0, -2, -3]
+    assert packed["jpeg_ends"] == np.cumsum([len(j) for j in jpegs]).tolist()
+    assert packed["jpegs"].dtype == torch.uint8 and bytes(packed["jpegs"].numpy()) == b"".join(jpegs)
+    assert packed["pixels"].shape == (1, 224, 224, 3)
+    empty = pack_for_device([], PP)
+    assert empty["jpegs"].numel() == 0 and empty["pixels"].shape == (0, 224, 224, 3) and empty["slots"] == []
+
+
+def test_read_frame_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "frame.jpg"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_frame(fifo))
+        except OSError as err:
+            outcome.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "reading a FIFO must not block"
+    assert isinstance(outcome[0], OSError) and "not a regular file" in str(outcome[0])
+    with pytest.raises(OSError, match="not a regular file"):
+        read_frame(Path("/dev/zero"))
+
+
+def test_a_frame_file_too_large_to_read_at_once_is_streamed_by_the_exact_path(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(_jpeg())
+    with path.open("r+b") as handle:
+        handle.truncate(MAX_FRAME_BYTES + 1)  # sparse: trailing zeros after the image, which PIL ignores
+    assert read_frame(path) is None
+    exact = load_frame(path, PP)
+    np.testing.assert_array_equal(load_frame_fast(path, PP), exact)
+    shipped = frame_for_device(path, PP)
+    assert isinstance(shipped, np.ndarray)
+    np.testing.assert_array_equal(shipped, exact)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing a path
+
+
+def test_resolve_decode_without_cuda() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_decode("exact", cpu) == "exact" and resolve_decode("fast", cpu) == "fast"
+    assert resolve_decode("auto", cpu) == CPU_DEFAULT in ("exact", "fast")
+    with pytest.raises(ConfigError, match="decode 'gpu'.*use decode 'auto', 'fast' or 'exact'"):
+        resolve_decode("gpu", cpu)
+    with pytest.raises(ConfigError, match="decode must be one of"):
+        resolve_decode("turbo", cpu)
+
+
+def test_gpu_decode_is_refused_clearly_where_cuda_is_absent() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert "cannot decode JPEGs on cuda" in str(gpu_decode_error(torch.device("cuda")))
+
+
+@pytest.mark.parametrize("decode", ["", "GPU", "nvjpeg", None, 1])
+def test_config_refuses_unknown_decode_paths(decode: object) -> None:
+    with pytest.raises(ConfigError, match="decode must be one of auto, exact, fast, gpu"):
+        ScoringConfig(decode=decode)  # type: ignore[arg-type]
+
+
+def test_config_from_params_takes_decode() -> None:
+    assert ScoringConfig().decode == "auto"
+    assert ScoringConfig.from_params({"decode": "fast"}).decode == "fast"
+    assert ScoringConfig.from_params({"decode": None}).decode == "auto"
+
+
+def test_scorer_load_refuses_gpu_decode_on_cpu_before_loading_weights() -> None:
+    config = ScoringConfig(clip_model="/nonexistent/model.pt", device="cpu", decode="gpu")
+    with pytest.raises(ConfigError, match="decode 'gpu'"):
+        Scorer.load(config)
+
+
+def test_cli_passes_decode(tmp_path: Path) -> None:
+    from video_aesthetics.cli import build_parser, config_from_args
+
+    base = ["score", "--input", "in.jsonl", "--output", "out.jsonl", "--figure-root", str(tmp_path)]
+    assert config_from_args(build_parser().parse_args(base)).decode == "auto"
+    assert config_from_args(build_parser().parse_args([*base, "--decode", "fast"])).decode == "fast"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--decode", "turbo"])
+
+
+def test_cli_reports_gpu_decode_without_cuda_as_a_config_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    from video_aesthetics.cli import main
+
+    (tmp_path / "in.jsonl").write_text(json.dumps(clip_record("v.mp4", ["v_0"])) + "\n")
+    args = ["score", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    code = main([*args, "--figure-root", str(tmp_path), "--device", "cpu", "--decode", "gpu"])
+    assert code == 2 and not (tmp_path / "out.jsonl").exists()
+
+
+def test_operator_and_evaluator_take_decode() -> None:
+    from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
+    from video_aesthetics.dataflow.evaluator import VideoAestheticEvaluator
+
+    operator = VideoAestheticScoringOperator(task_id="t", input_path="in", output_path="out", decode="fast")
+    assert operator.scoring_config().decode == "fast"
+    assert VideoAestheticScoringOperator(task_id="u", input_path="in", output_path="out").scoring_config().decode == (
+        "auto"
+    )
+    assert VideoAestheticEvaluator(decode="exact").config.decode == "exact"
+    with pytest.raises(ConfigError, match="decode must be one of"):
+        VideoAestheticEvaluator(decode="fastest")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scores through the pipeline
+
+
+def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
+    return ScoringConfig(**{**model_args, "figure_root": str(root), "num_workers": 0, "device": "cpu", **changes})
+
+
+def _clips(root: Path, videos: int = 2, clips: int = 2, width: int = 640, height: int = 360) -> list[dict]:
+    records = []
+    for v in range(videos):
+        ids = [f"v{v}_{c}" for c in range(clips)]
+        for c, cid in enumerate(ids):
+            write_frames(root, f"v{v}", cid, count=3, seed=v * 10 + c, width=width, height=height, suffix=".jpg")
+        records.append(clip_record(f"v{v}.mp4", ids))
+    return records
+
+
+def _device_path_results(records: list[dict], config: ScoringConfig, scorer: Scorer) -> list[tuple[int, float, str]]:
+    """iter_results' loop on the gpu path, on the CPU: workers' batches, DeviceDecoder ahead, the scorer."""
+    dataset = FrameBatches(records, config, scorer.preprocess, decode="gpu")
+    out = []
+    for batch in decoded_ahead(iter(dataset), DeviceDecoder(scorer.preprocess, "cpu")):
+        scores = scorer.score_pixels(batch["pixels"])
+        offset = 0
+        for seq, count, error in zip(batch["seqs"], batch["counts"], batch["errors"], strict=True):
+            out.append((seq, float(scores[offset : offset + count].mean()) if count else None, error))
+            offset += count
+    return out
+
+
+def test_scores_on_every_path_stay_within_bounds_of_exact(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    records = _clips(tmp_path)
+    exact = list(iter_results(records, _config(model_args, tmp_path, decode="exact"), scorer))
+    fast = list(iter_results(records, _config(model_args, tmp_path, decode="fast"), scorer))
+    device = _device_path_results(records, _config(model_args, tmp_path, batch_size=3), scorer)
+    assert [r.seq for r in fast] == [r.seq for r in exact] == [seq for seq, _, _ in device] == [0, 1, 2, 3]
+    assert all(r.error is None for r in exact + fast) and all(error is None for _, _, error in device)
+    for ours in ([r.score for r in fast], [score for _, score, _ in device]):
+        assert max(abs(a - b) for a, b in zip(ours, [r.score for r in exact], strict=True)) <= SCORE_DELTA
+    # The deviation is not zero: the fast path really ran.
+    assert [r.score for r in fast] != [r.score for r in exact]
+
+
+def test_fast_scores_are_the_same_with_and_without_workers(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    records = _clips(tmp_path, width=320, height=180)
+    config = _config(model_args, tmp_path, decode="fast", batch_size=2)
+    in_process = [(r.seq, r.score) for r in iter_results(records, config, scorer)]
+    assert [(r.seq, r.score) for r in iter_results(records, config.replace(num_workers=2), scorer)] == in_process
+
+
+def test_missing_and_corrupt_frames_on_the_fast_and_device_paths(
+    tmp_path: Path, model_args: dict, scorer: Scorer
+) -> None:
+    good = write_frames(tmp_path, "v", "v_partly", count=3, seed=2, suffix=".jpg")
+    good[1].write_bytes(good[1].read_bytes()[:300])
+    broken = write_frames(tmp_path, "v", "v_broken", count=2, seed=3, suffix=".jpg")
+    broken[0].write_bytes(b"not a jpeg")
+    broken[1].write_bytes(_without_segment(broken[1].read_bytes(), 0xDB))  # only the decoder finds this one
+    (tmp_path / "v" / "v_empty" / "img").mkdir(parents=True)
+    records = [clip_record("v.mp4", ["v_partly", "v_broken", "v_empty", "v_absent"])]
+    expected = [None, CORRUPT_FRAMES, NO_FRAMES, NO_FRAMES]
+    exact = list(iter_results(records, _config(model_args, tmp_path, decode="exact"), scorer))
+    fast = list(iter_results(records, _config(model_args, tmp_path, decode="fast"), scorer))
+    device = _device_path_results(records, _config(model_args, tmp_path), scorer)
+    assert [r.error for r in exact] == [r.error for r in fast] == [e for _, _, e in device] == expected
+    assert abs(fast[0].score - exact[0].score) <= SCORE_DELTA and abs(device[0][1] - exact[0].score) <= SCORE_DELTA
+
+
+def test_whole_video_scores_on_the_fast_path(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    video = write_video(tmp_path / "clip.mp4", frames=12, seed=4, width=320, height=180)
+    config = ScoringConfig(**model_args, video_clips_key="", num_workers=0, device="cpu", load_num=3)
+    [exact] = list(iter_results([{"video": str(video)}], config.replace(decode="exact"), scorer))
+    [fast] = list(iter_results([{"video": str(video)}], config.replace(decode="fast"), scorer))
+    assert exact.error is None and fast.error is None
+    assert fast.frame_scores == pytest.approx(exact.frame_scores, abs=SCORE_DELTA)
+
+
+def test_decoding_ahead_keeps_order_and_raises_where_the_loader_fails(tmp_path: Path, model_args: dict) -> None:
+    records = _clips(tmp_path, videos=3, clips=1, width=160, height=90)
+    config = _config(model_args, tmp_path, batch_size=1)
+    batches = list(FrameBatches(records, config, PP, decode="gpu"))
+
+    def failing():
+        yield from batches[:2]
+        raise WorkerFailure()
+
+    decoder = DeviceDecoder(PP, "cpu")
+    assert [b["batch"] for b in decoded_ahead(iter(batches), decoder)] == [0, 1, 2]
+    got = []
+    with pytest.raises(WorkerFailure):
+        for batch in decoded_ahead(failing(), decoder):
+            got.append(batch["batch"])
+    # Batch 1 was decoded but not handed over: iter_results starts again after the last batch it scored.
+    assert got == [0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# bench/gpu.py runs on the CPU too
+
+
+def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path: Path) -> None:
+    started = time.monotonic()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(line)
+    for key in (
+        "gpu",
+        "device",
+        "model",
+        "ceiling_images_per_s",
+        "end_to_end",
+        "time_to_first_score_s",
+        "peak_gpu_memory_bytes",
+        "precision",
+        "attention",
+        "channels_last",
+        "compile",
+    ):
+        assert key in result, key
+    for size in ("1280x720", "1920x1080"):
+        paths = result["end_to_end"][size]
+        assert paths["exact"]["images_per_s"] > 0 and paths["fast"]["images_per_s"] > 0
+        assert paths["fast"]["ratio_to_ceiling"] > 0
+        assert "skipped" in paths["gpu"]  # no CUDA here
+    assert result["precision"]["fp32"]["max_score_delta_vs_fp32"] == 0.0
+    assert result["time_to_first_score_s"] > 0
+    assert time.monotonic() - started < 300
