@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.airflow_env import published
 from helpers.media import read_jsonl
 from video_aesthetics.airflow.demo import format_table, score_rows
 from video_aesthetics.config import ScoringConfig
@@ -43,8 +44,7 @@ def test_demo_scores_every_clip_through_airflow(tmp_path: Path, model_args: dict
     result = run_demo(out, env, "--videos", "1", "--seconds", "2", "--num-workers", "0", "--date", DATE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    scored = out / "scored" / DATE / "scored.jsonl"
-    manifest = json.loads((out / "scored" / DATE / "_manifest.json").read_text())
+    manifest, scored = published(out / "scored" / DATE)
     records = read_jsonl(scored)
     assert [(r["source_image"], r["variant"]) for r in records] == [
         ("astronaut", v) for v in ("original", "blurred", "noisy", "dark", "washed_out")
@@ -71,7 +71,12 @@ def test_demo_scores_every_clip_through_airflow(tmp_path: Path, model_args: dict
     printed = [float(t[4]) for t in table]
     assert printed == sorted(printed, reverse=True)
     assert "mean score by version" in result.stdout
-    assert str(scored) in result.stdout
+    assert str(scored) in result.stdout and f"Report:   {manifest['output']['report']}" in result.stdout
+    # Progress while the DAG runs: every task's start and end, and the scorer's own lines.
+    for task in ("check_frames", "plan_shards", "score_shard[0]", "merge"):
+        assert f"started  {task}" in result.stdout or f"started {task}" in result.stdout
+        assert f"finished {task}" in result.stdout
+    assert re.search(r"scored \d+/\d+ clips", result.stdout)
 
     # Sharded through Airflow, the scores are the library's own on the same frames.
     direct = score_file(

@@ -41,7 +41,7 @@ from video_aesthetics.records import CORRUPT_FRAMES
 log = logging.getLogger(__name__)
 
 # What "auto" means without CUDA (bench/scoring.py measured it; see the README's decode paths).
-CPU_DEFAULT = "exact"
+CPU_DEFAULT = "fast"
 # A frame file larger than this is not read into memory at once: the exact path streams it through PIL.
 MAX_FRAME_BYTES = 64 << 20
 # The PIL modes of a JPEG that libjpeg-turbo and nvJPEG turn into the RGB that PIL makes of it.

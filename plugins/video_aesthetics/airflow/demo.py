@@ -17,6 +17,7 @@ import gc
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     log_file.unlink(missing_ok=True)
     say(f"3/4 running the {DAG_ID} DAG in a local Airflow ({math.ceil(records / chunk_size)} shards; log: {log_file})")
     airflow(["db", "migrate"], env, log_file, "migrating the Airflow database")
-    airflow(["dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)], env, log_file, "the DAG run")
+    airflow(
+        ["dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)], env, log_file, "the DAG run", show_progress=True
+    )
 
     manifest = out / "scored" / logical_date / "_manifest.json"
     if not manifest.is_file():
@@ -152,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         f"\n{clips.get('scored', '?')} of {clips.get('out', '?')} clips scored in {len(facts.get('shards', []))} shards."
     )
     print(
+        f"Report:   {facts['output']['report']}  (open it in a browser)\n"
         f"Output:   {scored}\nManifest: {manifest}\nFrames:   {out / 'frames'}\nAirflow:  {out / 'airflow'} "
         f"(AIRFLOW_HOME; run log {log_file})"
     )
@@ -257,23 +261,52 @@ def airflow_env(home: Path, dags_folder: Path) -> dict[str, str]:
     return env
 
 
-def airflow(arguments: list[str], env: dict[str, str], log_file: Path, what: str) -> None:
-    """Run ``airflow ARGUMENTS`` with its output appended to ``log_file``; DemoError with the log's tail on failure."""
+# Lines of a `dags test` log worth showing while the run goes: task starts and ends, scoring progress.
+_PROGRESS = re.compile(r"\[DAG TEST\] (starting|end task) task_id=(\S+) map_index=(-?\d+)|(scored \d+/\d+ \w+[^\[]*)")
+
+
+def airflow(
+    arguments: list[str], env: dict[str, str], log_file: Path, what: str, *, show_progress: bool = False
+) -> None:
+    """Run ``airflow ARGUMENTS`` with its output appended to ``log_file``; DemoError with the log's tail on failure.
+
+    With ``show_progress``, task starts and ends and the scorer's progress lines are echoed as they
+    come, so a run of several minutes is not several minutes of silence.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a", encoding="utf-8") as log:
         log.write(f"\n$ airflow {' '.join(arguments)}\n")
         log.flush()
-        result = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, "-m", "airflow", *arguments],
             env=env,
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            check=False,
+            text=True,
+            errors="replace",
         )
-    if result.returncode != 0:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if show_progress:
+                _echo_progress(line)
+        returncode = process.wait()
+    if returncode != 0:
         tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-_LOG_TAIL_LINES:])
-        raise DemoError(f"{what} failed (exit status {result.returncode}); the end of {log_file}:\n{tail}")
+        raise DemoError(f"{what} failed (exit status {returncode}); the end of {log_file}:\n{tail}")
+
+
+def _echo_progress(line: str) -> None:
+    match = _PROGRESS.search(line)
+    if match is None:
+        return
+    event, task_id, map_index, progress = match.groups()
+    if progress:
+        say(f"      {progress.strip()}")
+        return
+    shard = f"[{map_index}]" if map_index != "-1" else ""
+    say(f"    {'started ' if event == 'starting' else 'finished'} {task_id}{shard}")
 
 
 def score_rows(scored: Path) -> list[dict[str, Any]]:
