@@ -10,13 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml setup.cfg
 	# torch first, from its own pins: a plain range would pull a multi-GB CUDA build here.
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -e ".[test]"
-	# The editable build leaves egg-info metadata beside the package, in plugins/; Airflow puts its
-	# plugins folder on sys.path, where that copy would register the provider and plugin twice.
-	rm -rf plugins/*.egg-info
 	touch $(STAMP)
 
 install: $(STAMP)

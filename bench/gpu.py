@@ -69,6 +69,11 @@ class Budget:
         return self.left() >= seconds
 
 
+def sig(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits: images/s span 0.5 (ViT-L on a CPU) to thousands."""
+    return float(f"{value:.{digits}g}")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -207,7 +212,7 @@ def precision_variants(scorer: Scorer, bench_pixels: torch.Tensor, real: torch.T
             with precision(scorer, name):
                 scores = scorer.score_pixels(real)
                 speed = images_per_s(scorer, bench_pixels, seconds)
-            return {"images_per_s": round(speed, 1), "max_score_delta_vs_fp32": float((scores - reference).abs().max())}
+            return {"images_per_s": sig(speed), "max_score_delta_vs_fp32": float((scores - reference).abs().max())}
 
         out[name] = guarded(measure)
     return out
@@ -223,12 +228,12 @@ def attention_variants(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> 
         "efficient": SDPBackend.EFFICIENT_ATTENTION,
         "cudnn": SDPBackend.CUDNN_ATTENTION,
     }
-    out: dict[str, Any] = {"default": round(images_per_s(scorer, pixels, seconds), 1)}
+    out: dict[str, Any] = {"default": sig(images_per_s(scorer, pixels, seconds))}
     for name, backend in backends.items():
 
         def measure(backend: SDPBackend = backend) -> float:
             with sdpa_kernel(backend):
-                return round(images_per_s(scorer, pixels, seconds), 1)
+                return sig(images_per_s(scorer, pixels, seconds))
 
         out[name] = guarded(measure)
     return {"precision": _precision_name(scorer), "images_per_s": out}
@@ -241,7 +246,7 @@ def channels_last_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) 
         faster = images_per_s(scorer, pixels, seconds)
     finally:
         scorer.tower.to(memory_format=torch.contiguous_format)
-    return {"images_per_s": round(faster, 1), "default_images_per_s": round(default, 1)}
+    return {"images_per_s": sig(faster), "default_images_per_s": sig(default)}
 
 
 def compile_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
@@ -255,7 +260,7 @@ def compile_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dic
         speed = images_per_s(scorer, pixels, seconds)
     finally:
         scorer.tower = tower
-    return {"compile_s": round(compile_s, 1), "images_per_s": round(speed, 1)}
+    return {"compile_s": round(compile_s, 1), "images_per_s": sig(speed)}
 
 
 def _precision_name(scorer: Scorer) -> str:
@@ -293,8 +298,8 @@ def end_to_end(scorer: Scorer, source: Path, config: ScoringConfig, clips: int) 
     assert stats is not None and stats.scored == stats.clips == clips, stats
     steady = later[0] * FRAMES_PER_CLIP / (ended - first[0]) if later[0] and ended > first[0] else None
     return {
-        "images_per_s": round(clips * FRAMES_PER_CLIP / (ended - started), 1),
-        "images_per_s_after_first_record": round(steady, 1) if steady else None,
+        "images_per_s": sig(clips * FRAMES_PER_CLIP / (ended - started)),
+        "images_per_s_after_first_record": sig(steady) if steady else None,
         "seconds": round(ended - started, 2),
     }
 
@@ -326,7 +331,7 @@ def end_to_end_all(
             config = base.replace(decode=decode)
             result = guarded(lambda config=config, source=source: end_to_end(scorer, source, config, args.clips))
             if "images_per_s" in result:
-                result["ratio_to_ceiling"] = round(result["images_per_s"] / ceiling, 3)
+                result["ratio_to_ceiling"] = sig(result["images_per_s"] / ceiling, 3)
             runs[decode] = result
     return out
 
@@ -392,7 +397,7 @@ def main() -> int:
         per_batch = forward_batch_for(config, device)
         bench_pixels = torch.randint(0, 256, (per_batch, 224, 224, 3), dtype=torch.uint8, device=device)
         ceiling = images_per_s(scorer, bench_pixels, seconds)
-        result["ceiling_images_per_s"] = round(ceiling, 1)
+        result["ceiling_images_per_s"] = sig(ceiling)
         result["ceiling_precision"] = _precision_name(scorer)
 
         result["end_to_end"] = end_to_end_all(scorer, root / "e2e", args, ceiling, budget)

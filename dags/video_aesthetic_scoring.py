@@ -30,7 +30,7 @@ from video_aesthetics.airflow import dag_tasks as tasks
 from video_aesthetics.airflow.dag_tasks import int_setting, setting
 from video_aesthetics.airflow.object_store import location_uri
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
-from video_aesthetics.config import DEVICES, REDUCTIONS, ScoringConfig
+from video_aesthetics.config import DECODES, DEVICES, REDUCTIONS, ScoringConfig
 
 OUTPUT_ROOT = str(setting("output_root"))
 SCHEDULE = str(setting("schedule"))
@@ -109,6 +109,13 @@ PARAMS = {
         type="string",
         enum=DEVICE_CHOICES,
         description="auto (CUDA when present), cpu, cuda or cuda:N.",
+    ),
+    "decode": Param(
+        _DEFAULTS.decode,
+        type="string",
+        enum=list(DECODES),
+        description="How frames become pixels: auto (gpu on CUDA, else fast), exact (PIL, the reference), "
+        "fast (libjpeg-turbo and torch's resize on the CPU), gpu (nvJPEG in batches).",
     ),
     "reduction": Param(
         _DEFAULTS.reduction,

@@ -88,6 +88,7 @@ class CeleryStack:
     _own_home: bool = False
     _commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     _log_starts: dict[str, int] = field(default_factory=dict)
+    _groups: list[int] = field(default_factory=list)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -134,7 +135,8 @@ class CeleryStack:
 
     def stop(self) -> None:
         """Stop every service and what it started, drop the database, empty the Redis database, remove a temporary home."""
-        stop_processes(list(self.processes.values()))
+        stop_processes(list(self.processes.values()), self._groups)
+        self._groups.clear()
         for log in self._logs.values():
             log.close()
         self._logs.clear()
@@ -228,10 +230,16 @@ class CeleryStack:
         log = (self.logs_dir / f"{name}.log").open("a", encoding="utf-8")
         self._logs[name] = log
         self._log_starts[name] = len(self.log(name))
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, *command], env=env, stdout=log, stderr=subprocess.STDOUT
+        process = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, *command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own: see stop_processes
         )
-        return self.processes[name]
+        self.processes[name] = process
+        self._groups.append(process.pid)
+        return process
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the service's main process only, as a crash or the OOM killer would."""
@@ -384,20 +392,28 @@ _LAUNCHER = (
 )
 
 
-def stop_processes(processes: list[subprocess.Popen], grace: float = STOP_SECONDS) -> None:
-    """SIGTERM the services, then SIGKILL whatever of them and their descendants (task processes) is left."""
+def stop_processes(processes: list[subprocess.Popen], groups: list[int], grace: float = STOP_SECONDS) -> None:
+    """SIGTERM the services and their process groups, then SIGKILL whatever is left.
+
+    Each service leads its own process group, which keeps the helpers it starts (a Celery worker's
+    log server, say) even when they outlive it; task processes, which Airflow puts in groups of
+    their own, are found as descendants.
+    """
     import psutil
 
     family: dict[int, psutil.Process] = {}
-    for process in processes:
+    for pid in {*groups, *(p.pid for p in processes)}:
         with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(process.pid)
+            parent = psutil.Process(pid)
             for member in (parent, *parent.children(recursive=True)):
                 family[member.pid] = member
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
     _, alive = psutil.wait_procs(list(family.values()), timeout=grace)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
     for survivor in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             for member in (survivor, *survivor.children(recursive=True)):

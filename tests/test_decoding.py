@@ -175,9 +175,9 @@ def test_other_images_are_decoded_exactly(tmp_path: Path, name: str, mode: str, 
     np.testing.assert_array_equal(_device_pixels([path])[0], exact)
 
 
-def _jpeg(seed: int = 1, **options: object) -> bytes:
+def _jpeg(seed: int = 1, width: int = 320, height: int = 180, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(picture(seed, 320, 180)).save(buffer, "JPEG", quality=90, **options)
+    Image.fromarray(picture(seed, width, height)).save(buffer, "JPEG", quality=90, **options)
     return buffer.getvalue()
 
 
@@ -205,6 +205,8 @@ CORRUPT = {
     "empty": lambda: b"",
     "no-quantisation-tables": lambda: _without_segment(_jpeg(), 0xDB),
     "decompression-bomb": lambda: _with_size(_jpeg(), 65000, 65000),
+    "larger-than-8k": lambda: _with_size(_jpeg(), 8000, 8000),
+    "a-sliver": lambda: _jpeg(width=8, height=400),  # resized to 224x11200 before the crop
 }
 
 
@@ -225,6 +227,18 @@ def test_frames_the_exact_path_cannot_read_fail_on_every_path(tmp_path: Path, ki
     batch = {"batch": 0, "seqs": [0], "counts": [1], "errors": [None], **pack_for_device([shipped], PP)}
     done = DeviceDecoder(PP, "cpu")(batch)
     assert done["counts"] == [0] and done["errors"] == [CORRUPT_FRAMES] and done["pixels"].shape[0] == 0
+
+
+def test_video_frames_are_held_to_the_same_bounds_on_every_path() -> None:
+    from video_aesthetics.decoding import image_pixels
+    from video_aesthetics.frames import FrameTooLargeError
+
+    sliver = Image.fromarray(picture(1, 8, 400))
+    for decode in ("exact", "fast"):
+        with pytest.raises(FrameTooLargeError):
+            image_pixels(sliver, PP, decode)
+    frame = Image.fromarray(picture(2, 320, 180))
+    assert _delta(image_pixels(frame, PP, "fast"), image_pixels(frame, PP, "exact")).max() <= FAST_MAX_DELTA
 
 
 def test_a_truncated_jpeg_is_not_shipped_as_bytes() -> None:

@@ -143,3 +143,42 @@ def test_decoding_workers_start_inside_a_daemonic_process(tmp_path: Path, model_
     config = _config(model_args, tmp_path, batch_size=2)
     expected = [(r.seq, r.score, r.error) for r in iter_results(records, config, scorer)]
     assert run_daemonic(score_results, records, config.replace(num_workers=2)) == expected
+
+
+@pytest.mark.parametrize("reduction", ["mean", "max"])
+def test_exact_decode_equals_an_independent_computation(
+    tmp_path: Path, model_args: dict, scorer: Scorer, reference: torch.nn.Module, reduction: str
+) -> None:
+    """The exact path (PIL, as open_clip's own transform) stays the reference, whatever decode is the default."""
+    frames = write_frames(tmp_path, "vid", "vid_0", count=5, seed=12, width=640, height=360)
+    config = _config(model_args, tmp_path, reduction=reduction, load_num=3, decode="exact")
+    [result] = list(iter_results([clip_record("x/vid.mp4", ["vid_0"])], config, scorer))
+    expected = reference_clip_score(
+        reference, Path(model_args["mlp_checkpoint"]), [frames[0], frames[2], frames[4]], reduction
+    )
+    assert result.error is None and result.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_default_decode_on_cpu_is_the_measured_cpu_default(
+    tmp_path: Path, model_args: dict, scorer: Scorer
+) -> None:
+    from video_aesthetics.decoding import CPU_DEFAULT
+
+    write_frames(tmp_path, "v", "v_0", count=3, seed=5, width=640, height=360)
+    records = [clip_record("v.mp4", ["v_0"])]
+    default = _config(model_args, tmp_path)
+    assert default.decode == "auto"
+    chosen = [r.frame_scores for r in iter_results(records, default.replace(decode=CPU_DEFAULT), scorer)]
+    assert [r.frame_scores for r in iter_results(records, default, scorer)] == chosen
+    other = "exact" if CPU_DEFAULT == "fast" else "fast"
+    assert [r.frame_scores for r in iter_results(records, default.replace(decode=other), scorer)] != chosen
+
+
+def test_gpu_decode_without_cuda_is_a_config_error(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    config = _config(model_args, tmp_path, decode="gpu")
+    with pytest.raises(ConfigError, match="decode 'gpu' decodes JPEGs on the scoring GPU.*no CUDA device"):
+        list(iter_results([clip_record("v.mp4", ["v_0"])], config, scorer))
+    with pytest.raises(ConfigError, match="decode 'gpu'"):
+        Scorer.load(config.replace(device="auto"))

@@ -200,15 +200,7 @@ def config_from_args(args: argparse.Namespace) -> ScoringConfig:
             "<video stem>/<clip id>/img/ frame folders"
         )
     config = ScoringConfig.from_params(params)
-    check_device(config.device)
     return config
-
-
-def check_device(name: str) -> None:
-    """Refuse device names that pass the config's pattern but not torch's parser ("cuda:٣", a 20-digit index)."""
-    kind, _, index = name.partition(":")
-    if kind == "cuda" and index and not (index.isascii() and index.isdigit() and int(index) < 1024):
-        raise ConfigError(f"--device {name!r} is not a GPU index: use auto, cpu, cuda or cuda:N with N = 0, 1, ...")
 
 
 class Terminated(BaseException):

@@ -35,7 +35,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from video_aesthetics.config import DECODES
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import PreprocessConfig, load_frame, resized_size, to_pixels
+from video_aesthetics.frames import (
+    FRAME_FORMATS,
+    PreprocessConfig,
+    check_frame_size,
+    load_frame,
+    resized_size,
+    to_pixels,
+)
 from video_aesthetics.records import CORRUPT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -91,7 +98,9 @@ def gpu_decode_error(device: torch.device) -> str | None:
             torch.cuda.synchronize(device)
     except Exception as err:  # noqa: BLE001 - whatever the build lacks, the answer is "not here"
         return f"torchvision cannot decode JPEGs on {device} ({type(err).__name__}: {err})"
-    return None if tuple(decoded.shape) == (3, 16, 16) else f"torchvision decoded a 16x16 JPEG as {tuple(decoded.shape)}"
+    return (
+        None if tuple(decoded.shape) == (3, 16, 16) else f"torchvision decoded a 16x16 JPEG as {tuple(decoded.shape)}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,9 +127,11 @@ def read_frame(path: Path, limit: int = MAX_FRAME_BYTES) -> bytes | None:
 def is_plain_jpeg(data: bytes) -> bool:
     """Whether ``data`` is a JPEG whose pixels libjpeg-turbo and nvJPEG decode as PIL does (RGB or greyscale).
 
-    Only the header is parsed; unreadable data and decompression bombs raise here as in the exact path.
+    Only the header is parsed, with the exact path's checks (frames.open_frame): what it refuses
+    unread (no picture, a decompression bomb, a size outside a video frame's bounds) raises here too.
     """
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=FRAME_FORMATS) as image:
+        check_frame_size(*image.size)
         return image.format == "JPEG" and image.mode in _PLAIN_JPEG_MODES
 
 
@@ -215,6 +226,7 @@ def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.nd
     """A decoded picture (a video frame) as model pixels: PIL's resize on the exact path, torch's otherwise."""
     if decode == "exact":
         return to_pixels(image, pp)
+    check_frame_size(*image.size)
     rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
     return resize_crop(rgb, pp, float_kernel=False)[0].numpy()
 
@@ -285,7 +297,8 @@ class DeviceDecoder:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.stream is None:
             return self._decode(batch)
-        with torch.cuda.stream(self.stream):
+        # This thread's current device is cuda:0 whatever the scorer's is (ranks score on cuda:LOCAL_RANK).
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             done = self._decode(batch)
         # Block this (decoding) thread, not the device: the model's stream may use the pixels at once.
         self.stream.synchronize()

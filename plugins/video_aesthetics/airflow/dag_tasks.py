@@ -170,6 +170,7 @@ SCORING_PARAMS = (
     "batch_size",
     "num_workers",
     "device",
+    "decode",
     "reduction",
     "aes_min",
     "aes_max",

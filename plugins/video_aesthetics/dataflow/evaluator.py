@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from video_aesthetics.config import ScoringConfig
+from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.records import ERROR, FILTERED, FRAME_SCORES, SCORE, samples_of
@@ -71,24 +71,9 @@ class VideoAestheticEvaluator:
         aes_min: float | None = None,
         aes_max: float | None = None,
     ) -> None:
+        # The seed's parameters and our extras, by name: the one mapping onto the config.
         self.config = ScoringConfig.from_params(
-            dict(
-                figure_root=figure_root,
-                input_video_key=input_video_key,
-                video_clips_key=video_clips_key,
-                clip_model=clip_model,
-                mlp_checkpoint=mlp_checkpoint,
-                load_num=load_num,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                output_key=output_key,
-                device=device,
-                decode=decode,
-                reduction=reduction,
-                frame_scores=frame_scores,
-                aes_min=aes_min,
-                aes_max=aes_max,
-            )
+            {name: value for name, value in locals().items() if name in PARAM_NAMES}
         )
         self.init_distributed = init_distributed
         self.nproc = nproc
@@ -141,23 +126,7 @@ class VideoAestheticEvaluator:
         """
         if figure_root is None:
             figure_root = resolve_figure_root(self.config.figure_root, storage)
-        config = self.config.replace(
-            input_video_key=input_video_key,
-            video_clips_key=video_clips_key,
-            clip_model=clip_model,
-            mlp_checkpoint=mlp_checkpoint,
-            load_num=load_num,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            output_key=output_key,
-            device=device,
-            decode=decode,
-            reduction=reduction,
-            frame_scores=frame_scores,
-            figure_root=figure_root,
-            aes_min=aes_min,
-            aes_max=aes_max,
-        )
+        config = self.config.replace(**{name: value for name, value in locals().items() if name in PARAM_NAMES})
         distributed = self.init_distributed if init_distributed is None else init_distributed
         nproc = self.nproc if nproc is None else nproc
 
