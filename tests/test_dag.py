@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from helpers.airflow_env import airflow_env, dag_test, new_home, partition_files, published
+from helpers.cli import score_args
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import __version__
 from video_aesthetics.sharding import safe_name
@@ -217,29 +218,15 @@ def test_frames_are_extracted_for_clips_that_had_none(runs: dict, world: dict) -
 def test_the_merged_output_equals_the_cli_output(runs: dict, world: dict, model_args: dict, tmp_path: Path) -> None:
     assert runs["first"].get("state") == "success"
     out = tmp_path / "cli.jsonl"
-    # Batch size 1 in both: float rounding depends on which clips share a batch, and shards cut batches.
+    # Another batch size than the DAG's (1) and no shards: scores do not depend on which clips share a batch.
     run = subprocess.run(
         [
             sys.executable,
             "-m",
             "video_aesthetics",
-            "score",
-            "--input",
-            str(world["source"]),
-            "--output",
-            str(out),
-            "--figure-root",
-            world["conf"]["figure_root"],
-            "--clip-model",
-            model_args["clip_model"],
-            "--mlp-checkpoint",
-            model_args["mlp_checkpoint"],
-            "--num-workers",
-            "0",
-            "--batch-size",
-            "1",
-            "--device",
-            "cpu",
+            *score_args(
+                world["source"], out, model_args, figure_root=world["conf"]["figure_root"], num_workers=0, batch_size=3
+            ),
         ],
         capture_output=True,
         text=True,

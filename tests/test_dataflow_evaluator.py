@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from helpers.cli import score_args
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator
 from video_aesthetics.config import ScoringConfig
@@ -131,23 +132,7 @@ def test_dataframe_path_and_cli_give_identical_output(tmp_path: Path, model_args
         sys.executable,
         "-m",
         "video_aesthetics",
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(cli_out),
-        "--figure-root",
-        str(root),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--batch-size",
-        "2",
+        *score_args(source, cli_out, model_args, figure_root=root, num_workers=0, batch_size=2),
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert done.returncode == 0, done.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers.cli import score_args
 from helpers.daemonic import run_daemonic, score_file_bytes
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_jsonl, write_video
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator, cli
@@ -33,26 +34,7 @@ def _dataset(root: Path) -> tuple[Path, Path]:
 
 
 def _score_args(source: Path, out: Path, figure_root: Path, model_args: dict[str, str]) -> list[str]:
-    return [
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(out),
-        "--figure-root",
-        str(figure_root),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--batch-size",
-        "2",
-        "--frame-scores",
-    ]
+    return score_args(source, out, model_args, figure_root=figure_root, num_workers=0, batch_size=2, frame_scores=True)
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -165,25 +147,7 @@ def test_a_killed_rank_fails_the_run_and_nothing_is_written(tmp_path: Path, mode
     scratch.mkdir()
     args = [
         str(BIN / "video-aesthetics"),
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(out),
-        "--video-clips-key",
-        "",
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--batch-size",
-        "1",
-        "--nproc",
-        "2",
+        *score_args(source, out, model_args, video_clips_key="", num_workers=0, batch_size=1, nproc=2),
     ]
     run = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.cli import score_args
 from helpers.media import decode_rgb, read_jsonl, write_jsonl, write_video
 from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
@@ -101,21 +102,7 @@ def test_cli_with_an_empty_clips_key_scores_whole_videos(tmp_path: Path, model_a
         sys.executable,
         "-m",
         "video_aesthetics",
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(out),
-        "--video-clips-key",
-        "",
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--device",
-        "cpu",
-        "--num-workers",
-        "2",
+        *score_args(source, out, model_args, video_clips_key="", num_workers=2),
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert done.returncode == 0, done.stderr
