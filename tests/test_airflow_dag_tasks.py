@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -303,3 +304,33 @@ def test_the_report_summary_and_kept_records_are_published_with_the_scores(tmp_p
     }
     page = (version / "report.html").read_text()
     assert "<svg" in page and "2024-01-02" in page and manifest["output"]["report"] == str(version / "report.html")
+
+
+def test_two_runs_publishing_one_partition_at_once_end_with_one_whole_result(tmp_path: Path) -> None:
+    # A clear during a backfill: two runs merge into the same partition at the same moment.
+    runs = []
+    for n, count in ((1, 5), (2, 3)):
+        source = write_jsonl(
+            tmp_path / f"in{n}" / "part.jsonl", [clip_record(f"v{i}.mp4", [f"v{i}_0"], n=i) for i in range(count)]
+        )
+        context = {**UI, "run_id": f"manual__run{n}"}
+        p = params(tmp_path, input_path=str(source), partition="shared")
+        runs.append((p, context, _score_shards(tasks.plan_shards(p, context, max_shards=1024))))
+    barrier = threading.Barrier(len(runs))
+    outcomes: list[Any] = [None] * len(runs)
+
+    def publish(index: int) -> None:
+        p, context, results = runs[index]
+        barrier.wait()
+        outcomes[index] = tasks.merge(p, context, results)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(len(runs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    manifest, scored = published(tmp_path / "out" / "shared")
+    winner = next(o for o in outcomes if o["version"] == manifest["run"]["version"])
+    assert manifest["output"]["sha256"] == hashlib.sha256(scored.read_bytes()).hexdigest() == winner["sha256"]
+    assert len(read_jsonl(scored)) == winner["records"] == manifest["records"]["out"]
+    assert manifest["run"]["run_id"] in ("manual__run1", "manual__run2")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import score_args
 from helpers.media import frame_dataset, read_jsonl, write_jsonl
 from video_aesthetics.cli import build_parser, main
 from video_aesthetics.config import ScoringConfig
@@ -36,50 +37,13 @@ def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 
 def _score_args(source: Path, out: Path, root: Path, model_args: dict, *extra: str) -> list[str]:
-    return [
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(out),
-        "--figure-root",
-        str(root),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
-        *extra,
-    ]
+    return [*score_args(source, out, model_args, figure_root=root, num_workers=0), *extra]
 
 
 def test_score_end_to_end(tmp_path: Path, model_args: dict) -> None:
     source, root = frame_dataset(tmp_path, videos=2, clips_per_video=2)
     out = tmp_path / "out.jsonl"
-    run = _cli(
-        "score",
-        "--input",
-        str(source),
-        "--output",
-        str(out),
-        "--figure-root",
-        str(root),
-        "--clip-model",
-        model_args["clip_model"],
-        "--mlp-checkpoint",
-        model_args["mlp_checkpoint"],
-        "--num-workers",
-        "1",
-        "--batch-size",
-        "3",
-        "--device",
-        "cpu",
-        "--reduction",
-        "max",
-    )
+    run = _cli(*score_args(source, out, model_args, figure_root=root, num_workers=1, batch_size=3, reduction="max"))
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert {k: summary[k] for k in ("records", "clips", "scored", "failed")} == {
