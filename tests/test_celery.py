@@ -35,10 +35,11 @@ from helpers.airflow_env import REPO, published
 from helpers.media import frame_dataset, read_jsonl
 from video_aesthetics.sharding import safe_name
 
-pytestmark = [pytest.mark.slow, pytest.mark.celery, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.celery, pytest.mark.timeout(1800)]
 
 DAG_ID = "video_aesthetic_scoring"
-RUN_SECONDS = 300
+# Generous: on a loaded machine (one core, another suite beside) a shard takes minutes to start.
+RUN_SECONDS = 600
 # Short, so that a lost worker's task is retried within the test (Airflow's default: 300 s).
 HEARTBEAT_TIMEOUT = 30
 WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(\w+)'")
@@ -208,8 +209,13 @@ def _conf(world: dict[str, Path]) -> dict[str, Any]:
     return {"input_path": str(world["source"]), "chunk_size": 2}
 
 
-def _scoring(api: Client, run_id: str, map_index: int, try_number: int = 1) -> tuple[dict[str, Any], psutil.Process]:
-    """The shard's attempt and its task process, once that is scoring (its decoding workers have started)."""
+def _scoring(
+    api: Client, run_id: str, map_index: int, try_number: int = 1, staging: Path | None = None
+) -> tuple[dict[str, Any], psutil.Process]:
+    """The shard's attempt and its task process, once that is scoring (its decoding workers have started).
+
+    With ``staging``, also once its scored shard is being written there (its temporary file exists).
+    """
 
     def started() -> tuple[dict[str, Any], psutil.Process] | None:
         ti = api.shard(run_id, map_index)
@@ -219,7 +225,8 @@ def _scoring(api: Client, run_id: str, map_index: int, try_number: int = 1) -> t
             return None
         with contextlib.suppress(psutil.NoSuchProcess):
             process = psutil.Process(ti["pid"])
-            if process.children():
+            writing = staging is None or any(staging.rglob(f".shard-{map_index:05d}.jsonl.*.tmp"))
+            if process.children() and writing:
                 return ti, process
         return None
 
@@ -286,7 +293,7 @@ def test_killed_task_process_and_supervisor_are_retried_on_the_gpu_worker(
     run_id = api.trigger(_conf(world))
 
     # The task process of shard 0, SIGKILLed mid-shard (stopped first, so that it is caught scoring).
-    ti, task = _scoring(api, run_id, 0)
+    ti, task = _scoring(api, run_id, 0, staging=world["output_root"] / "_staging")
     assert _worker_of(task, stack) == "worker-gpu" and ti["queue"] == "gpu" and ti["pool"] == "gpu"
     workers = task.children()
     task.send_signal(signal.SIGSTOP)
@@ -307,7 +314,12 @@ def test_killed_task_process_and_supervisor_are_retried_on_the_gpu_worker(
     _timing("supervisor killed -> its task process and decoding workers gone", _gone(orphans))
 
     for index, (killed, wall) in ((0, task_killed), (1, supervisor_killed)):
-        _wait(f"shard {index} to be retried", lambda i=index: api.shard(run_id, i).get("try_number") == 2, 300, stack)
+        _wait(
+            f"shard {index} to be retried",
+            lambda i=index: api.shard(run_id, i).get("try_number") == 2,
+            RUN_SECONDS,
+            stack,
+        )
         _timing(f"shard {index}: kill -> try 1 marked failed", _ended(api, run_id, index, 1) - wall)
         _scoring(api, run_id, index, try_number=2)
         _timing(f"shard {index}: kill -> try 2 scoring", time.monotonic() - killed)
