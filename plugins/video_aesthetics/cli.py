@@ -83,15 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--reduction", choices=REDUCTIONS, default=_DEFAULTS.reduction, help="how frame scores make a clip score"
     )
-    score.add_argument("--input-video-key", default=_DEFAULTS.input_video_key, help="field holding the video path")
-    score.add_argument(
-        "--video-clips-key",
-        default=_DEFAULTS.video_clips_key,
-        help='field holding the clips; "" scores each record\'s whole video instead',
-    )
-    score.add_argument(
-        "--output-key", default=None, help="field the scored clips go to (default: the same as --video-clips-key)"
-    )
+    _add_record_fields(score, whole_video='"" scores each record\'s whole video instead')
     score.add_argument(
         "--frame-scores", action="store_true", help="also write each clip's per-frame scores as aesthetic_frame_scores"
     )
@@ -172,15 +164,7 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.load_num,
         help="frames per clip used for scoring (thumbnails show the middle one)",
     )
-    report.add_argument("--input-video-key", default=_DEFAULTS.input_video_key, help="field holding the video path")
-    report.add_argument(
-        "--video-clips-key",
-        default=_DEFAULTS.video_clips_key,
-        help='field holding the clips; "" for a whole-video scored file',
-    )
-    report.add_argument(
-        "--output-key", default=None, help="field holding the scored clips (default: the same as --video-clips-key)"
-    )
+    _add_record_fields(report, whole_video='"" for a whole-video scored file')
     report.add_argument(
         "--run-info",
         metavar="JSON",
@@ -189,6 +173,17 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="verbosity on stderr"
+    )
+
+
+def _add_record_fields(parser: argparse.ArgumentParser, *, whole_video: str) -> None:
+    """The options that say where a record keeps its video and its clips: the same for scoring and reports."""
+    parser.add_argument("--input-video-key", default=_DEFAULTS.input_video_key, help="field holding the video path")
+    parser.add_argument(
+        "--video-clips-key", default=_DEFAULTS.video_clips_key, help=f"field holding the clips; {whole_video}"
+    )
+    parser.add_argument(
+        "--output-key", default=None, help="field holding the scored clips (default: the same as --video-clips-key)"
     )
 
 

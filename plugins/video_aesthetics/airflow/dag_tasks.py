@@ -315,10 +315,10 @@ def merge(
                 "version": version.name,
                 "logical_date": layout.logical_date,
             }
-            summary = _publish_report(
-                plan, config, version, model, run_info, str(scored), int(params.get("report_top", 12))
-            )
-            kept = _publish_kept(plan, config, version)
+            builder = report.ReportBuilder(config, top=int(params.get("report_top", 12)))
+            # One pass over the scored shards feeds the report and, with a threshold, kept.jsonl.
+            kept = _publish_kept(plan, config, version, builder)
+            summary = _publish_report(builder, plan, version, model, run_info, str(scored))
             manifest = sharding.build_manifest(
                 plan=plan,
                 merged=merged,
@@ -427,34 +427,38 @@ def _scored_records(plan: sharding.ShardPlan) -> Iterator[dict[str, Any]]:
 
 
 def _publish_report(
+    builder: report.ReportBuilder,
     plan: sharding.ShardPlan,
-    config: ScoringConfig,
     version: ObjectStoragePath,
     model: dict[str, Any],
     run: dict[str, Any],
     source: str,
-    top: int,
 ) -> dict[str, Any]:
     """The run's score report beside its records; returns the summary the report shows."""
-    summary = report.summarise(
-        _scored_records(plan), config, top=top, model=model, run=run, rejected=plan.rejected, source=source
-    )
+    summary = builder.summary(model=model, run=run, rejected=plan.rejected, source=source)
     page = report.render_html(summary, title=f"Aesthetic scores: {run['partition']}").encode("utf-8")
     object_store.write_atomic(version / REPORT_NAME, lambda out: out.write(page))
     return summary
 
 
-def _publish_kept(plan: sharding.ShardPlan, config: ScoringConfig, version: ObjectStoragePath) -> dict[str, Any] | None:
-    """With aes_min/aes_max: the records with only their passing clips (records left with none dropped)."""
+def _publish_kept(
+    plan: sharding.ShardPlan, config: ScoringConfig, version: ObjectStoragePath, builder: report.ReportBuilder
+) -> dict[str, Any] | None:
+    """Feed every scored record to ``builder``; with aes_min/aes_max, also publish the records with only
+    their passing clips (records left with none dropped)."""
     if not config.filtering:
+        for record in _scored_records(plan):
+            builder.add(record)
         return None
     target = version / KEPT_NAME
 
     def fill(out: Any) -> int:
         count = 0
-        for record in kept_records(_scored_records(plan), config):
-            out.write((dumps(record) + "\n").encode("utf-8"))
-            count += 1
+        for record in _scored_records(plan):
+            builder.add(record)
+            for kept in kept_records([record], config):
+                out.write((dumps(kept) + "\n").encode("utf-8"))
+                count += 1
         return count
 
     records = object_store.write_atomic(target, fill)
