@@ -1,16 +1,18 @@
 """The GPU benchmark: can the decode paths keep one GPU busy with ViT-L/14? One run, one JSON object.
 
-    python bench/gpu.py                         # on a GPU: ViT-L/14 (random weights), about 5 minutes
+    python bench/gpu.py                         # on a GPU: ViT-L/14 (random weights), at most about 8 minutes
     python bench/gpu.py --smoke --device cpu    # a tiny model and a few frames: checks that it runs
 
 Prints (stdout, one line) the GPU's name; the model-only ceiling (images/s of the scorer on pixels
-already on the device, bf16 autocast as scoring runs); end-to-end images/s (JSONL in, JPEG frames
+already on the device, in the tower's shipped precision: bf16 on GPUs); end-to-end images/s (JSONL in, JPEG frames
 decoded, JSONL out, through runner.score_records) on the exact, fast and gpu decode paths at
 1280x720 and 1920x1080 (JPEGs of quality 90 made here), each with its ratio to the ceiling; the
 time to first score from a local checkpoint through the project's loader, and the smallest shard
-(chunk_size) for which that start-up is at most 5% of the shard's time; the peak GPU memory;
-precision variants (bf16, fp16, fp32, tf32: speed and max score deviation from fp32; the head
-always fp32); attention kernels (SDPA backends); channels-last; torch.compile.
+(chunk_size) for which that start-up is at most 5% of the shard's time; the peak GPU memory of
+the end-to-end runs; each decode path's pixel and score deviation from exact and its cost per
+frame; precision variants (bf16, fp16, fp32, tf32, fp32 weights under bf16 autocast, bf16 under
+torch.compile: speed and max score deviation from fp32; the head always fp32); attention kernels
+(SDPA backends); channels-last.
 
 Sections past the time budget (--budget-s) are skipped and say so, so that the run fits its slot.
 Weights are random: they cost what real ones cost; the scores only serve to compare variants.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -35,12 +38,18 @@ import torch
 from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.decoding import resolve_decode
+from video_aesthetics.decoding import (
+    DeviceDecoder,
+    frame_for_device,
+    load_frame_fast,
+    pack_for_device,
+    resolve_decode,
+)
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import load_frame
 from video_aesthetics.records import JsonlSource, write_jsonl
 from video_aesthetics.runner import score_records
-from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
+from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device, torch_threads
 
 FRAMES_PER_CLIP = 3
 SIZES = ((1280, 720), (1920, 1080))
@@ -177,21 +186,6 @@ def images_per_s(scorer: Scorer, pixels: torch.Tensor, min_seconds: float, min_c
     return calls * pixels.shape[0] / (time.perf_counter() - started)
 
 
-@contextlib.contextmanager
-def precision(scorer: Scorer, name: str) -> Iterator[None]:
-    """The tower under autocast bf16/fp16, or in fp32 (tf32: fp32 with TF32 matrix units allowed)."""
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "tf32": None}
-    before_dtype, before_tf32 = scorer.amp_dtype, torch.backends.cuda.matmul.allow_tf32
-    before_cudnn = torch.backends.cudnn.allow_tf32
-    scorer.amp_dtype = dtypes[name]
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
-    try:
-        yield
-    finally:
-        scorer.amp_dtype = before_dtype
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before_tf32, before_cudnn
-
-
 def guarded(section: Callable[[], Any]) -> Any:
     """A section's result, or the error that stopped it: one unsupported variant must not end the run."""
     try:
@@ -201,18 +195,87 @@ def guarded(section: Callable[[], Any]) -> Any:
         return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
 
 
-def precision_variants(scorer: Scorer, bench_pixels: torch.Tensor, real: torch.Tensor, seconds: float) -> dict:
-    with precision(scorer, "fp32"):
-        reference = scorer.score_pixels(real)
+class AutocastTower(torch.nn.Module):
+    """fp32 weights under bf16 autocast: how the tower ran before it was held in bf16, for comparison."""
+
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.tower(x).float()
+
+
+class Variants:
+    """Scorers for each way of running the tower, made from one fp32 copy of the model kept on the CPU."""
+
+    def __init__(self, scorer: Scorer, spec: str) -> None:
+        from video_aesthetics.clip_loader import load_clip
+
+        self.scorer = scorer
+        self.model = load_clip(spec).model.visual
+
+    def make(self, name: str) -> Scorer:
+        """``name``: bf16 / fp16 / fp32 (weights and activations in that type), tf32 (fp32 with TF32
+        matrix units), autocast_bf16 (fp32 weights under bf16 autocast)."""
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        tower = copy.deepcopy(self.model)
+        if name == "autocast_bf16":
+            tower = AutocastTower(tower)
+        base = self.scorer
+        return Scorer(
+            tower,
+            base.head,
+            base.preprocess,
+            base.device,
+            base.identity,
+            base.forward_batch,
+            dtype=dtypes.get(name, torch.float32),
+        )
+
+    @contextlib.contextmanager
+    def tf32(self, allowed: bool) -> Iterator[None]:
+        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def precision_variants(
+    variants: Variants, pixels: torch.Tensor, real: torch.Tensor, seconds: float, budget: Budget, compile_wanted: bool
+) -> dict:
+    """Model-only images/s of each precision and its largest score change from fp32 on real frames;
+    "bf16" is the shipped default; "bf16+compile" is it under torch.compile (the first call compiles)."""
+    reference = variants.make("fp32").score_pixels(real)
     out: dict[str, Any] = {"score_spread_fp32": float(reference.max() - reference.min())}
-    names = ("bf16", "fp16", "fp32", "tf32") if scorer.device.type == "cuda" else ("bf16", "fp16", "fp32")
+    names = ["bf16", "fp16", "fp32", "autocast_bf16"]
+    if variants.scorer.device.type == "cuda":
+        names.append("tf32")
+    if compile_wanted:
+        names.append("bf16+compile")
     for name in names:
+        if not budget.allows(90 if "compile" in name else 15):
+            out[name] = {"skipped": "over the time budget"}
+            continue
 
         def measure(name: str = name) -> dict[str, float]:
-            with precision(scorer, name):
+            base, _, compiled = name.partition("+")
+            scorer = variants.make("fp32" if base == "tf32" else base)
+            if compiled:
+                scorer.tower = torch.compile(scorer.tower)
+            with variants.tf32(base == "tf32"):
+                started = time.perf_counter()
                 scores = scorer.score_pixels(real)
-                speed = images_per_s(scorer, bench_pixels, seconds)
-            return {"images_per_s": sig(speed), "max_score_delta_vs_fp32": float((scores - reference).abs().max())}
+                first_call_s = time.perf_counter() - started
+                speed = images_per_s(scorer, pixels, seconds)
+            return {
+                "images_per_s": sig(speed),
+                "max_score_delta_vs_fp32": float((scores - reference).abs().max()),
+                "first_call_s": round(first_call_s, 2),
+            }
 
         out[name] = guarded(measure)
     return out
@@ -236,7 +299,7 @@ def attention_variants(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> 
                 return sig(images_per_s(scorer, pixels, seconds))
 
         out[name] = guarded(measure)
-    return {"precision": _precision_name(scorer), "images_per_s": out}
+    return {"precision": str(scorer.dtype), "images_per_s": out}
 
 
 def channels_last_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
@@ -249,22 +312,67 @@ def channels_last_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) 
     return {"images_per_s": sig(faster), "default_images_per_s": sig(default)}
 
 
-def compile_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
-    tower = scorer.tower
-    scorer.tower = torch.compile(tower)
-    try:
+# --- the decode paths side by side --------------------------------------------------------------
+
+
+def decode_paths(scorer: Scorer, originals: list[Path], seconds: float) -> dict[str, Any]:
+    """Each path's pixels and scores against exact, and what each costs per frame, on ``originals``.
+
+    ``scorer`` should run in fp32, so that the score changes are the decode path's alone.
+
+    exact and fast: ms per frame on one CPU thread (a decoding worker's work). gpu: images/s of
+    DeviceDecoder alone (nvJPEG decode, resize and crop of a whole batch on the device) and the
+    workers' share (reading and checking bytes), ms per frame on one thread.
+    """
+    pp = scorer.preprocess
+    loaders = {"exact": load_frame, "fast": load_frame_fast}
+    out: dict[str, Any] = {}
+    exact_pixels = torch.from_numpy(np.stack([load_frame(path, pp) for path in originals]))
+    exact_scores = scorer.score_pixels(exact_pixels)
+    candidates = {"fast": torch.from_numpy(np.stack([load_frame_fast(path, pp) for path in originals]))}
+    if scorer.device.type == "cuda":
+        candidates["gpu"] = _device_pixels(originals, pp, scorer.device)["pixels"].cpu()
+    for name, pixels in candidates.items():
+        delta = (pixels.int() - exact_pixels.int()).abs()
+        out[name] = {
+            "pixels_max_delta": int(delta.max()),
+            "pixels_mean_delta": round(float(delta.float().mean()), 5),
+            "max_score_delta_vs_exact_fp32": float((scorer.score_pixels(pixels) - exact_scores).abs().max()),
+        }
+    with torch_threads(1):
+        for name, load in loaders.items():
+            started = time.perf_counter()
+            for path in originals:
+                load(path, pp)
+            out.setdefault(name, {})["cpu_ms_per_frame"] = round(
+                1000 * (time.perf_counter() - started) / len(originals), 2
+            )
         started = time.perf_counter()
-        scorer.score_pixels(pixels)
-        sync(scorer.device)
-        compile_s = time.perf_counter() - started
-        speed = images_per_s(scorer, pixels, seconds)
-    finally:
-        scorer.tower = tower
-    return {"compile_s": round(compile_s, 1), "images_per_s": sig(speed)}
+        for path in originals:
+            frame_for_device(path, pp)
+        out.setdefault("gpu", {})["worker_ms_per_frame"] = round(
+            1000 * (time.perf_counter() - started) / len(originals), 3
+        )
+    if scorer.device.type == "cuda":
+        decoder = DeviceDecoder(pp, scorer.device)
+        batch = _packed([originals[i % len(originals)] for i in range(scorer.forward_batch)], pp)
+        decoder(batch)  # warm-up: nvJPEG's buffers
+        calls, started = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - started < seconds:
+            decoder(batch)
+            calls += 1
+        out["gpu"]["decoder_images_per_s"] = sig(calls * scorer.forward_batch / (time.perf_counter() - started))
+    return out
 
 
-def _precision_name(scorer: Scorer) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[scorer.amp_dtype]
+def _packed(paths: list[Path], pp: Any) -> dict[str, Any]:
+    """One sample's frames as a decoding worker hands them over on the gpu path."""
+    frames = [frame_for_device(path, pp) for path in paths]
+    return {"batch": 0, "seqs": [0], "counts": [len(frames)], "errors": [None], **pack_for_device(frames, pp)}
+
+
+def _device_pixels(paths: list[Path], pp: Any, device: torch.device) -> dict[str, Any]:
+    return DeviceDecoder(pp, device)(_packed(paths, pp))
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -373,6 +481,7 @@ def main() -> int:
     cuda = device.type == "cuda"
     result: dict[str, Any] = {
         "gpu": None,
+        "peak_gpu_memory_gib": None,
         "device": str(device),
         "model": "tiny (smoke)" if smoke else "ViT-L-14 (random weights)",
         "torch": torch.__version__,
@@ -398,9 +507,11 @@ def main() -> int:
         bench_pixels = torch.randint(0, 256, (per_batch, 224, 224, 3), dtype=torch.uint8, device=device)
         ceiling = images_per_s(scorer, bench_pixels, seconds)
         result["ceiling_images_per_s"] = sig(ceiling)
-        result["ceiling_precision"] = _precision_name(scorer)
+        result["ceiling_precision"] = str(scorer.dtype)
 
         result["end_to_end"] = end_to_end_all(scorer, root / "e2e", args, ceiling, budget)
+        if cuda:
+            result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         fastest = result["end_to_end"]["1280x720"].get("gpu", {}).get("images_per_s") or max(
             run.get("images_per_s", 0) for run in result["end_to_end"]["1280x720"].values()
         )
@@ -410,24 +521,30 @@ def main() -> int:
 
         real_paths = sorted((root / "e2e" / "1280x720" / "originals").glob("*.jpg"))[: max(per_batch, 8)]
         real = torch.from_numpy(np.stack([load_frame(path, scorer.preprocess) for path in real_paths])).to(device)
+        variants = Variants(scorer, spec)
         sections: dict[str, tuple[float, Callable[[], Any]]] = {
-            "precision": (60, lambda: precision_variants(scorer, bench_pixels, real, seconds)),
+            "decode_paths": (30, lambda: _decode_paths_by_size(variants.make("fp32"), root / "e2e", seconds)),
+            "precision": (
+                60,
+                lambda: precision_variants(variants, bench_pixels, real, seconds, budget, compile_wanted),
+            ),
             "attention": (45, lambda: attention_variants(scorer, bench_pixels, seconds)),
             "channels_last": (15, lambda: channels_last_variant(scorer, bench_pixels, seconds)),
         }
         for name, (needs, section) in sections.items():
             result[name] = guarded(section) if budget.allows(needs) else {"skipped": "over the time budget"}
-        if not compile_wanted:
-            result["compile"] = {"skipped": "not asked for (--compile)"}
-        elif not budget.allows(150):
-            result["compile"] = {"skipped": "over the time budget"}
-        else:
-            result["compile"] = guarded(lambda: compile_variant(scorer, bench_pixels, seconds))
-    result["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device) if cuda else None
-    result["peak_gpu_memory_gib"] = round(result["peak_gpu_memory_bytes"] / 2**30, 2) if cuda else None
     result["budget_left_s"] = round(budget.left(), 1)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _decode_paths_by_size(scorer: Scorer, root: Path, seconds: float) -> dict[str, Any]:
+    return {
+        f"{width}x{height}": decode_paths(
+            scorer, sorted((root / f"{width}x{height}" / "originals").glob("*.jpg")), seconds
+        )
+        for width, height in SIZES
+    }
 
 
 def _first_clip(folder: Path) -> list[Path]:

@@ -219,7 +219,7 @@ def main() -> int:
     result = {
         "model": args.model,
         "device": str(device),
-        "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
+        "precision": str(scorer.dtype),
         "cpu_count": os.cpu_count(),
         "preprocess": preprocess,
         "clips": args.clips,

@@ -17,6 +17,7 @@ use_private_airflow_home()
 from video_aesthetics import __version__
 from video_aesthetics.airflow.links import ScoredOutputLink, browser_url
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
+from video_aesthetics.settings import SETTINGS
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_airflow_loads_the_provider(tmp_path: Path) -> None:
     assert loaded["views"] == ["/video-aesthetics/runs/{DAG_ID}/{RUN_ID}", "/video-aesthetics/partitions"]
     assert loaded["plugin_links"] == []  # declared by the operator, listed by the provider: registered once
     # The provider's config section gives Airflow the settings' defaults.
-    assert loaded["chunk_size"] == "5000"
+    assert loaded["chunk_size"] == SETTINGS["chunk_size"].default
     assert loaded["provider_version"] == __version__
     assert loaded["provider_links"] == ["video_aesthetics.airflow.links.ScoredOutputLink"]
     # plugins/.airflowignore keeps Airflow from importing the package's files as top-level modules.

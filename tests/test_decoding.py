@@ -504,11 +504,11 @@ def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path: Path) -> None:
         "ceiling_images_per_s",
         "end_to_end",
         "time_to_first_score_s",
-        "peak_gpu_memory_bytes",
+        "peak_gpu_memory_gib",
+        "decode_paths",
         "precision",
         "attention",
         "channels_last",
-        "compile",
     ):
         assert key in result, key
     for size in ("1280x720", "1920x1080"):
@@ -517,4 +517,10 @@ def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path: Path) -> None:
         assert paths["fast"]["ratio_to_ceiling"] > 0
         assert "skipped" in paths["gpu"]  # no CUDA here
     assert result["precision"]["fp32"]["max_score_delta_vs_fp32"] == 0.0
+    assert result["precision"]["bf16"]["max_score_delta_vs_fp32"] > 0  # a different precision really ran
+    assert set(result["precision"]) >= {"bf16", "fp16", "fp32", "autocast_bf16"}
+    for size in ("1280x720", "1920x1080"):
+        fast = result["decode_paths"][size]["fast"]
+        assert fast["pixels_max_delta"] <= 1 and fast["cpu_ms_per_frame"] > 0
+        assert result["decode_paths"][size]["exact"]["cpu_ms_per_frame"] > 0
     assert result["time_to_first_score_s"] > 0

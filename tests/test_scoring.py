@@ -12,9 +12,11 @@ import torch
 from helpers.daemonic import run_daemonic, score_results
 from helpers.media import clip_record, write_frames
 from helpers.reference import reference_clip_score
+from video_aesthetics.clip_loader import load_clip
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.scoring import RankShare, Scorer, iter_results, resolve_device
+from video_aesthetics.head import load_head
+from video_aesthetics.scoring import RankShare, Scorer, iter_results, resolve_device, tower_dtype_for
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
@@ -95,6 +97,32 @@ def test_score_pixels_shapes(scorer: Scorer) -> None:
     scores = scorer.score_pixels(pixels)
     assert scores.shape == (4,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
     assert scorer.score_pixels(pixels[:0]).shape == (0,)
+
+
+def test_the_tower_runs_in_bf16_on_gpus_and_fp32_on_the_cpu() -> None:
+    assert tower_dtype_for(torch.device("cuda", 0)) == torch.bfloat16
+    assert tower_dtype_for(torch.device("cpu")) == torch.float32
+
+
+def test_a_bf16_tower_keeps_the_head_in_fp32_and_stays_close_to_fp32(
+    tmp_path: Path, model_args: dict, scorer: Scorer
+) -> None:
+    """What GPUs run (a bf16 tower, an fp32 head), run here on the CPU through the same code."""
+    clip, head = load_clip(model_args["clip_model"]), load_head(model_args["mlp_checkpoint"])
+    half = Scorer(clip.model, head.module, clip.preprocess, "cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.tower.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.head.parameters()} == {torch.float32}
+    assert scorer.dtype == torch.float32 and {p.dtype for p in scorer.tower.parameters()} == {torch.float32}
+    frames = write_frames(tmp_path, "v", "v_0", count=8, seed=5, width=320, height=240)
+    records = [clip_record("v.mp4", ["v_0"])]
+    config = _config(model_args, tmp_path, load_num=8)
+    [full] = list(iter_results(records, config, scorer))
+    [reduced] = list(iter_results(records, config, half))
+    assert len(frames) == 8 and reduced.error is None
+    assert all(isinstance(score, float) for score in reduced.frame_scores)
+    # bf16 keeps 8 bits of mantissa: close to fp32, and not the same bits (it really ran in bf16).
+    assert reduced.frame_scores == pytest.approx(full.frame_scores, abs=5e-3)
+    assert reduced.frame_scores != full.frame_scores
 
 
 def test_cuda_without_a_gpu_is_a_config_error() -> None:
