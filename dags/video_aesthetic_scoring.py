@@ -12,7 +12,8 @@ file, a folder of them or a glob) when given, else the logical date's partition 
 
 Defaults come from the provider's settings (``video_aesthetics.settings``): the environment
 variables VIDEO_AESTHETICS_<NAME> or the ``[video_aesthetics]`` section of airflow.cfg, for
-input_root, input_path, output_root, work_root, figure_root, video_root, clip_model,
+input_root, input_path, output_root, work_root, figure_root, video_root, the connections
+input_conn_id, output_conn_id and frames_conn_id (for object store URLs), clip_model,
 mlp_checkpoint, chunk_size, num_workers, device, schedule (default @daily; "none" for manual runs
 only), pool and queue (where score_shard runs: a "gpu" pool or Celery queue bounds GPU use).
 
@@ -68,13 +69,25 @@ PARAMS = {
     ),
     "work_root": _optional_text(
         setting("work_root"),
-        "Staging folder for shard files, shared by all workers. Empty: <output_root>/_staging (local stores).",
+        "Staging for shard files, reached by all workers: a shared folder or a URL (s3://...: no shared disk). "
+        "Empty: <output_root>/_staging (local stores).",
+    ),
+    "output_conn_id": _optional_text(
+        setting("output_conn_id"),
+        "Airflow connection of a remote output_root and work_root. Empty: the store's defaults.",
+    ),
+    "input_conn_id": _optional_text(
+        setting("input_conn_id"),
+        "Airflow connection of a remote input_path or input_root. Empty: the store's defaults.",
+    ),
+    "frames_conn_id": _optional_text(
+        setting("frames_conn_id"), "Airflow connection of a remote figure_root. Empty: the store's defaults."
     ),
     "figure_root": Param(
         setting("figure_root"),
         type="string",
         minLength=1,
-        description="Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg.",
+        description="Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg; a folder or a URL (s3://...).",
     ),
     "video_root": _optional_text(
         setting("video_root"),

@@ -84,7 +84,7 @@ def test_airflow_loads_the_provider(tmp_path: Path) -> None:
     assert loaded["errors"] == {}
     # The plugin comes once, from the package's entry point (none from the plugins folder).
     assert len(loaded["plugins"]) == 1 and "video-aesthetics" in loaded["plugins"][0]
-    assert loaded["apps"] == ["/video-aesthetics"]
+    assert loaded["apps"] == ["/video-aesthetics", "/video-aesthetics-preflight"]
     assert loaded["views"] == ["/video-aesthetics/runs/{DAG_ID}/{RUN_ID}", "/video-aesthetics/partitions"]
     assert loaded["plugin_links"] == []  # declared by the operator, listed by the provider: registered once
     # The provider's config section gives Airflow the settings' defaults.

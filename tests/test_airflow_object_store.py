@@ -93,3 +93,51 @@ def test_local_input_and_output_are_the_files_themselves(tmp_path: Path) -> None
         assert local == tmp_path / "in.jsonl"
     with store.local_output(f"file://{tmp_path}/out.jsonl") as local:
         assert local == tmp_path / "out.jsonl"
+
+
+# --- remote inputs and staging (no shared disk) ---------------------------------------------------------
+
+
+def test_remote_inputs_resolve_as_local_ones(tmp_path: Path) -> None:
+    folder = remote("day")
+    for name in ("b.jsonl", "a.jsonl", "notes.txt"):
+        (folder / name).write_bytes(b'{"n": 1}\n')
+    url = str(folder)
+    assert [p.name for p in store.resolve_inputs(url)] == ["a.jsonl", "b.jsonl"]
+    assert [p.name for p in store.resolve_inputs(f"{url}/b.jsonl")] == ["b.jsonl"]
+    assert [p.name for p in store.resolve_inputs(f"{url}/*.jsonl")] == ["a.jsonl", "b.jsonl"]
+    with store.local_inputs(store.resolve_inputs(url)) as local:
+        assert [p.name for p in local] == ["a.jsonl", "b.jsonl"]
+        assert all(p.read_bytes() == b'{"n": 1}\n' for p in local)
+    with pytest.raises(Exception, match="no object matches the input glob"):
+        store.resolve_inputs(f"{url}/*.csv")
+    # A local spec gives sharding's own paths, untouched.
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    with store.local_inputs(store.resolve_inputs(str(tmp_path))) as local:
+        assert local == [tmp_path / "x.jsonl"]
+
+
+def test_a_plan_staged_in_a_store_comes_back_for_the_merge(tmp_path: Path) -> None:
+    from video_aesthetics import sharding
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"n": {i}}}\n' for i in range(5)))
+    cut = tmp_path / "cut"
+    plan = sharding.plan_shards([source], cut, 2, 10)
+    staging = remote("work/dag/run")
+    (staging / "shards" / "stale.jsonl").write_bytes(b"old\n")
+    published = store.publish_staging(plan, cut, staging, "plan.json")
+    assert [s.input for s in published.shards] == [str(staging / "shards" / f"shard-{i:05d}.jsonl") for i in range(3)]
+    assert not (staging / "shards" / "stale.jsonl").exists()
+    # score_shard: each scored shard is uploaded beside the plan (here: the input, unchanged).
+    for shard in published.shards:
+        store.store_path(shard.output).write_bytes(store.store_path(shard.input).read_bytes())
+    results = [{"output": shard.output, "records": shard.records} for shard in published.shards]
+    fetched, local_results = store.fetch_staging(staging, "plan.json", results, tmp_path / "scratch")
+    assert [r["output"] for r in local_results] == [s.output for s in fetched.shards]
+    assert all(Path(s.output).read_bytes() == Path(s.input).read_bytes() for s in fetched.shards)
+    assert b"".join(Path(s.input).read_bytes() for s in fetched.shards) == source.read_bytes()
+    store.remove_tree(staging)
+    assert not staging.exists()
+    with pytest.raises(sharding.MergeError, match="the shard plan .* is missing"):
+        store.fetch_staging(staging, "plan.json", results, tmp_path / "scratch2")

@@ -12,7 +12,9 @@ import configparser
 import copy
 import fnmatch
 import importlib.metadata
+import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -177,7 +179,7 @@ def test_commands(services: dict[str, Any]) -> None:
     assert command_words(services["airflow-scheduler"]) == ["scheduler"]
     assert command_words(services["airflow-dag-processor"]) == ["dag-processor"]
     assert command_words(services["airflow-triggerer"]) == ["triggerer"]
-    assert command_words(services["airflow-worker"]) == ["celery", "worker"]
+    assert command_words(services["airflow-worker"])[:2] == ["celery", "worker"]
 
 
 def queues_of(words: list[str]) -> set[str]:
@@ -190,8 +192,18 @@ def queues_of(words: list[str]) -> set[str]:
 def concurrency_of(words: list[str]) -> int | None:
     for flag in ("-c", "--concurrency"):
         if flag in words:
-            return int(words[words.index(flag) + 1])
+            return int(unset_value(words[words.index(flag) + 1]))
     return None
+
+
+def load_celery_stack() -> Any:
+    """scripts/celery_stack.py, the scripted deployment the compose file must agree with."""
+    spec = importlib.util.spec_from_file_location("celery_stack_for_compose", ROOT / "scripts" / "celery_stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time(services: dict[str, Any]) -> None:
@@ -203,6 +215,50 @@ def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time(services: dict[s
     # The CPU worker must not pick up scoring shards.
     assert "gpu" not in queues_of(command_words(services["airflow-worker"]))
     assert gpu["environment"]["VIDEO_AESTHETICS_QUEUE"] == "gpu"
+
+
+def test_the_cpu_worker_serves_the_default_queue_with_bounded_slots(services: dict[str, Any]) -> None:
+    from airflow.sdk import conf as airflow_conf
+
+    words = command_words(services["airflow-worker"])
+    # Named, not left to Celery's default: tasks without a queue go to [operators] default_queue.
+    assert "-q" in words or "--queues" in words
+    assert queues_of(words) == {airflow_conf.get("operators", "default_queue")}
+    # Celery's default (16 slots) would let frame extraction and merges crowd the host.
+    assert concurrency_of(words) == load_celery_stack().CeleryStack().default_concurrency
+
+
+def test_the_workers_agree_with_the_scripted_deployment(services: dict[str, Any], tmp_path: Path) -> None:
+    stack = load_celery_stack().CeleryStack(home=tmp_path, redis_db=1, database="compose_check")
+    scripted = stack.env
+    for name in ("airflow-worker", "airflow-worker-gpu", "airflow-init"):
+        env = services[name]["environment"]
+        for key in ("VIDEO_AESTHETICS_QUEUE", "VIDEO_AESTHETICS_POOL"):
+            assert env[key] == scripted[key], (name, key)
+    gpu_words = command_words(services["airflow-worker-gpu"])
+    assert queues_of(gpu_words) == {scripted["VIDEO_AESTHETICS_QUEUE"]}
+    # One GPU worker holds one pool slot at a time: the pool's default size is the worker's concurrency.
+    assert concurrency_of(gpu_words) == stack.gpu_slots
+    pool = re.search(r"airflow pools set (\S+) (\S+)", "\n".join(command_words(services["airflow-init"])))
+    assert pool is not None
+    assert pool.group(1) == scripted["VIDEO_AESTHETICS_POOL"]
+    assert int(unset_value(pool.group(2)).strip('"')) == stack.gpu_slots
+
+
+def test_every_worker_sizes_torch_threads_from_a_setting(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from video_aesthetics import settings
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        value = services[name]["environment"]["VIDEO_AESTHETICS_THREADS"]
+        # The host's .env can set it (CPUs / task slots, as the scripted deployment computes).
+        assert value == "${VIDEO_AESTHETICS_THREADS:-auto}", name
+        monkeypatch.setenv("VIDEO_AESTHETICS_THREADS", unset_value(value))
+        assert settings.cpu_threads() == len(os.sched_getaffinity(0)), name
+        monkeypatch.setenv("VIDEO_AESTHETICS_THREADS", "3")
+        assert settings.cpu_threads() == 3, name
 
 
 def test_gpu_worker_reserves_an_nvidia_gpu(services: dict[str, Any]) -> None:

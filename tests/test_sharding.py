@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.media import clip_record, read_jsonl, write_jsonl
+from video_aesthetics import sharding
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.records import ERROR, SCORE
@@ -117,6 +118,50 @@ def test_plan_never_exceeds_the_shard_limit(tmp_path: Path) -> None:
     assert sum(s.records for s in plan.shards) == 23
 
 
+def test_a_plan_past_the_shard_limit_reads_its_input_once_and_recuts_the_staged_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", records(40))
+    second = write_jsonl(tmp_path / "b.jsonl", [*map(json.dumps, records(23, start=40)), "{not json"])
+    reads: list[str] = []
+    real_read_lines = sharding.read_lines
+
+    def counting(path: Path, label: str | None = None):
+        reads.append(Path(path).name)
+        return real_read_lines(path, label)
+
+    monkeypatch.setattr(sharding, "read_lines", counting)
+    plan = plan_shards([first, second], tmp_path / "staging", chunk_size=2, max_shards=5, skip_bad_records=True)
+    assert reads == ["a.jsonl", "b.jsonl"]
+    # 64 lines (the bad one included, as count_lines counts) in at most 5 shards: 13 each.
+    assert plan.chunk_size == effective_chunk_size(64, 2, max_shards=5) == 13
+    assert [s.records for s in plan.shards] == [13, 13, 13, 13, 11]
+    assert [s.first_record for s in plan.shards] == [0, 13, 26, 39, 52]
+    assert (plan.records, plan.rejected) == (63, 1)
+    joined = [r for s in plan.shards for r in read_jsonl(Path(s.input))]
+    assert joined == records(63)
+    staging = tmp_path / "staging"
+    assert sorted(p.name for p in staging.iterdir()) == ["rejects.jsonl", "scored", "shards"]
+    assert sorted(str(p) for p in (staging / "shards").iterdir()) == sorted(s.input for s in plan.shards)
+
+
+def test_a_plan_far_past_the_shard_limit_stages_few_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", records(1000))
+    staged: list[int] = []
+    real_recut = sharding._recut
+
+    def counting(shards, *args):
+        staged.append(len(shards))
+        return real_recut(shards, *args)
+
+    monkeypatch.setattr(sharding, "_recut", counting)
+    plan = plan_shards([source], tmp_path / "staging", chunk_size=1, max_shards=3)
+    # Not 1,000 one-record files: past the limit each staged file doubles the records staged so far.
+    assert staged == [3 + 9]
+    assert [s.records for s in plan.shards] == [334, 334, 332] and plan.chunk_size == 334
+    assert [r for s in plan.shards for r in read_jsonl(Path(s.input))] == records(1000)
+
+
 def test_a_replanned_run_leaves_no_stale_shard(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", records(9))
     plan_shards([source], tmp_path / "staging", chunk_size=1, max_shards=100)
@@ -158,6 +203,20 @@ def test_merge_concatenates_in_order_and_counts(tmp_path: Path) -> None:
     assert merged.scored == sum(1 for c in clips if c[SCORE] is not None)
     assert merged.failed == merged.errors["no_frames"] == sum(1 for c in clips if c[SCORE] is None)
     assert [s.records for s in merged.shards] == [s.records for s in plan.shards]
+
+
+def test_the_merge_hands_every_checked_record_on_in_output_order(tmp_path: Path) -> None:
+    plan = scored_plan(tmp_path)
+    seen: list[dict] = []
+    out = io.BytesIO()
+    merge_scored_shards(plan, CONFIG, out, on_record=seen.append)
+    assert seen == [json.loads(line) for line in out.getvalue().splitlines()] and len(seen) == 11
+    # A record that fails its check is not handed on, nor any after it.
+    _rewrite(Path(plan.shards[1].output), lambda lines: [lines[1], lines[0], *lines[2:]])
+    seen.clear()
+    with pytest.raises(MergeError, match="reordered"):
+        merge_scored_shards(plan, CONFIG, io.BytesIO(), on_record=seen.append)
+    assert [r["n"] for r in seen] == [0, 1, 2, 3]
 
 
 def _rewrite(path: Path, change) -> None:

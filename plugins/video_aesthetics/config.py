@@ -49,6 +49,9 @@ class ScoringConfig:
     skip_bad_records: bool = False
     aes_min: float | None = None
     aes_max: float | None = None
+    # fsspec storage options for a figure_root URL (s3://...): credentials, endpoint. Not a scoring
+    # parameter: kept out of as_dict (manifests) and PARAM_NAMES, and out of comparisons.
+    frames_storage_options: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("load_num", "batch_size"):
@@ -78,6 +81,10 @@ class ScoringConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_thresholds(self.aes_min, self.aes_max)
+        if self.frames_storage_options is not None and not isinstance(self.frames_storage_options, Mapping):
+            raise ConfigError(
+                f"frames_storage_options must be a mapping of fsspec options, got {type(self.frames_storage_options).__name__}"
+            )
         if not self.whole_video and self.output_key == self.input_video_key:
             raise ConfigError(
                 f"output_key {self.output_key!r} is the video field (input_video_key): scores would "
@@ -131,7 +138,8 @@ class ScoringConfig:
         return dataclasses.replace(self, **given)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Storage options may hold credentials: never in a manifest or a log.
+        return {name: getattr(self, name) for name in PARAM_NAMES}
 
 
 def optional_text(value: Any) -> str | None:
@@ -181,4 +189,6 @@ def _integer(name: str, value: Any, *, minimum: int, hint: str = "") -> None:
 
 
 # The parameters every face passes by name: the seed's ten, then our extras.
-PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ScoringConfig))
+PARAM_NAMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(ScoringConfig) if f.name != "frames_storage_options"
+)

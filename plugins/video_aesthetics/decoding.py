@@ -37,6 +37,7 @@ from video_aesthetics.config import DECODES
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import (
     FRAME_FORMATS,
+    FetchedFrame,
     PreprocessConfig,
     check_frame_size,
     load_frame,
@@ -107,12 +108,16 @@ def gpu_decode_error(device: torch.device) -> str | None:
 # Reading and checking bytes (every path but exact; the gpu path's workers do only this)
 
 
-def read_frame(path: Path, limit: int = MAX_FRAME_BYTES) -> bytes | None:
+def read_frame(path: Path | FetchedFrame, limit: int = MAX_FRAME_BYTES) -> bytes | None:
     """The bytes of a regular file, or None when it holds more than ``limit`` (stream it instead).
 
     Opened without blocking and checked after opening: a FIFO or device swapped in for a frame
-    after it was listed must not hang a worker or feed it endlessly.
+    after it was listed must not hang a worker or feed it endlessly. A frame fetched from a remote
+    figure_root (FetchedFrame) is already in memory.
     """
+    if isinstance(path, FetchedFrame):
+        data = path.content()
+        return data if len(data) <= limit else None
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())

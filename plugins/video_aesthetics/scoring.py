@@ -32,7 +32,14 @@ from video_aesthetics.decoding import (
     resolve_decode,
 )
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
+from video_aesthetics.frames import (
+    PreprocessConfig,
+    RemoteFrames,
+    list_frames,
+    remote_frames,
+    select_evenly,
+    select_frames,
+)
 from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import (
     CORRUPT_FRAMES,
@@ -273,19 +280,23 @@ def load_sample(
     try:
         if config.whole_video:
             return _video_pixels(sample.path, config.load_num, pp, decode)
-        return _folder_pixels(sample.path, config.load_num, pp, decode)
+        return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config))
     except Exception:
         log.exception("could not load sample %s", sample.path)
         return [], DECODE_ERROR
 
 
-def _folder_pixels(folder: Path, load_num: int, pp: PreprocessConfig, decode: str) -> tuple[list[Any], str | None]:
-    frames = list_frames(folder)
+def _folder_pixels(
+    folder: Path, load_num: int, pp: PreprocessConfig, decode: str, store: RemoteFrames | None = None
+) -> tuple[list[Any], str | None]:
+    frames: list[Any] = list_frames(folder) if store is None else store.list(folder)
     if not frames:
         return [], NO_FRAMES
     load = frame_loader(decode)
     pixels = []
-    for path in select_frames(frames, load_num):
+    selected = select_frames(frames, load_num)
+    # Remote frames are fetched side by side; one that cannot be fetched fails below like a damaged file.
+    for path in selected if store is None else store.fetch(selected):
         try:
             pixels.append(load(path, pp))
         except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files

@@ -76,11 +76,20 @@ SETTINGS: dict[str, Setting] = {
             "work_root", "Staging folder for shard files, reachable by every worker. Empty: <output_root>/_staging."
         ),
         Setting(
+            "staging_retention",
+            "How long a failed run's staging folder is kept for clearing its tasks: an age such as 7d, 36h or "
+            "3600 (seconds), or never. Each later run's plan removes older ones (never an active run's).",
+            "7d",
+        ),
+        Setting(
             "figure_root",
             "Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg.",
             lambda: str(_airflow_home() / "video_aesthetics" / "frames"),
         ),
         Setting("video_root", "Folder that relative video paths are resolved against when frames are extracted."),
+        Setting("input_conn_id", "Airflow connection for a remote input_path/input_root (s3://...)."),
+        Setting("output_conn_id", "Airflow connection for a remote output_root and work_root."),
+        Setting("frames_conn_id", "Airflow connection for a remote figure_root."),
         Setting(
             "clip_model", "CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder.", "ViT-L/14"
         ),

@@ -15,8 +15,8 @@ import logging
 import math
 import re
 import shutil
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,8 +38,8 @@ from video_aesthetics.records import (
     parse_line,
     read_lines,
     record_check,
-    samples_of,
 )
+from video_aesthetics.report import sample_count
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +192,21 @@ def plan_shards(
     line is reported with its own file and line number rather than a shard's. With ``skip_bad_records`` such lines go to
     ``staging/rejects.jsonl`` instead of failing the plan. Shards of an earlier attempt are removed
     first, so a retried plan never leaves a stale shard behind.
+
+    The input is read once: shards are cut as its lines come. Only an input of more than
+    ``chunk_size * max_shards`` lines needs larger shards (``effective_chunk_size``); its staged
+    copies are then re-cut into them, so the input, which may be remote or slow, is still read once.
     """
+    effective_chunk_size(0, chunk_size, max_shards)  # refuses a bad chunk_size or max_shards before any work
     staging = Path(staging)
     shard_dir, scored_dir = staging / "shards", staging / "scored"
+    shutil.rmtree(_recut_dir(shard_dir), ignore_errors=True)
     for folder in (shard_dir, scored_dir):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    size = effective_chunk_size(count_lines(inputs), chunk_size, max_shards)
-    plan = ShardPlan(inputs=[str(p) for p in inputs], records=0, chunk_size=size)
+    plan = ShardPlan(inputs=[str(p) for p in inputs], records=0, chunk_size=chunk_size)
     rejects_path = staging / "rejects.jsonl"
-    writer = _ShardWriter(shard_dir, scored_dir, size)
+    writer = _ShardWriter(shard_dir, scored_dir, chunk_size, grow_after=max_shards)
     try:
         with atomic_writer(rejects_path) as rejects:
             for item in _input_lines(inputs, record_check(config) if config is not None else None):
@@ -218,6 +223,10 @@ def plan_shards(
                 plan.records += 1
     finally:
         plan.shards = writer.close()
+    # Bad lines count as count_lines counts them, so the shard size is the one a count first would give.
+    plan.chunk_size = effective_chunk_size(plan.records + plan.rejected, chunk_size, max_shards)
+    if plan.chunk_size != chunk_size:
+        plan.shards = _recut(plan.shards, shard_dir, scored_dir, plan.chunk_size)
     if len(plan.shards) > max_shards:
         raise RuntimeError(f"internal error: {len(plan.shards)} shards planned, at most {max_shards} allowed")
     if skip_bad_records:
@@ -227,7 +236,7 @@ def plan_shards(
     log.info(
         "planned %d shard(s) of up to %d records: %d records from %d file(s), %d rejected",
         len(plan.shards),
-        size,
+        plan.chunk_size,
         plan.records,
         len(inputs),
         plan.rejected,
@@ -236,21 +245,31 @@ def plan_shards(
 
 
 class _ShardWriter:
-    """Writes lines into consecutive shard files, starting a new one every ``size`` lines."""
+    """Writes lines into consecutive shard files, starting a new one every ``size`` lines.
 
-    def __init__(self, shard_dir: Path, scored_dir: Path, size: int) -> None:
-        self.shard_dir, self.scored_dir, self.size = shard_dir, scored_dir, size
+    After ``grow_after`` files the plan is too large for ``size`` and will be re-cut: each further
+    file then holds as many lines as all before it, so an input far past the limit stages a few
+    more files (doubling), not thousands of small ones.
+    """
+
+    def __init__(self, shard_dir: Path, scored_dir: Path, size: int, grow_after: int | None = None) -> None:
+        self.shard_dir, self.scored_dir, self.size, self.grow_after = shard_dir, scored_dir, size, grow_after
         self.shards: list[FileShard] = []
-        self.handle: IO[str] | None = None
+        self.handle: IO[bytes] | None = None
         self.count = 0
         self.total = 0
 
-    def add(self, line: str) -> None:
-        if self.handle is None or self.count == self.size:
+    def add(self, line: bytes) -> None:
+        if self.handle is None or self.count == self._limit():
             self._finish()
-            self.handle = (self.shard_dir / f"{shard_name(len(self.shards))}.jsonl").open("w", encoding="utf-8")
+            self.handle = (self.shard_dir / f"{shard_name(len(self.shards))}.jsonl").open("wb")
         self.handle.write(line)
         self.count += 1
+
+    def _limit(self) -> int:
+        if self.grow_after is not None and len(self.shards) >= self.grow_after:
+            return max(self.size, self.total)
+        return self.size
 
     def _finish(self) -> None:
         if self.handle is None:
@@ -269,8 +288,35 @@ class _ShardWriter:
         return self.shards
 
 
-def _input_lines(inputs: Iterable[Path], check: Check | None = None) -> Iterator[str | BadLine]:
-    """Each non-blank line of ``inputs`` as text ending in a newline, or a BadLine when it is not a record.
+def _recut_dir(shard_dir: Path) -> Path:
+    return shard_dir.with_name(f"{shard_dir.name}.recut")
+
+
+def _recut(staged: list[FileShard], shard_dir: Path, scored_dir: Path, size: int) -> list[FileShard]:
+    """The lines of the ``staged`` shard files re-cut into shards of ``size``, in ``shard_dir`` again.
+
+    Streams file by file and deletes each staged file once copied: the staging folder never holds
+    more than the input's records plus the staged file being copied (at most half of them).
+    """
+    folder = _recut_dir(shard_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    writer = _ShardWriter(folder, scored_dir, size)
+    for shard in staged:
+        path = Path(shard.input)
+        with path.open("rb") as handle:
+            for line in handle:
+                writer.add(line)
+        path.unlink()
+    recut = writer.close()
+    shard_dir.rmdir()
+    folder.rename(shard_dir)
+    log.info("re-cut %d staged file(s) into %d shard(s) of up to %d records", len(staged), len(recut), size)
+    return [replace(shard, input=str(shard_dir / Path(shard.input).name)) for shard in recut]
+
+
+def _input_lines(inputs: Iterable[Path], check: Check | None = None) -> Iterator[bytes | BadLine]:
+    """Each non-blank line of ``inputs`` ending in a newline, or a BadLine when it is not a record.
 
     Lines are read and judged as ``JsonlSource`` reads them (bytes, a BOM allowed on line 1, only
     lines that can be written back exactly), so a shard never holds a line its scoring would refuse.
@@ -286,7 +332,8 @@ def _input_lines(inputs: Iterable[Path], check: Check | None = None) -> Iterator
                 yield parsed
                 continue
             body = raw[len(BOM) :] if number == 1 and raw.startswith(BOM) else raw
-            yield body.decode("utf-8").rstrip("\r") + "\n"
+            # parse_line accepted the line, so it is UTF-8: only a CR before the newline goes.
+            yield body.rstrip(b"\r") + b"\n"
 
 
 def scored_keys(config: ScoringConfig) -> frozenset[str]:
@@ -296,12 +343,20 @@ def scored_keys(config: ScoringConfig) -> frozenset[str]:
     return frozenset({config.output_key})
 
 
-def merge_scored_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) -> MergeResult:
+def merge_scored_shards(
+    plan: ShardPlan,
+    config: ScoringConfig,
+    out: IO[bytes],
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> MergeResult:
     """Write every scored shard of ``plan`` to ``out`` in input order, checking it against its input shard.
 
     Raises MergeError when a scored shard is missing, has more or fewer records than its input, or
     holds a record that is not its input record plus scores: any of these means a record was
     lost, duplicated or reordered, and the run must not publish the output.
+
+    ``on_record`` receives each scored record, parsed and checked, in output order: whatever else
+    the run derives from its records (a report, the kept records) comes from this one pass.
     """
     result = MergeResult()
     total = hashlib.sha256()
@@ -314,7 +369,7 @@ def merge_scored_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) 
                 "the shard plan has a gap or an overlap"
             )
         expected += shard.records
-        summary = _merge_one(shard, config, untouched, out, total, result)
+        summary = _merge_one(shard, config, untouched, out, total, result, on_record)
         result.shards.append(summary)
     if result.records != plan.records:
         raise MergeError(f"merged {result.records} records, the plan holds {plan.records}")
@@ -324,7 +379,13 @@ def merge_scored_shards(plan: ShardPlan, config: ScoringConfig, out: IO[bytes]) 
 
 
 def _merge_one(
-    shard: FileShard, config: ScoringConfig, untouched: frozenset[str], out: IO[bytes], total: Any, result: MergeResult
+    shard: FileShard,
+    config: ScoringConfig,
+    untouched: frozenset[str],
+    out: IO[bytes],
+    total: Any,
+    result: MergeResult,
+    on_record: Callable[[dict[str, Any]], None] | None,
 ) -> ShardSummary:
     scored_path = Path(shard.output)
     if not scored_path.is_file():
@@ -347,6 +408,8 @@ def _merge_one(
                     f"{shard.input}: records were lost, duplicated or reordered"
                 )
             _count_clips(original, record, number - 1, config, summary, result)
+            if on_record is not None:
+                on_record(record)
             ended = line if line.endswith(b"\n") else line + b"\n"
             digest.update(ended)
             total.update(ended)
@@ -376,14 +439,15 @@ def _count_clips(
     result: MergeResult,
 ) -> None:
     """Count the samples of ``original`` and how ``record`` scored them."""
-    samples = samples_of(original, record_no, config, 0)
+    # samples_of's count without its per-clip paths: making those was most of a large merge's time.
+    samples = sample_count(original, config)
     if not samples:
         result.passthrough += 1
         return
     targets = [record] if config.whole_video else (clip_list(record, config.output_key) or [])
-    if len(targets) != len(samples):
+    if len(targets) != samples:
         raise MergeError(
-            f"{summary.name}: record {record_no + 1} has {len(samples)} clips in its input and "
+            f"{summary.name}: record {record_no + 1} has {samples} clips in its input and "
             f"{len(targets)} in its scored output"
         )
     for target in targets:

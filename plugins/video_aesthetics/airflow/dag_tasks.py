@@ -23,11 +23,11 @@ from airflow.sdk import conf as airflow_conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from video_aesthetics import report, settings, sharding
-from video_aesthetics.airflow import object_store
+from video_aesthetics.airflow import object_store, preflight, staging
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, sha256_file
-from video_aesthetics.records import JsonlSource, dumps, kept_records
+from video_aesthetics.records import dumps, kept_records
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,17 @@ class RunLayout:
     input_spec: str
     output_dir: str
     work_dir: str
+    # The connection of output_root and work_root (output_conn_id), when they are remote.
+    conn_id: str | None = None
+
+    @property
+    def staging(self) -> ObjectStoragePath:
+        return object_store.store_path_with(self.work_dir, self.conn_id)
+
+    @property
+    def remote_staging(self) -> bool:
+        """Whether the shard files live in an object store (workers share no disk), not a local folder."""
+        return object_store.local_path(self.staging) is None
 
     @property
     def output(self) -> ObjectStoragePath:
@@ -110,20 +121,25 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
     output_root = optional_text(params.get("output_root"))
     if not output_root:
         raise ConfigError("output_root is empty: give a local folder or a URL such as s3://bucket/prefix")
-    output = object_store.store_path(output_root) / partition
+    output_conn = object_store.connection_id(params.get("output_conn_id"), "output_conn_id")
+    output = object_store.store_path_with(output_root, output_conn) / partition
     work_root = optional_text(params.get("work_root"))
-    if work_root:
+    work_base: Path | ObjectStoragePath
+    if work_root and not object_store.is_local(work_root):
+        # An object store: workers on other hosts reach the shard files through it.
+        work_base = object_store.store_path_with(work_root, output_conn)
+    elif work_root:
         work_base = Path(work_root).expanduser().resolve()
     else:
         local_root = object_store.local_path(object_store.store_path(output_root))
         if local_root is None:
             raise ConfigError(
                 f"output_root {output_root} is a remote store: set work_root (or VIDEO_AESTHETICS_WORK_ROOT) "
-                "to a folder every worker can read and write, for the shard files"
+                "to a folder every worker can read and write, or an object store URL, for the shard files"
             )
         work_base = local_root / STAGING_NAME
     work_dir = work_base / sharding.safe_name(dag_id) / sharding.safe_name(run_id)
-    return RunLayout(dag_id, run_id, run_type, partition, ds, spec, str(output), str(work_dir))
+    return RunLayout(dag_id, run_id, run_type, partition, ds, spec, str(output), str(work_dir), output_conn)
 
 
 def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id: str) -> str:
@@ -155,6 +171,11 @@ def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:
             f"run {run_id} has no logical date, so it has no partition of input_root to read: "
             "pass input_path (a JSONL file, folder or glob) in the run's params, or trigger it with a logical date"
         )
+    if not object_store.is_local(input_root):
+        remote = object_store.store_path_with(input_root, input_conn_id(params)) / ds
+        if not remote.exists():
+            raise NoInput(f"no input for {ds}: {remote} does not exist")
+        return str(remote)
     folder = Path(input_root).expanduser() / ds
     if not folder.exists():
         raise NoInput(f"no input for {ds}: {folder} does not exist")
@@ -176,6 +197,16 @@ SCORING_PARAMS = (
     "aes_max",
     "skip_bad_records",
 )
+
+
+def input_conn_id(params: Mapping[str, Any]) -> str | None:
+    """The Airflow connection of a remote input_path or input_root (input_conn_id), checked to exist."""
+    return object_store.connection_id(params.get("input_conn_id"), "input_conn_id")
+
+
+def frames_conn_id(params: Mapping[str, Any]) -> str | None:
+    """The Airflow connection of a remote figure_root (frames_conn_id), checked to exist."""
+    return object_store.connection_id(params.get("frames_conn_id"), "frames_conn_id")
 
 
 def setting(name: str) -> str | None:
@@ -216,6 +247,7 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
     from video_aesthetics.extraction import check_frames as check
 
     with _failing_fast():
+        preflight.check_run(context)  # a missing pool would leave score_shard scheduled forever
         _refuse_unknown_conf(context)
         try:
             layout = run_layout(params, context)
@@ -225,17 +257,20 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
             log.warning("skipping this %s run: %s", run_type_of(context), err)
             raise AirflowSkipException(str(err)) from None
         config = scoring_config(params)
-        inputs = sharding.resolve_inputs(layout.input_spec)
+        inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
         video_root = optional_text(params.get("video_root"))
         log.info(
             "checking frames of %d input file(s) from %s under %s", len(inputs), layout.input_spec, config.figure_root
         )
-        report = check(
-            inputs,
-            config,
-            str(params.get("on_missing_frames", "extract")),
-            Path(video_root).expanduser() if video_root else None,
-        )
+        policy = str(params.get("on_missing_frames", "extract"))
+        with object_store.local_inputs(inputs) as local_inputs:
+            if object_store.is_remote_url(config.figure_root):
+                from video_aesthetics.frames import check_remote_frames
+
+                options = object_store.storage_options(config.figure_root, frames_conn_id(params))
+                report = check_remote_frames(local_inputs, config.replace(frames_storage_options=options), policy)
+            else:
+                report = check(local_inputs, config, policy, Path(video_root).expanduser() if video_root else None)
     return {**report.as_dict(), "partition": layout.partition, "inputs": len(inputs)}
 
 
@@ -259,20 +294,35 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
         layout = run_layout(params, context)
         config = scoring_config(params)
         shared = score_kwargs(config)
-        inputs = sharding.resolve_inputs(layout.input_spec)
+        inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
         chunk_size = int(params.get("chunk_size", 1))
-        # With the config, a record that scoring would refuse (an output_key that is not clips) is
-        # found here, with its own file and line, not by one shard's scoring.
-        plan = sharding.plan_shards(
-            inputs,
-            Path(layout.work_dir),
-            chunk_size,
-            max_shards,
-            skip_bad_records=config.skip_bad_records,
-            config=config,
-        )
-    with atomic_writer(layout.plan_file) as handle:
-        json.dump(plan.as_dict(), handle, indent=1)
+        staging.stamp_and_prune(layout.staging, context)  # failed runs' staging: kept for a while, then pruned
+        # Remote inputs and staging: cut locally, then upload (object_store.publish_staging).
+        with (
+            object_store.local_inputs(inputs) as local_inputs,
+            object_store.staging_folder(layout.staging) as cut_folder,
+        ):
+            # With the config, a record that scoring would refuse (an output_key that is not clips) is
+            # found here, with its own file and line, not by one shard's scoring.
+            plan = sharding.plan_shards(
+                local_inputs,
+                cut_folder,
+                chunk_size,
+                max_shards,
+                skip_bad_records=config.skip_bad_records,
+                config=config,
+            )
+            if object_store.is_remote_input(inputs):
+                plan.inputs = [str(path) for path in inputs]
+            if layout.remote_staging:
+                plan = object_store.publish_staging(plan, cut_folder, layout.staging, PLAN_NAME)
+                # score_shard reaches its shard through the connection of work_root.
+                shared.update({"input_conn_id": layout.conn_id, "output_conn_id": layout.conn_id})
+        if object_store.is_remote_url(config.figure_root):
+            shared["frames_conn_id"] = frames_conn_id(params)
+    if not layout.remote_staging:
+        with atomic_writer(layout.plan_file) as handle:
+            json.dump(plan.as_dict(), handle, indent=1)
     if plan.chunk_size != chunk_size:
         log.warning(
             "chunk_size raised from %d to %d to stay within %d mapped tasks (core.max_map_length)",
@@ -295,16 +345,23 @@ def merge(
     readers that find a manifest find the files it describes, and a merge that fails (or is
     killed) leaves the partition's previous result as it was.
     """
-    with _failing_fast():
+    with _failing_fast(), object_store.scratch_folder() as scratch:
         layout = run_layout(params, context)
         config = scoring_config(params)
-        plan = _read_plan(layout)
+        if layout.remote_staging:
+            # Workers share no disk: the shards come down from the store into a scratch folder.
+            plan, shard_results = object_store.fetch_staging(
+                layout.staging, PLAN_NAME, list(shard_results or []), scratch
+            )
+        else:
+            plan = _read_plan(layout)
         results = _check_shard_results(plan, list(shard_results or []))
         model = _one_model(results)
         version = object_store.new_version(layout.output)
         try:
             scored = version / SCORED_NAME
-            merged = object_store.write_atomic(scored, lambda out: sharding.merge_scored_shards(plan, config, out))
+            builder = report.ReportBuilder(config, top=int(params.get("report_top", 12)))
+            merged, kept = _publish_merged(plan, config, version, builder)
             _cross_check(merged, results)
             rejects = _publish_rejects(plan, version)
             run_info = {
@@ -315,9 +372,6 @@ def merge(
                 "version": version.name,
                 "logical_date": layout.logical_date,
             }
-            builder = report.ReportBuilder(config, top=int(params.get("report_top", 12)))
-            # One pass over the scored shards feeds the report and, with a threshold, kept.jsonl.
-            kept = _publish_kept(plan, config, version, builder)
             summary = _publish_report(builder, plan, version, model, run_info, str(scored))
             manifest = sharding.build_manifest(
                 plan=plan,
@@ -341,7 +395,10 @@ def merge(
     pruned = object_store.prune_versions(layout.output, version.name, KEEP_VERSIONS, PRUNE_MIN_AGE_S)
     if pruned:
         log.info("removed %d old version(s) of %s: %s", len(pruned), layout.output, ", ".join(pruned))
-    _remove_staging(Path(layout.work_dir))
+    if layout.remote_staging:
+        object_store.remove_tree(layout.staging)
+    else:
+        _remove_staging(Path(layout.work_dir))
     log.info(
         "published %d records (%d clips: %d scored, %d failed) as %s",
         merged.records,
@@ -420,12 +477,6 @@ def _cross_check(merged: sharding.MergeResult, results: list[dict[str, Any]]) ->
             )
 
 
-def _scored_records(plan: sharding.ShardPlan) -> Iterator[dict[str, Any]]:
-    """The run's scored records in input order, from the local staging shards (not read back from the store)."""
-    for shard in sorted(plan.shards, key=lambda s: s.index):
-        yield from JsonlSource(Path(shard.output))
-
-
 def _publish_report(
     builder: report.ReportBuilder,
     plan: sharding.ShardPlan,
@@ -441,28 +492,37 @@ def _publish_report(
     return summary
 
 
-def _publish_kept(
+def _publish_merged(
     plan: sharding.ShardPlan, config: ScoringConfig, version: ObjectStoragePath, builder: report.ReportBuilder
-) -> dict[str, Any] | None:
-    """Feed every scored record to ``builder``; with aes_min/aes_max, also publish the records with only
-    their passing clips (records left with none dropped)."""
+) -> tuple[sharding.MergeResult, dict[str, Any] | None]:
+    """One checked pass over the scored shards (the local staging files): it writes scored.jsonl, feeds
+    ``builder`` and, with aes_min/aes_max, writes kept.jsonl, the records with only their passing clips
+    (records left with none dropped)."""
+    scored = version / SCORED_NAME
     if not config.filtering:
-        for record in _scored_records(plan):
-            builder.add(record)
-        return None
+        merged = object_store.write_atomic(
+            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=builder.add)
+        )
+        return merged, None
     target = version / KEPT_NAME
 
-    def fill(out: Any) -> int:
+    def fill(kept_out: Any) -> tuple[sharding.MergeResult, int]:
         count = 0
-        for record in _scored_records(plan):
+
+        def keep(record: dict[str, Any]) -> None:
+            nonlocal count
             builder.add(record)
             for kept in kept_records([record], config):
-                out.write((dumps(kept) + "\n").encode("utf-8"))
+                kept_out.write((dumps(kept) + "\n").encode("utf-8"))
                 count += 1
-        return count
 
-    records = object_store.write_atomic(target, fill)
-    return {"path": str(target), "records": records}
+        merged = object_store.write_atomic(
+            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=keep)
+        )
+        return merged, count
+
+    merged, records = object_store.write_atomic(target, fill)
+    return merged, {"path": str(target), "records": records}
 
 
 def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath) -> str | None:

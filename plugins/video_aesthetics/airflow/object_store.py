@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 
-from video_aesthetics.errors import ConfigError
+from video_aesthetics import sharding
+from video_aesthetics.config import optional_text
+from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,12 @@ def local_path(path: ObjectStoragePath) -> Path | None:
     if path.protocol in _LOCAL_PROTOCOLS:
         return Path(path.path)
     return None
+
+
+def is_remote_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is a URL of a store other than the local file system; decided from the text alone."""
+    text = os.fspath(location).strip()
+    return "://" in text and text.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS
 
 
 def is_local(location: str | os.PathLike[str] | ObjectStoragePath) -> bool:
@@ -183,3 +194,224 @@ def prune_versions(partition: ObjectStoragePath, current: str, keep: int, min_ag
         remove_tree(path)
         removed.append(path.name)
     return removed
+
+
+# --- connections, remote inputs and remote staging ---------------------------------------------------
+#
+# With no disk shared between workers, the shard files live in the store too: plan_shards cuts them
+# locally (sharding.plan_shards) and uploads them under <work_root>/<dag_id>/<run id>/, each
+# score_shard downloads its shard and uploads its scored shard (local_input/local_output), and merge
+# downloads them into a scratch folder and merges there, as it would from a shared folder.
+
+
+def connection_id(conn_id: Any, param: str) -> str | None:
+    """``conn_id`` checked to name an Airflow connection; None when unset.
+
+    Without this check a typo would fall back silently to anonymous access (Airflow's S3 file system
+    does), and fail later with a network error that names neither the param nor the connection.
+    """
+    name = optional_text(conn_id)
+    if name is None:
+        return None
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(name)
+    except AirflowNotFoundException:
+        env = "AIRFLOW_CONN_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+        raise ConfigError(
+            f"{param} {name!r} names no Airflow connection: create it (Admin > Connections, "
+            f"`airflow connections add {name} ...` or the environment variable {env}), or clear {param}"
+        ) from None
+    return name
+
+
+def store_path_with(location: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
+    """store_path, reaching a remote location through Airflow connection ``conn_id`` when given."""
+    if conn_id and not isinstance(location, ObjectStoragePath):
+        text = os.fspath(location).strip()
+        if "://" in text and text.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS:
+            return ObjectStoragePath(text, conn_id=conn_id)
+    return store_path(location)
+
+
+def storage_options(location: str, conn_id: str | None) -> dict[str, Any]:
+    """Plain fsspec storage options that reach ``location`` as connection ``conn_id`` does, for the library.
+
+    The library (the decoding workers) opens the store with fsspec alone, so it gets credentials
+    and endpoint as plain values that pickle into worker processes, not Airflow's session objects.
+    """
+    if not conn_id:
+        return {}
+    path = store_path_with(location, conn_id)
+    if path.protocol in ("s3", "s3a"):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        hook = S3Hook(aws_conn_id=conn_id)
+        credentials = hook.get_credentials()
+        options: dict[str, Any] = {"key": credentials.access_key, "secret": credentials.secret_key}
+        if credentials.token:
+            options["token"] = credentials.token
+        client_kwargs = {"region_name": hook.conn_region_name} if hook.conn_region_name else {}
+        endpoint = hook.conn_config.endpoint_url
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        return options
+    return {key: value for key, value in dict(path.fs.storage_options).items() if key != "session"}
+
+
+def resolve_inputs(spec: str, conn_id: str | None = None) -> list[Path | ObjectStoragePath]:
+    """sharding.resolve_inputs for local or remote specs: a file, a folder's *.jsonl (not recursive) or a glob, sorted.
+
+    Local specs give sharding's own paths, unchanged; remote ones give store paths.
+    """
+    text = str(spec).strip()
+    if not text or is_local(text):
+        return list(sharding.resolve_inputs(text))
+    path = store_path_with(text, conn_id)
+    if re.search(r"[*?\[]", text) and not path.exists():
+        found = [key for key in sorted(path.fs.glob(path.path)) if path.fs.isfile(key)]
+        if not found:
+            raise InputError(f"no object matches the input glob {text!r}; check input_path (or the partition folder)")
+        return [_sibling(path, key) for key in found]
+    if path.is_dir():
+        files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in sharding.INPUT_SUFFIXES and p.is_file()), key=str
+        )
+        if not files:
+            raise InputError(f"input folder {text} holds no *.jsonl file; check input_path (or the partition folder)")
+        return list(files)
+    if path.is_file():
+        return [path]
+    raise InputError(f"input {text!r} is neither a file, a folder nor a glob that matches anything; check input_path")
+
+
+def _sibling(path: ObjectStoragePath, key: str) -> ObjectStoragePath:
+    """The object ``key`` of ``path``'s store, through the same connection."""
+    return ObjectStoragePath(f"{path.protocol}://{key}", conn_id=getattr(path, "conn_id", None))
+
+
+@contextlib.contextmanager
+def local_inputs(paths: list[Path | ObjectStoragePath]) -> Iterator[list[Path]]:
+    """Local files holding ``paths``' bytes: local ones as they are, remote ones downloaded to a temporary folder.
+
+    Each download keeps its own name in its own folder, so error messages name the file a line came from.
+    """
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-inputs-") as folder:
+        local = []
+        for index, path in enumerate(paths):
+            if not isinstance(path, ObjectStoragePath):
+                local.append(path)
+                continue
+            found = local_path(path)
+            if found is None:
+                found = Path(folder) / f"{index:05d}" / (path.name or "input.jsonl")
+                found.parent.mkdir()
+                _download(path, found)
+            local.append(found)
+        yield local
+
+
+def is_remote_input(paths: list[Path | ObjectStoragePath]) -> bool:
+    return any(isinstance(path, ObjectStoragePath) and local_path(path) is None for path in paths)
+
+
+@contextlib.contextmanager
+def staging_folder(staging: ObjectStoragePath) -> Iterator[Path]:
+    """Where plan_shards cuts the shards: the staging folder itself when local, else a temporary one to upload."""
+    local = local_path(staging)
+    if local is not None:
+        yield local
+        return
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-plan-") as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A temporary folder for the merge's downloads, removed however the merge ends."""
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-merge-") as folder:
+        yield Path(folder)
+
+
+def _download(source: ObjectStoragePath, target: Path) -> None:
+    log.info("downloading %s to %s", source, target)
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, length=1 << 20)
+
+
+def _upload(source: Path, target: ObjectStoragePath) -> None:
+    with source.open("rb") as reader:
+        write_atomic(target, lambda writer: shutil.copyfileobj(reader, writer, length=1 << 20))
+
+
+def publish_staging(
+    plan: sharding.ShardPlan, local_staging: Path, staging: ObjectStoragePath, plan_name: str
+) -> sharding.ShardPlan:
+    """Upload a plan cut in ``local_staging`` to the store folder ``staging``; the plan, naming store locations.
+
+    An earlier attempt's shards are removed first (as sharding.plan_shards does locally), so a retried plan never leaves a stale shard
+    behind; the plan file is written last, so a plan file always names shards that exist.
+    """
+    for folder in ("shards", "scored"):
+        remove_tree(staging / folder)
+    shards = []
+    for shard in plan.shards:
+        target = staging / "shards" / Path(shard.input).name
+        _upload(Path(shard.input), target)
+        shards.append(
+            dataclasses.replace(shard, input=str(target), output=str(staging / "scored" / Path(shard.output).name))
+        )
+    rejects = None
+    if plan.rejects is not None:
+        rejects = staging / Path(plan.rejects).name
+        _upload(Path(plan.rejects), rejects)
+    published = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
+    data = json.dumps(published.as_dict(), indent=1).encode("utf-8")
+    write_atomic(staging / plan_name, lambda out: out.write(data))
+    log.info("staged %d shard(s) in %s", len(shards), staging)
+    return published
+
+
+def fetch_staging(
+    staging: ObjectStoragePath, plan_name: str, results: list[dict[str, Any]], scratch: Path
+) -> tuple[sharding.ShardPlan, list[dict[str, Any]]]:
+    """Download a remote run's plan, shards and scored shards into ``scratch``: the plan and the
+    score_shard results, both naming the local copies, for the merge to check and merge as it does
+    local staging. A scored shard that is missing stays missing (the merge names it)."""
+    plan_file = staging / plan_name
+    try:
+        data = json.loads(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise sharding.MergeError(
+            f"the shard plan {plan_file} is missing: clear plan_shards and its downstream tasks to plan this run again"
+        ) from None
+    plan = sharding.ShardPlan.from_dict(data)
+    renamed: dict[str, str] = {}
+    shards = []
+    for shard in plan.shards:
+        local = {}
+        for kind, location in (("shards", shard.input), ("scored", shard.output)):
+            target = scratch / kind / Path(store_path(location).name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = store_path(location)
+            if source.exists():
+                _download(source, target)
+            local[kind] = str(target)
+            renamed[location] = str(target)
+        shards.append(dataclasses.replace(shard, input=local["shards"], output=local["scored"]))
+    rejects = None
+    if plan.rejects is not None:
+        rejects = scratch / "rejects.jsonl"
+        _download(store_path(plan.rejects), rejects)
+    fetched = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
+    local_results = [
+        {**result, "output": renamed.get(str(result.get("output")), result.get("output"))}
+        if isinstance(result, dict)
+        else result
+        for result in results
+    ]
+    return fetched, local_results

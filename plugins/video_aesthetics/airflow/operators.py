@@ -42,8 +42,10 @@ class VideoAestheticScoringOperator(BaseOperator):
     The scoring parameters are the seed's (DataFlow-MM VideoAestheticEvaluator), with its defaults,
     and keep their Python types: only the locations (paths, the model and head files) are
     templated. ``input_path`` and ``output_path`` may be local or in any object store Airflow's
-    ObjectStoragePath reaches (remote files are staged through a local temporary file; the frames
-    under ``figure_root`` must be on a local or shared file system).
+    ObjectStoragePath reaches (remote files are staged through a local temporary file), and so may
+    ``figure_root`` (frames are then fetched by the decoding workers, a few at a time each). Remote
+    locations are reached through the Airflow connections ``input_conn_id``, ``output_conn_id`` and
+    ``frames_conn_id``, as Airflow's own transfer operators do.
 
     Returns (as its XCom) only small metadata: the paths, counts, the output's SHA-256 and the
     identity of the model. A bad configuration, a malformed input or missing weights fail the task
@@ -76,6 +78,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         already ``false`` stays ``false``; nothing is removed. None: no lower bound.
     :param aes_max: the filter's upper threshold (a score equal to it passes). None: no upper bound.
         With neither threshold set no ``filtered`` field is written.
+    :param input_conn_id: the Airflow connection of a remote ``input_path`` (None: the store's defaults).
+    :param output_conn_id: the Airflow connection of a remote ``output_path`` and ``rejects_path``.
+    :param frames_conn_id: the Airflow connection of a remote ``figure_root``.
     """
 
     template_fields: Sequence[str] = (
@@ -113,6 +118,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         nproc: int | None = None,
         aes_min: float | None = _DEFAULTS.aes_min,
         aes_max: float | None = _DEFAULTS.aes_max,
+        input_conn_id: str | None = None,
+        output_conn_id: str | None = None,
+        frames_conn_id: str | None = None,
         # Named here, not left to **kwargs, so that a DAG's default_args still override them.
         retries: int | None = 2,
         retry_delay: timedelta | float = timedelta(minutes=1),
@@ -150,6 +158,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.nproc = nproc
         self.aes_min = aes_min
         self.aes_max = aes_max
+        self.input_conn_id = input_conn_id
+        self.output_conn_id = output_conn_id
+        self.frames_conn_id = frames_conn_id
 
     def scoring_config(self) -> ScoringConfig:
         """The (rendered) parameters as a ScoringConfig; raises ConfigError naming a bad one."""
@@ -160,6 +171,14 @@ class VideoAestheticScoringOperator(BaseOperator):
         die_with_supervisor()
         try:
             config = self.scoring_config()
+            if object_store.is_remote_url(config.figure_root):
+                # Plain fsspec options: the decoding workers fetch frames without Airflow.
+                frames_conn = object_store.connection_id(self.frames_conn_id, "frames_conn_id")
+                options = object_store.storage_options(config.figure_root, frames_conn)
+                config = config.replace(frames_storage_options=options)
+                from video_aesthetics.frames import remote_frames
+
+                remote_frames(config)  # a store fsspec cannot open fails here, not as one decode error per clip
             if not self.input_path or not self.output_path:
                 raise ConfigError("input_path and output_path must both be set")
             if not isinstance(self.init_distributed, bool):
@@ -199,6 +218,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         from video_aesthetics.runner import score_file
         from video_aesthetics.scoring import torch_threads
 
+        input_conn = object_store.connection_id(self.input_conn_id, "input_conn_id")
+        output_conn = object_store.connection_id(self.output_conn_id, "output_conn_id")
         rejects_target = self.rejects_path or (
             rejects_location(str(self.output_path)) if config.skip_bad_records else None
         )
@@ -207,9 +228,9 @@ class VideoAestheticScoringOperator(BaseOperator):
         with (
             # Several tasks on one host each take their share of the CPUs, not all of them.
             torch_threads(threads),
-            object_store.local_input(self.input_path) as source,
-            object_store.local_output(self.output_path) as target,
-            _optional_output(rejects_target) as rejects,
+            object_store.local_input(object_store.store_path_with(self.input_path, input_conn)) as source,
+            object_store.local_output(object_store.store_path_with(self.output_path, output_conn)) as target,
+            _optional_output(rejects_target, output_conn) as rejects,
         ):
             stats = score_file(
                 source, target, config, rejects_path=rejects, nproc=self.nproc, distributed=self.init_distributed
@@ -232,8 +253,10 @@ class VideoAestheticScoringOperator(BaseOperator):
         stop_children()
 
 
-def _optional_output(location: str | None) -> Any:
-    return object_store.local_output(location) if location else contextlib.nullcontext(None)
+def _optional_output(location: str | None, conn_id: str | None) -> Any:
+    if not location:
+        return contextlib.nullcontext(None)
+    return object_store.local_output(object_store.store_path_with(location, conn_id))
 
 
 class MergeScoresOperator(BaseOperator):

@@ -1,4 +1,5 @@
-"""The Airflow plugin: the results view in the API server, a tab on every run's page and a "Browse" entry.
+"""The Airflow plugin: the results view in the API server, a tab on every run's page, a "Browse" entry
+and the pool lookup of the DAG's preflight.
 
 Registered through the ``airflow.plugins`` entry point of the installed package, so it needs no
 file in the plugins folder. Importing it builds the FastAPI app (routes only; nothing is read
@@ -11,13 +12,16 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
+from video_aesthetics.airflow import preflight
 from video_aesthetics.airflow.views import PREFIX, create_app
 
 
 class VideoAestheticsPlugin(AirflowPlugin):
     name = "video_aesthetics"
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
-        {"app": create_app(), "url_prefix": PREFIX, "name": "Video aesthetics"}
+        {"app": create_app(), "url_prefix": PREFIX, "name": "Video aesthetics"},
+        # check_frames asks it whether the DAG's pools exist (a task cannot look pools up itself).
+        preflight.fastapi_app(),
     ]
     external_views: ClassVar[list[dict[str, Any]]] = [
         {

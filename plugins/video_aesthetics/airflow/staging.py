@@ -1,0 +1,180 @@
+"""The staging folders of a DAG's runs: stamped when planned, pruned once old.
+
+A run stages its shards in ``<work_root>/<dag_id>/<run id>/``; a successful merge removes the
+folder. A failed run's folder is kept so that clearing its tasks can still finish it from its
+shards, but not forever: each plan of a later run of the same DAG removes the folders of other
+runs whose stamp (written here at plan time) is older than the setting ``staging_retention``
+(default 7 days). Never the planning run's own folder, never one younger than the retention, and
+never one whose run is still queued or running. A folder without a stamp (a plan that failed
+before writing it) is aged by its newest file.
+
+Works on a local folder and an object store alike (``object_store``): the age is the stamp's
+content, not a folder's modification time, which object stores do not keep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk import conf as airflow_conf
+
+from video_aesthetics import settings
+from video_aesthetics.airflow import object_store
+from video_aesthetics.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STAMP_NAME = "_staged.json"
+NEVER = frozenset({"never", "none", "off"})
+# Runs in these states may still read their shards.
+ACTIVE_STATES = frozenset({"queued", "running"})
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+
+RunState = Callable[[str], "str | None"]
+
+
+def retention_seconds(value: str | None = None) -> float | None:
+    """The ``staging_retention`` setting in seconds; None when pruning is off ("never")."""
+    text = str(value if value is not None else settings.get("staging_retention", _airflow_config)).strip().lower()
+    if text in NEVER:
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        env = settings.SETTINGS["staging_retention"].env
+        raise ConfigError(
+            f"setting staging_retention ({env}) must be an age such as 7d, 36h, 90m or 3600 (seconds), "
+            f"or never, got {text!r}"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _airflow_config(key: str) -> str | None:
+    return airflow_conf.get(settings.SECTION, key, fallback=None)
+
+
+def stamp(
+    work_dir: str | os.PathLike[str] | ObjectStoragePath, dag_id: str, run_id: str, now: float | None = None
+) -> None:
+    """Record in the run's staging folder which run it belongs to and when it was planned."""
+    planned_at = time.time() if now is None else now
+    data = json.dumps({"dag_id": dag_id, "run_id": run_id, "planned_at": planned_at}).encode("utf-8")
+    target = object_store.store_path(work_dir) / STAMP_NAME
+    local = object_store.local_path(target)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+    object_store.write_atomic(target, lambda out: out.write(data))
+
+
+def prune(
+    work_dir: str | os.PathLike[str] | ObjectStoragePath,
+    retention_s: float | None,
+    run_state: RunState | None = None,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the staging folders beside ``work_dir`` (other runs of its DAG) older than ``retention_s``.
+
+    ``run_state`` answers a run id's state ("running", "failed", ... or None when the run is gone);
+    a run it reports queued or running keeps its folder whatever its age. Returns the names removed.
+    """
+    if retention_s is None:
+        return []
+    current = object_store.store_path(work_dir)
+    dag_dir = current.parent
+    if not dag_dir.exists():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for folder in sorted(dag_dir.iterdir(), key=lambda p: p.name):
+        if folder.name == current.name or not folder.is_dir():
+            continue
+        owner, since = _staged(folder)
+        if since is None or now - since < retention_s:
+            continue
+        if owner is not None and run_state is not None and _active(owner, run_state):
+            log.info("keeping %s: run %s is still active", folder, owner)
+            continue
+        object_store.remove_tree(folder)
+        removed.append(folder.name)
+    if removed:
+        days = retention_s / 86400
+        log.info("removed %d staging folder(s) older than %.3g day(s): %s", len(removed), days, ", ".join(removed))
+    return removed
+
+
+def stamp_and_prune(work_dir: str | os.PathLike[str] | ObjectStoragePath, context: Mapping[str, Any]) -> list[str]:
+    """What plan_shards calls: stamp the run's own staging folder, then prune its DAG's old ones."""
+    dag = context.get("dag")
+    dag_id = dag.dag_id if dag is not None else str(context.get("dag_id", ""))
+    stamp(work_dir, dag_id, str(context["run_id"]))
+    ti = context.get("ti")
+    lookup = getattr(ti, "get_dagrun_state", None)
+    run_state = (lambda run_id: _run_state(lookup, dag_id, run_id)) if lookup is not None else None
+    return prune(work_dir, retention_seconds(), run_state)
+
+
+def _run_state(lookup: Callable[[str, str], Any], dag_id: str, run_id: str) -> str | None:
+    try:
+        state = lookup(dag_id, run_id)
+    except Exception as err:  # noqa: BLE001 - housekeeping must not fail the plan
+        if _not_found(err):
+            return None  # the run was deleted: nothing can clear it any more
+        # Unknown: as if active, so that a glitch never removes a live run's shards.
+        log.warning("could not look up the state of run %s (%s): keeping its staging folder", run_id, err)
+        return "running"
+    return str(getattr(state, "value", state))
+
+
+def _not_found(err: Exception) -> bool:
+    """Whether the Execution API answered 404: a supervised task gets it wrapped in AirflowRuntimeError,
+    dag.test()'s in-process supervisor passes the client's ServerResponseError on."""
+    if getattr(getattr(err, "response", None), "status_code", None) == 404:
+        return True
+    detail = getattr(getattr(err, "error", None), "detail", None)
+    return isinstance(detail, Mapping) and detail.get("status_code") == 404
+
+
+def _active(run_id: str, run_state: RunState) -> bool:
+    return (run_state(run_id) or "") in ACTIVE_STATES
+
+
+def _staged(folder: ObjectStoragePath) -> tuple[str | None, float | None]:
+    """The run that owns ``folder`` and when it was planned, from its stamp; else the newest file's time."""
+    marker = folder / STAMP_NAME
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return str(data["run_id"]), float(data["planned_at"])
+    except FileNotFoundError:
+        pass
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("ignoring the unreadable stamp %s: %s", marker, err)
+    return None, _newest_mtime(folder)
+
+
+def _newest_mtime(folder: ObjectStoragePath) -> float | None:
+    """The newest modification time under ``folder`` (the folder's own when empty and local); None if unknown."""
+    local = object_store.local_path(folder)
+    if local is not None:
+        times = [p.stat().st_mtime for p in local.rglob("*")]
+        return max(times, default=local.stat().st_mtime)
+    times = [t for p in folder.rglob("*") if (t := _mtime(p)) is not None]
+    return max(times, default=None)
+
+
+def _mtime(path: ObjectStoragePath) -> float | None:
+    info = path.stat()  # fsspec's info, whose time key differs between stores
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
