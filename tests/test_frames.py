@@ -11,15 +11,12 @@ from torchvision import transforms
 
 from helpers.clip_models import OPENAI_MEAN, OPENAI_STD
 from helpers.media import picture, write_jpeg
-from video_aesthetics import frames as frames_module
 from video_aesthetics.frames import (
     FetchedFrame,
     FrameTooLargeError,
     PreprocessConfig,
-    RemoteFrames,
     check_frame_size,
     is_readable,
-    is_remote_root,
     list_frames,
     load_frame,
     resized_size,
@@ -285,41 +282,7 @@ def test_frame_links_count_only_inside_the_root(tmp_path: Path) -> None:
     assert [p.name for p in list_frames(folder)] == ["frame_0.jpg"]
 
 
-# --- frames in an object store (fsspec's in-memory store here; S3 itself in test_s3.py) ---------------------
-
-
-def test_only_urls_of_other_stores_are_remote_roots() -> None:
-    assert is_remote_root("s3://bucket/frames") and is_remote_root("memory://b/f")
-    assert not is_remote_root("/data/frames") and not is_remote_root("file:///data/frames")
-    assert not is_remote_root("extract_frames")
-
-
-def test_remote_frames_are_listed_and_read_like_local_ones(tmp_path: Path) -> None:
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    local = tmp_path / "v" / "v_0" / "img"
-    names = ["frame_10.jpg", "frame_2.jpg", "._frame_1.jpg", "notes.txt"]
-    for index, name in enumerate(names[:3]):
-        write_jpeg(local / name, seed=index)
-    (local / "notes.txt").write_text("not a frame")
-    root = f"memory://frames-{os.getpid()}-{id(tmp_path)}"
-    fs = MemoryFileSystem()
-    for name in names:
-        fs.pipe_file(f"{root}/v/v_0/img/{name}", (local / name).read_bytes())
-    store = RemoteFrames(root)
-    listed = store.list(Path(root) / "v" / "v_0" / "img")
-    assert [p.name for p in listed] == [p.name for p in list_frames(local)] == ["frame_2.jpg", "frame_10.jpg"]
-    assert store.list(Path(root) / "v" / "absent" / "img") == []
-    pp = PreprocessConfig()
-    fetched = store.fetch(listed)
-    assert all(np.array_equal(load_frame(f, pp), load_frame(local / f.name, pp)) for f in fetched)
-    assert all(is_readable(f) for f in fetched)
-    huge = f"{root}/v/v_0/img/frame_99.jpg"
-    fs.pipe_file(huge, b"\xff" * 64)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(frames_module, "MAX_REMOTE_FRAME_BYTES", 32)
-        [refused] = store.fetch([fs._strip_protocol(huge)])
-    assert refused.data is None and "larger than" in str(refused.error)
+# --- frames fetched from an object store (frame_store.py lists and fetches them) -------------------------
 
 
 def test_a_frame_that_cannot_be_fetched_or_decoded_is_unreadable() -> None:

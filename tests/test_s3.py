@@ -24,7 +24,8 @@ use_private_airflow_home()
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import PreprocessConfig, RemoteFrames, load_frame, remote_frames
+from video_aesthetics.frame_store import RemoteFrames, remote_frames
+from video_aesthetics.frames import PreprocessConfig, load_frame
 
 DAG_ID = "video_aesthetic_scoring"
 BUCKET = "va-test"

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import LinkInTheWayError, write_below
+from video_aesthetics.frame_store import FETCH_THREADS, remote_frames, remote_has_frames
 from video_aesthetics.frames import is_readable, list_frames, select_frames
 from video_aesthetics.records import (
     JsonlSource,
@@ -341,3 +342,70 @@ def _write_jpeg(image: Any, root: Path, parts: tuple[str, ...], name: str) -> Pa
     encoded = io.BytesIO()
     image.convert("RGB").save(encoded, format="JPEG", quality=JPEG_QUALITY)
     return write_below(root, parts, name, encoded.getvalue())
+
+
+def check_remote_frames(inputs: Sequence[Path], config: ScoringConfig, policy: str) -> FrameReport:
+    """extraction.check_frames for a remote figure_root, read-only: counts, or fails, never extracts.
+
+    "extract" cannot write into the store: it is refused with ConfigError when a clip lacks frames.
+    """
+    if policy not in POLICIES:
+        raise ConfigError(f"on_missing_frames must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if config.whole_video:
+        return check_frames(list(inputs), config, policy)
+    store = remote_frames(config)
+    if store is None:
+        raise ValueError(f"figure_root {config.figure_root!r} is not a remote store")
+    report = FrameReport()
+    # Clips are checked side by side (each one's frames fetched side by side too), in a bounded window
+    # so that memory stays flat on millions of clips; results are counted in input order.
+    window: deque[tuple[str, Future[bool] | None]] = deque()
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="frame-check") as pool:
+        for input_path in inputs:
+            seq = 0
+            source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records, check=record_check(config))
+            for record_no, record in enumerate(source):
+                report.records += 1
+                samples = samples_of(record, record_no, config, seq)
+                seq += len(samples)
+                report.clips += len(samples)
+                stem = video_stem(record, config.input_video_key) or ""
+                clips = clip_list(record, config.video_clips_key or "") or []
+                for sample in samples:
+                    clip = clips[sample.clip] if sample.clip is not None and sample.clip < len(clips) else None
+                    name = f"{stem}/{clip_id(clip, stem, sample.clip or 0)}"
+                    check = None
+                    if sample.error is None and sample.path is not None:
+                        check = pool.submit(remote_has_frames, store, sample.path, config.load_num)
+                    window.append((name, check))
+                    while len(window) >= 4 * FETCH_THREADS:
+                        _count_check(report, *window.popleft())
+        while window:
+            _count_check(report, *window.popleft())
+    log.info(
+        "frames under %s: %d records, %d clips: %d present, %d missing",
+        config.figure_root,
+        report.records,
+        report.clips,
+        report.present,
+        report.missing,
+    )
+    missing = (
+        f"{report.missing} of {report.clips} clips have no readable frames under {config.figure_root} "
+        f"(expected <figure_root>/<video stem>/<clip id>/img/*.jpg; first: {', '.join(report.first_missing)})"
+    )
+    if report.missing and policy == "fail":
+        raise InputError(f'{missing}. Put their frames in the store first, or set on_missing_frames to "skip"')
+    if report.missing and policy == "extract":
+        raise ConfigError(
+            f"{missing}, and frames cannot be extracted into a remote figure_root: put them in the store "
+            'beforehand, or set on_missing_frames to "skip" (score the rest, these clips unscored) or "fail"'
+        )
+    return report
+
+
+def _count_check(report: FrameReport, name: str, check: Future[bool] | None) -> None:
+    if check is not None and check.result():
+        report.present += 1
+    else:
+        report.add_missing(name)

@@ -32,14 +32,8 @@ from video_aesthetics.decoding import (
     resolve_decode,
 )
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import (
-    PreprocessConfig,
-    RemoteFrames,
-    list_frames,
-    remote_frames,
-    select_evenly,
-    select_frames,
-)
+from video_aesthetics.frame_store import RemoteFrames, remote_frames
+from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
 from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import (
     CORRUPT_FRAMES,

@@ -265,7 +265,7 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
         policy = str(params.get("on_missing_frames", "extract"))
         with object_store.local_inputs(inputs) as local_inputs:
             if object_store.is_remote_url(config.figure_root):
-                from video_aesthetics.frames import check_remote_frames
+                from video_aesthetics.extraction import check_remote_frames
 
                 options = object_store.storage_options(config.figure_root, frames_conn_id(params))
                 report = check_remote_frames(local_inputs, config.replace(frames_storage_options=options), policy)

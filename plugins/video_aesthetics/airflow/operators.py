@@ -176,7 +176,7 @@ class VideoAestheticScoringOperator(BaseOperator):
                 frames_conn = object_store.connection_id(self.frames_conn_id, "frames_conn_id")
                 options = object_store.storage_options(config.figure_root, frames_conn)
                 config = config.replace(frames_storage_options=options)
-                from video_aesthetics.frames import remote_frames
+                from video_aesthetics.frame_store import remote_frames
 
                 remote_frames(config)  # a store fsspec cannot open fails here, not as one decode error per clip
             if not self.input_path or not self.output_path:
