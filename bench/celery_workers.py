@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -40,12 +39,11 @@ WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(\w+)'")
 
 
 def _load_stack_module() -> Any:
-    spec = importlib.util.spec_from_file_location("celery_stack", REPO / "scripts" / "celery_stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["celery_stack"] = module
-    spec.loader.exec_module(module)
-    return module
+    """scripts/celery_stack.py, which is a script, not part of the package."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import celery_stack
+
+    return celery_stack
 
 
 def cpus() -> int:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import http.server
 import logging
-import secrets
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from helpers.airflow_env import airflow, airflow_env, dag_test, free_port, new_home
+from helpers.airflow_env import airflow, api_server_env, dag_test, free_port, new_home
 from helpers.media import clip_record, write_frames, write_jsonl
 from video_aesthetics.airflow import preflight
 from video_aesthetics.errors import ConfigError
@@ -32,37 +30,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 DAG_ID = "video_aesthetic_scoring"
 STARTUP_SECONDS = 240
 
+
 # The plugin entry the package's own plugin carries, in a plugins folder of its own, so that this
 # api-server serves the lookup whatever else the installed plugin mounts.
-_PLUGIN = textwrap.dedent(
-    """
-    from airflow.plugins_manager import AirflowPlugin
-    from video_aesthetics.airflow import preflight
-
-    class PreflightForTests(AirflowPlugin):
-        name = "video_aesthetics_preflight_tests"
-        fastapi_apps = [preflight.fastapi_app()]
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """An api-server on a fresh SQLite home, and the environment that dag.test() shares it with."""
     home = new_home(tmp_path_factory, "preflight_home")
-    plugins = tmp_path_factory.mktemp("preflight_plugins")
-    (plugins / "preflight_plugin.py").write_text(_PLUGIN)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = airflow_env(
+    # The route comes from the installed package's plugin (its entry point), as in a deployment.
+    env = api_server_env(
         home,
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(plugins),
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=base_url,
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        port,
         VIDEO_AESTHETICS_POOL="gpu",
         VIDEO_AESTHETICS_RETRIES="2",
     )

@@ -15,7 +15,6 @@ temporary file left. Skip them with ``-m "not celery"``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import signal
@@ -46,12 +45,11 @@ WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(\w+)'")
 
 
 def _load_stack_module() -> Any:
-    spec = importlib.util.spec_from_file_location("celery_stack", REPO / "scripts" / "celery_stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["celery_stack"] = module
-    spec.loader.exec_module(module)
-    return module
+    """scripts/celery_stack.py, which is a script, not part of the package."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import celery_stack
+
+    return celery_stack
 
 
 celery_stack = _load_stack_module()

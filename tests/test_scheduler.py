@@ -27,7 +27,7 @@ import psutil
 import pytest
 import requests
 
-from helpers.airflow_env import airflow, airflow_env, free_port, new_home, published
+from helpers.airflow_env import airflow, api_server_env, free_port, new_home, published
 from helpers.media import clip_record, read_jsonl, write_jsonl, write_video
 from video_aesthetics.sharding import safe_name
 
@@ -125,14 +125,9 @@ def services(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = airflow_env(
+    env = api_server_env(
         home,
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=base_url,
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        port,
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),

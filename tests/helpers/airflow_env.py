@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,21 @@ def use_private_airflow_home() -> Path:
         os.environ["AIRFLOW_HOME"] = str(home)
         _in_process_home = home
     return _in_process_home
+
+
+def api_server_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """airflow_env for an api-server on 127.0.0.1:``port`` whose tasks (dag.test(), schedulers) reach it."""
+    base_url = f"http://127.0.0.1:{port}"
+    return airflow_env(
+        home,
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=base_url,
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        **extra,
+    )
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
