@@ -15,6 +15,7 @@ from video_aesthetics.files import (
     PendingFile,
     atomic_writer,
     exclusive,
+    is_remote_url,
     is_within,
     lock_path,
     looks_like_url,
@@ -241,3 +242,9 @@ def test_write_below_into_a_linked_root_is_allowed(tmp_path: Path) -> None:
     (tmp_path / "root").symlink_to(real, target_is_directory=True)
     write_below(tmp_path / "root", ("v",), "f.jpg", b"x")
     assert (real / "v" / "f.jpg").read_bytes() == b"x"
+
+
+def test_only_urls_of_other_stores_are_remote() -> None:
+    assert is_remote_url("s3://bucket/frames") and is_remote_url("memory://b/f") and is_remote_url(" GS://b/x")
+    assert not is_remote_url("/data/frames") and not is_remote_url("file:///data/frames")
+    assert not is_remote_url("extract_frames") and not is_remote_url("C:\\frames") and not is_remote_url("local://x")

@@ -10,14 +10,8 @@ import pytest
 
 from helpers.media import write_jpeg
 from video_aesthetics import frame_store
-from video_aesthetics.frame_store import RemoteFrames, is_remote_root
+from video_aesthetics.frame_store import RemoteFrames
 from video_aesthetics.frames import PreprocessConfig, is_readable, list_frames, load_frame
-
-
-def test_only_urls_of_other_stores_are_remote_roots() -> None:
-    assert is_remote_root("s3://bucket/frames") and is_remote_root("memory://b/f")
-    assert not is_remote_root("/data/frames") and not is_remote_root("file:///data/frames")
-    assert not is_remote_root("extract_frames")
 
 
 def test_remote_frames_are_listed_and_read_like_local_ones(tmp_path: Path) -> None:

@@ -38,6 +38,19 @@ def looks_like_url(text: str) -> bool:
     return bool(_SCHEME.match(text))
 
 
+# URL schemes that name the local file system: file:///data is as local as /data.
+LOCAL_SCHEMES = frozenset({"", "file", "local"})
+
+
+def is_remote_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is a URL of a store other than the local file system (s3://, gs://, memory://...).
+
+    Decided from the text alone: nothing is opened.
+    """
+    text = os.fspath(location).strip()
+    return "://" in text and text.split("://", 1)[0].lower() not in LOCAL_SCHEMES
+
+
 def write_target(path: Path | str) -> Path:
     """Where writing ``path`` lands: a symbolic link's target (the link itself is kept), else ``path``."""
     path = Path(path)

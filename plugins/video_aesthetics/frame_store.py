@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from video_aesthetics.errors import ConfigError
+from video_aesthetics.files import is_remote_url
 from video_aesthetics.frames import IMAGE_SUFFIXES, FetchedFrame, is_readable, natural_key, select_frames
 
 if TYPE_CHECKING:
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
 FETCH_THREADS = 8
 # A remote frame is read into memory whole (a local one can be streamed): larger objects are refused.
 MAX_REMOTE_FRAME_BYTES = 256 << 20
-_LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
-
-
-def is_remote_root(root: str | os.PathLike[str]) -> bool:
-    """Whether ``root`` is a URL of a store other than the local file system (s3://, gs://, memory://...)."""
-    text = os.fspath(root)
-    return "://" in text and text.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS
 
 
 class RemoteFrames:
@@ -136,7 +130,7 @@ def remote_frames(config: ScoringConfig) -> RemoteFrames | None:
 
     One per process and store: each sample of a run asks for it.
     """
-    if not is_remote_root(config.figure_root):
+    if not is_remote_url(config.figure_root):
         return None
     options = dict(config.frames_storage_options or {})
     key = (config.figure_root, json.dumps(options, sort_keys=True, default=repr))

@@ -26,7 +26,7 @@ from video_aesthetics import report, settings, sharding
 from video_aesthetics.airflow import object_store, preflight, staging
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
-from video_aesthetics.files import atomic_writer, sha256_file
+from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
 from video_aesthetics.records import dumps, kept_records
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
         )
         policy = str(params.get("on_missing_frames", "extract"))
         with object_store.local_inputs(inputs) as local_inputs:
-            if object_store.is_remote_url(config.figure_root):
+            if is_remote_url(config.figure_root):
                 from video_aesthetics.extraction import check_remote_frames
 
                 options = object_store.storage_options(config.figure_root, frames_conn_id(params))
@@ -318,7 +318,7 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
                 plan = object_store.publish_staging(plan, cut_folder, layout.staging, PLAN_NAME)
                 # score_shard reaches its shard through the connection of work_root.
                 shared.update({"input_conn_id": layout.conn_id, "output_conn_id": layout.conn_id})
-        if object_store.is_remote_url(config.figure_root):
+        if is_remote_url(config.figure_root):
             shared["frames_conn_id"] = frames_conn_id(params)
     if not layout.remote_staging:
         with atomic_writer(layout.plan_file) as handle:

@@ -27,12 +27,11 @@ from airflow.sdk import ObjectStoragePath
 from video_aesthetics import sharding
 from video_aesthetics.config import optional_text
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import atomic_writer
+from video_aesthetics.files import LOCAL_SCHEMES, atomic_writer, is_remote_url
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 def store_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
@@ -55,15 +54,9 @@ def location_uri(location: str | os.PathLike[str]) -> str:
 
 def local_path(path: ObjectStoragePath) -> Path | None:
     """The local file system path behind ``path``, or None when it lives in a remote store."""
-    if path.protocol in _LOCAL_PROTOCOLS:
+    if path.protocol in LOCAL_SCHEMES:
         return Path(path.path)
     return None
-
-
-def is_remote_url(location: str | os.PathLike[str]) -> bool:
-    """Whether ``location`` is a URL of a store other than the local file system; decided from the text alone."""
-    text = os.fspath(location).strip()
-    return "://" in text and text.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS
 
 
 def is_local(location: str | os.PathLike[str] | ObjectStoragePath) -> bool:
@@ -231,7 +224,7 @@ def store_path_with(location: str | os.PathLike[str] | ObjectStoragePath, conn_i
     """store_path, reaching a remote location through Airflow connection ``conn_id`` when given."""
     if conn_id and not isinstance(location, ObjectStoragePath):
         text = os.fspath(location).strip()
-        if "://" in text and text.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS:
+        if is_remote_url(text):
             return ObjectStoragePath(text, conn_id=conn_id)
     return store_path(location)
 

@@ -23,7 +23,7 @@ from video_aesthetics.airflow.links import ScoredOutputLink
 from video_aesthetics.airflow.task_process import cpu_threads, die_with_supervisor
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
-from video_aesthetics.files import sha256_file
+from video_aesthetics.files import is_remote_url, sha256_file
 from video_aesthetics.records import rejects_location
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         die_with_supervisor()
         try:
             config = self.scoring_config()
-            if object_store.is_remote_url(config.figure_root):
+            if is_remote_url(config.figure_root):
                 # Plain fsspec options: the decoding workers fetch frames without Airflow.
                 frames_conn = object_store.connection_id(self.frames_conn_id, "frames_conn_id")
                 options = object_store.storage_options(config.figure_root, frames_conn)
