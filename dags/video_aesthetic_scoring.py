@@ -28,7 +28,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk import conf as airflow_conf
 
 from video_aesthetics.airflow import dag_tasks as tasks
-from video_aesthetics.airflow.dag_tasks import int_setting, setting
+from video_aesthetics.airflow.conf import int_setting, setting
 from video_aesthetics.airflow.object_store import location_uri
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
 from video_aesthetics.config import DECODES, DEVICES, REDUCTIONS, ScoringConfig

@@ -1,4 +1,4 @@
-"""The bodies of the video_aesthetic_scoring DAG's tasks: frame check, shard plan and merge; and its settings.
+"""The bodies of the video_aesthetic_scoring DAG's tasks: frame check, shard plan and merge.
 
 The DAG file only wires these together. Each function takes the run's params and Airflow context,
 works on local staging files through ``sharding`` and on the output store through ``object_store``, and
@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk import conf as airflow_conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from video_aesthetics import report, settings, sharding
+from video_aesthetics import report, sharding
 from video_aesthetics.airflow import object_store, preflight, staging
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
@@ -207,22 +206,6 @@ def input_conn_id(params: Mapping[str, Any]) -> str | None:
 def frames_conn_id(params: Mapping[str, Any]) -> str | None:
     """The Airflow connection of a remote figure_root (frames_conn_id), checked to exist."""
     return object_store.connection_id(params.get("frames_conn_id"), "frames_conn_id")
-
-
-def setting(name: str) -> str | None:
-    """A deployment setting: VIDEO_AESTHETICS_<NAME>, else the provider's [video_aesthetics] section, else its default."""
-    return settings.get(name, _airflow_config)
-
-
-def int_setting(name: str) -> int:
-    try:
-        return settings.get_int(name, _airflow_config)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _airflow_config(key: str) -> str | None:
-    return airflow_conf.get(settings.SECTION, key, fallback=None)
 
 
 def scoring_config(params: Mapping[str, Any]) -> ScoringConfig:

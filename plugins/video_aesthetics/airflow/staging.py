@@ -24,10 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk import conf as airflow_conf
 
 from video_aesthetics import settings
 from video_aesthetics.airflow import object_store
+from video_aesthetics.airflow.conf import setting
 from video_aesthetics.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ RunState = Callable[[str], "str | None"]
 
 def retention_seconds(value: str | None = None) -> float | None:
     """The ``staging_retention`` setting in seconds; None when pruning is off ("never")."""
-    text = str(value if value is not None else settings.get("staging_retention", _airflow_config)).strip().lower()
+    text = str(value if value is not None else setting("staging_retention")).strip().lower()
     if text in NEVER:
         return None
     match = _DURATION.match(text)
@@ -55,10 +55,6 @@ def retention_seconds(value: str | None = None) -> float | None:
             f"or never, got {text!r}"
         )
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def _airflow_config(key: str) -> str | None:
-    return airflow_conf.get(settings.SECTION, key, fallback=None)
 
 
 def stamp(

@@ -20,9 +20,8 @@ import os
 import signal
 import sys
 
-from airflow.sdk import conf as airflow_conf
-
 from video_aesthetics import settings
+from video_aesthetics.airflow.conf import airflow_config
 from video_aesthetics.processes import die_with_parent, socket_peer_pid
 
 log = logging.getLogger(__name__)
@@ -59,8 +58,4 @@ def die_with_supervisor() -> bool:
 
 def cpu_threads() -> int:
     """torch's CPU threads for this task: the ``threads`` setting (environment, then ``[video_aesthetics]``)."""
-    return settings.cpu_threads(_airflow_config)
-
-
-def _airflow_config(key: str) -> str | None:
-    return airflow_conf.get(settings.SECTION, key, fallback=None)
+    return settings.cpu_threads(airflow_config)
