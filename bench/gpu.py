@@ -285,12 +285,9 @@ def attention_variants(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> 
     """Model-only images/s with each scaled-dot-product-attention backend forced (open_clip's attention calls SDPA)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = {
-        "math": SDPBackend.MATH,
-        "flash": SDPBackend.FLASH_ATTENTION,
-        "efficient": SDPBackend.EFFICIENT_ATTENTION,
-        "cudnn": SDPBackend.CUDNN_ATTENTION,
-    }
+    backends = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}
+    if scorer.device.type == "cuda":  # kernels that exist on CUDA only
+        backends.update(efficient=SDPBackend.EFFICIENT_ATTENTION, cudnn=SDPBackend.CUDNN_ATTENTION)
     out: dict[str, Any] = {"default": sig(images_per_s(scorer, pixels, seconds))}
     for name, backend in backends.items():
 
@@ -479,6 +476,11 @@ def main() -> int:
     budget = Budget(args.budget_s)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    if not cuda and not smoke:
+        parser.error(
+            f"this run would time ViT-L/14 on {device}, which takes hours: run it on a GPU, add --smoke for a "
+            "quick check that the script works, or use bench/scoring.py for CPU figures"
+        )
     result: dict[str, Any] = {
         "gpu": None,
         "peak_gpu_memory_gib": None,

@@ -68,7 +68,7 @@ def test_score_end_to_end(tmp_path: Path, model_args: dict) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--load-num", "0"], "load_num must be an integer >= 1"),
+        (["--load-num", "0"], "--load-num must be an integer >= 1"),
         (["--device", "tpu"], "device must be"),
         (["--device", "cuda:abc"], "device must be"),
         (["--device", "cuda:\u0663"], "device must be"),  # an Arabic-Indic digit passes str.isdigit
@@ -203,3 +203,14 @@ def test_sigterm_leaves_no_temporary_file_and_exits_143(tmp_path: Path, model_ar
     assert b"stopped by SIGTERM" in err and b"Traceback" not in err
     assert sorted(p.name for p in outputs.iterdir()) == ["o.jsonl"]
     assert (outputs / "o.jsonl").read_text() == "previous run\n"
+
+
+@pytest.mark.parametrize("command", ["score", "report"])
+def test_help_states_each_default_once(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: the same as --video-clips-key)" in text
+    if command == "score":
+        assert "(default: OUT.rejects.jsonl)" in text and "(default: auto)" in text

@@ -495,6 +495,7 @@ def test_gpu_bench_smoke_runs_on_the_cpu(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "section failed" not in done.stderr  # only what exists on this device is measured
     [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
     result = json.loads(line)
     for key in (

@@ -177,7 +177,7 @@ def test_through_the_cli(tmp_path: Path, model_args: dict, capsys: pytest.Captur
     assert one == [s == target for s in scores[:5]] + [False, False]
     capsys.readouterr()
     assert cli.main([*base, "--output", str(tmp_path / "bad.jsonl"), "--aes-min", "inf"]) == 2
-    assert "aes_min must be a finite number" in capsys.readouterr().err
+    assert "--aes-min must be a finite number" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         cli.main([*base, "--output", str(tmp_path / "bad.jsonl"), "--aes-min", "high"])
     assert exited.value.code == 2 and "invalid float value: 'high'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -399,8 +400,8 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     for bad, message in (
         (["--output", str(scored)], "would overwrite"),
         (["--top", "0"], "top must be an integer"),
-        (["--aes-min", "nan"], "aes_min must be a finite number"),
-        (["--aes-min", "6", "--aes-max", "5"], "aes_min (6.0) is above aes_max (5.0)"),
+        (["--aes-min", "nan"], "--aes-min must be a finite number"),
+        (["--aes-min", "6", "--aes-max", "5"], "--aes-min (6.0) is above --aes-max (5.0)"),
         (["--run-info", str(tmp_path / "none.json")], "does not exist"),
         (["--run-info", str(scored)], "not readable JSON"),
     ):
@@ -411,6 +412,24 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "--figure-root is required" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "nope.jsonl"), "--figure-root", "x", "--output", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_command_skips_bad_lines_when_asked_and_warns_of_a_wrong_figure_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    scored, figure_root = _frame_dataset(tmp_path, [3.0, 5.0, 7.0])
+    scored.write_bytes(scored.read_bytes() + b"{not json\n")
+    out = tmp_path / "report.html"
+    args = ["report", str(scored), "--figure-root", str(figure_root), "--output", str(out)]
+    assert cli.main(args) == 2
+    error = capsys.readouterr().err
+    assert f"{scored}:4" in error and "--skip-bad-records" in error and not out.exists()
+    assert cli.main([*args, "--skip-bad-records"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["records"] == 3
+    wrong = ["report", str(scored), "--figure-root", str(tmp_path / "framez"), "--output", str(out)]
+    with caplog.at_level(logging.WARNING):
+        assert cli.main([*wrong, "--skip-bad-records"]) == 0
+    assert any("framez is not a folder" in message and "no thumbnails" in message for message in caplog.messages)
 
 
 def test_score_writes_the_report(tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,3 +191,20 @@ def test_heartbeat_logs_while_no_result_arrives(caplog: pytest.LogCaptureFixture
 )
 def test_durations_read_at_a_glance(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+@pytest.mark.parametrize("field", ["video_clips_key", "input_video_key"])
+def test_a_misspelt_field_name_is_warned_about_not_passed_silently(
+    tmp_path: Path, model_args: dict, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=2, clips_per_video=1, frames_per_clip=2)
+    misspelt = {"video_clips_key": "clips", "input_video_key": "videos"}[field]
+    with caplog.at_level(logging.WARNING, logger="video_aesthetics.runner"):
+        stats = score_file(source, tmp_path / "out.jsonl", _config(model_args, root, **{field: misspelt}))
+    assert (stats.records, stats.clips, stats.passthrough) == (2, 0, 2)
+    [warning] = [m for m in caplog.messages if "none of the 2 records holds clips" in m]
+    assert repr(misspelt) in warning and "check the field names" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="video_aesthetics.runner"):
+        score_file(source, tmp_path / "right.jsonl", _config(model_args, root))
+    assert not [m for m in caplog.messages if "holds clips" in m]

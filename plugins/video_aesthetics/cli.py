@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -23,6 +24,16 @@ log = logging.getLogger("video_aesthetics")
 _DEFAULTS = ScoringConfig()
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none (None, False) or its help already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False) or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="video-aesthetics",
@@ -35,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read records from --input, write them to --output with aesthetic_score in every clip "
         "(null plus aesthetic_error when a clip cannot be scored). Progress goes to stderr; one JSON "
         "line of counts goes to stdout at the end.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     score.add_argument("--input", required=True, metavar="IN.jsonl", help="input records, one JSON object per line")
     score.add_argument("--output", required=True, metavar="OUT.jsonl", help="output file, written atomically")
@@ -77,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DECODES,
         default=_DEFAULTS.decode,
         help="how frames become pixels: exact (PIL, the reference), fast (torchvision + torch resize, "
-        "within 1 pixel level of exact), gpu (JPEGs decoded on the GPU with nvJPEG), auto (gpu on "
+        "within 1 pixel level of exact when frames are scaled down, 2 when scaled up), gpu (JPEGs decoded on the GPU with nvJPEG), auto (gpu on "
         "CUDA, else the CPU default)",
     )
     score.add_argument(
@@ -120,22 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_filter_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--aes-min",
-        type=float,
-        default=None,
-        metavar="SCORE",
-        help="aesthetic filter (DataFlow-MM VideoAestheticFilter): mark each clip filtered=true when its score "
-        "is at least SCORE, false when below or unscored; a clip already false stays false; none is removed",
-    )
-    parser.add_argument(
-        "--aes-max",
-        type=float,
-        default=None,
-        metavar="SCORE",
-        help="upper threshold of the aesthetic filter: a score above SCORE is marked filtered=false",
-    )
+def _add_filter_options(parser: argparse.ArgumentParser, *, report: bool = False) -> None:
+    if report:
+        low = "the report's lower threshold: clips scoring at least SCORE count as kept (the file is not changed)"
+        high = "the report's upper threshold: clips scoring above SCORE count as filtered out"
+    else:
+        low = (
+            "aesthetic filter (DataFlow-MM VideoAestheticFilter): mark each clip filtered=true when its score "
+            "is at least SCORE, false when below or unscored; a clip already false stays false; none is removed"
+        )
+        high = "upper threshold of the aesthetic filter: a score above SCORE is marked filtered=false"
+    parser.add_argument("--aes-min", type=float, default=None, metavar="SCORE", help=low)
+    parser.add_argument("--aes-max", type=float, default=None, metavar="SCORE", help=high)
 
 
 def _add_report_parser(commands: argparse._SubParsersAction) -> None:
@@ -145,7 +152,7 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
         description="Read the output of `score` once and write one self-contained HTML page: counts, the score "
         "histogram with percentiles and thresholds, thumbnails of the best and worst clips, clips without a "
         "score by reason, and a sortable per-video table. One JSON line of headline numbers goes to stdout.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     report.add_argument("scored", metavar="SCORED.jsonl", help="scored records, the output of `score`")
     report.add_argument("--output", required=True, metavar="REPORT.html", help="the report, written atomically")
@@ -157,7 +164,10 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
         "(required unless --video-clips-key is empty)",
     )
     report.add_argument("--top", type=int, default=12, metavar="N", help="how many best and worst clips to show")
-    _add_filter_options(report)
+    report.add_argument(
+        "--skip-bad-records", action="store_true", help="leave malformed lines out of the report instead of stopping"
+    )
+    _add_filter_options(report, report=True)
     report.add_argument(
         "--load-num",
         type=int,
@@ -239,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = {"input": args.input, "output": args.output}
             write_report(args.output, args.report, config, model=stats.model, run=run, rejected=stats.rejected)
     except VideoAestheticsError as err:
-        print(f"video-aesthetics: error: {err}", file=sys.stderr)
+        print(f"video-aesthetics: error: {as_flags(str(err))}", file=sys.stderr)
         return 2
     except Terminated as stop:
         name = signal.Signals(stop.signum).name
@@ -261,6 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def as_flags(message: str) -> str:
+    """An error message with the library's parameter names (load_num) as the command's flags (--load-num).
+
+    Only names with an underscore: "device" or "decode" are also words of the messages' prose.
+    """
+    names = "|".join(sorted((name for name in PARAM_NAMES if "_" in name), key=len, reverse=True))
+    return re.sub(rf"(?<![\w./-])({names})(?![\w/-])", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
 def report_command(args: argparse.Namespace) -> dict[str, Any]:
     """``video-aesthetics report``: write the report; returns its headline numbers."""
     from video_aesthetics.report import headline, write_report
@@ -279,8 +298,11 @@ def report_command(args: argparse.Namespace) -> dict[str, Any]:
         "load_num": args.load_num,
         "aes_min": args.aes_min,
         "aes_max": args.aes_max,
+        "skip_bad_records": args.skip_bad_records,
     }
     config = ScoringConfig.from_params(params)
+    if args.figure_root and not Path(args.figure_root).is_dir():
+        log.warning("--figure-root %s is not a folder: the report will have no thumbnails", args.figure_root)
     summary = write_report(args.scored, args.output, config, top=args.top, **run_info(args.run_info))
     return {"report": args.output, **headline(summary)}
 

@@ -476,7 +476,8 @@ def summarise_file(path: Path | str, config: ScoringConfig, **options: Any) -> d
     if not path.is_file():
         raise InputError(f"scored file {path} does not exist; pass the output of `video-aesthetics score`")
     options.setdefault("source", str(path))
-    return summarise(JsonlSource(path), config, **options)
+    # With skip_bad_records a malformed line is left out of the report, as scoring leaves it out of the output.
+    return summarise(JsonlSource(path, skip_bad_records=config.skip_bad_records), config, **options)
 
 
 def write_report(

@@ -252,6 +252,7 @@ def score_records(
         with progress.heartbeat():
             write(merge_results(source, scored.results, config, counts, on_result=progress.update))
     seconds = time.monotonic() - started
+    warn_if_no_clips(config, counts)
     warn_if_no_frames(config, counts)
     return RunStats(
         records=counts.records,
@@ -283,6 +284,20 @@ def capped_workers(config: ScoringConfig) -> ScoringConfig:
     return config.replace(num_workers=cpus)
 
 
+def warn_if_no_clips(config: ScoringConfig, counts: RecordCounts) -> None:
+    """One warning when records came in but none held a clip to score: most often a misspelt field name."""
+    if config.whole_video or not counts.records or counts.clips:
+        return
+    log.warning(
+        "none of the %d records holds clips under %r (video_clips_key, CLI --video-clips-key) with a video "
+        "under %r (input_video_key, --input-video-key): every record was passed through unscored; check "
+        "the field names against your records",
+        counts.records,
+        config.video_clips_key,
+        config.input_video_key,
+    )
+
+
 def warn_if_no_frames(config: ScoringConfig, counts: RecordCounts) -> None:
     """One warning, naming the resolved figure_root, when clips were to be scored but none had frames."""
     if config.whole_video or not counts.clips or counts.scored or not counts.errors.get(NO_FRAMES):
@@ -297,12 +312,11 @@ def warn_if_no_frames(config: ScoringConfig, counts: RecordCounts) -> None:
     )
     log.warning(
         "none of the %d clips had frames: figure_root %r resolves to %s, which %s; frames are read from "
-        "<figure_root>/<video stem>/<clip id>/img/ (a relative figure_root is taken from the working folder %s)",
+        "<figure_root>/<video stem>/<clip id>/img/",
         counts.clips,
         config.figure_root,
         root,
         state,
-        os.getcwd(),
     )
 
 
