@@ -200,7 +200,8 @@ def _acquire(path: Path) -> int:
             target = path.parent / path.name[1 : -len(".lock")]
             raise BusyError(
                 f"another run (pid {holder}) is writing {target}: wait for it to finish, or choose another output; "
-                f"if no run is left, {path} is stale only while a process holds it open"
+                f"the lock is released when that process exits, so there is no stale lock to delete: if the run "
+                f"seems gone, look for process {holder} (another program, or a child it left behind, still holds {path})"
             ) from None
         try:
             mine = os.fstat(fd)
