@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from clip_data import FRAMES_PER_CLIP, SIZES, frame_paths, smooth_picture, write_records
 from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
@@ -51,8 +52,6 @@ from video_aesthetics.records import JsonlSource, write_jsonl
 from video_aesthetics.runner import score_records
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device, torch_threads
 
-FRAMES_PER_CLIP = 3
-SIZES = ((1280, 720), (1920, 1080))
 DECODES = ("exact", "fast", "gpu")
 # The smoke model: a ViT-B/32-shaped tower, 2 layers of 64, ViT-L/14's 768-wide embeddings (as the tests' tiny CLIP).
 TINY_CFG = {
@@ -97,33 +96,21 @@ def make_clips(root: Path, clips: int, width: int, height: int, distinct: int) -
     Only ``distinct`` frames are encoded; the others are hard links to them (each still a file
     that is opened, read and decoded), so that thousands of clips take seconds to make.
     """
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC))
+    smooth = smooth_picture(width, height)
     originals = []
     for index in range(distinct):
         path = root / "originals" / f"{index}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.roll(smooth, shift=index * 7, axis=1)).save(path, quality=90)
         originals.append(path)
-    lines = []
-    for clip in range(clips):
-        stem, cid = f"video{clip // 4}", f"video{clip // 4}_{clip % 4}"
-        folder = root / "frames" / stem / cid / "img"
-        folder.mkdir(parents=True, exist_ok=True)
-        for frame in range(FRAMES_PER_CLIP):
+    for clip, paths in enumerate(frame_paths(root, clips)):
+        for frame, target in enumerate(paths):
             original = originals[(clip * FRAMES_PER_CLIP + frame) % distinct]
-            target = folder / f"frame_{frame * 30:06d}.jpg"
             try:
                 os.link(original, target)
             except OSError:
                 target.write_bytes(original.read_bytes())
-        if clip % 4 == 0:
-            lines.append({"video": [f"videos/{stem}.mp4"], "video_clips": {"clips": []}})
-        lines[-1]["video_clips"]["clips"].append({"id": cid, "frame_start": 0, "frame_end": 90, "num_frames": 90})
-    source = root / "input.jsonl"
-    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return source
+    return write_records(root, clips)
 
 
 # --- the model ---------------------------------------------------------------------------------

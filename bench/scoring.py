@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clip_data import FRAMES_PER_CLIP, SIZES, frame_paths, smooth_picture, write_records
 from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
@@ -35,34 +36,14 @@ from video_aesthetics.records import JsonlSource, write_jsonl
 from video_aesthetics.runner import score_records
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
 
-FRAMES_PER_CLIP = 3
-SIZES = ((1280, 720), (1920, 1080))
-
-
-def smooth_picture(width: int, height: int) -> np.ndarray:
-    """A picture with the spatial detail of a video frame: noise upsampled 8x (JPEG-compresses like one)."""
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC))
-
 
 def make_dataset(root: Path, clips: int, width: int, height: int) -> Path:
     """``clips`` clips of 3 distinct JPEG frames each, in VideoFrameFilter's layout, and their JSONL."""
     smooth = smooth_picture(width, height)
-    lines = []
-    for clip in range(clips):
-        stem, cid = f"video{clip // 4}", f"video{clip // 4}_{clip % 4}"
-        folder = root / "frames" / stem / cid / "img"
-        folder.mkdir(parents=True, exist_ok=True)
-        for frame in range(FRAMES_PER_CLIP):
-            shifted = np.roll(smooth, shift=(clip * 7 + frame * 3), axis=1)
-            Image.fromarray(shifted).save(folder / f"frame_{frame * 30:06d}.jpg", quality=90)
-        if clip % 4 == 0:
-            lines.append({"video": [f"videos/{stem}.mp4"], "video_clips": {"clips": []}})
-        lines[-1]["video_clips"]["clips"].append({"id": cid, "frame_start": 0, "frame_end": 90, "num_frames": 90})
-    source = root / "input.jsonl"
-    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return source
+    for clip, paths in enumerate(frame_paths(root, clips)):
+        for frame, path in enumerate(paths):
+            Image.fromarray(np.roll(smooth, shift=(clip * 7 + frame * 3), axis=1)).save(path, quality=90)
+    return write_records(root, clips)
 
 
 def random_scorer(model_name: str, device: torch.device, forward_batch: int) -> Scorer:
