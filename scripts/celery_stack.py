@@ -431,9 +431,18 @@ def free_port() -> int:
 
 
 def _healthy(base_url: str) -> bool:
+    """Whether the api-server answers on its REST API and on its Execution API.
+
+    The Execution API builds its versioned routes on its first request, in the server's event loop,
+    and every other request waits meanwhile (seconds; far longer on a busy host): asked here, that
+    happens during start-up rather than when the first task starts and the UI is in use.
+    """
     try:
-        with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
-            return response.status == 200
+        for path, timeout in (("/api/v2/monitor/health", 5), ("/execution/health", 180)):
+            with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as response:
+                if response.status != 200:
+                    return False
+        return True
     except (urllib.error.URLError, OSError):
         return False
 

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from helpers.airflow_env import airflow, api_server_env, dag_test, free_port, new_home
+from helpers.airflow_env import airflow, api_server_env, api_server_ready, dag_test, free_port, new_home
 from helpers.media import clip_record, write_frames, write_jsonl
 from video_aesthetics.airflow import preflight
 from video_aesthetics.errors import ConfigError
@@ -53,7 +52,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         )
         try:
             deadline = time.monotonic() + STARTUP_SECONDS
-            while not _healthy(base_url):
+            while not api_server_ready(base_url):
                 assert server.poll() is None, f"api-server exited {server.returncode}:\n{log_path.read_text()[-4000:]}"
                 assert time.monotonic() < deadline, f"api-server not up:\n{log_path.read_text()[-4000:]}"
                 time.sleep(2)
@@ -65,13 +64,6 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=10)
-
-
-def _healthy(base_url: str) -> bool:
-    try:
-        return requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).ok
-    except requests.RequestException:
-        return False
 
 
 def test_the_api_server_says_whether_a_pool_exists_and_has_slots(api_server: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import psutil
 import pytest
 import requests
 
-from helpers.airflow_env import airflow, api_server_env, free_port, new_home, published
+from helpers.airflow_env import airflow, api_server_env, api_server_ready, free_port, new_home, published
 from helpers.media import clip_record, read_jsonl, write_jsonl, write_video
 from video_aesthetics.sharding import safe_name
 
@@ -152,7 +152,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str
             )
         _wait(
             "the api-server",
-            lambda: requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).ok,
+            lambda: api_server_ready(base_url),
             STARTUP_SECONDS,
             running,
         )

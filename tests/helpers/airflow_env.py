@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 DB_NAME = "airflow.db"
+EXECUTION_API_FIRST_CALL_SECONDS = 180
 
 _template: Path | None = None
 _in_process_home: Path | None = None
@@ -194,6 +196,23 @@ def dag_test(
     for result in results:
         result["log"] = run.stdout + run.stderr
     return results
+
+
+def api_server_ready(base_url: str) -> bool:
+    """Whether the api-server at ``base_url`` answers on its REST API and on its Execution API.
+
+    The Execution API builds its versioned routes (Cadwyn) on its first request, in the server's
+    event loop, and every other request waits meanwhile: 5 s on this machine idle, 12 s with two
+    busy processes per core, and once past the 30 s a test's REST call waits, when the first task
+    started. Asking it here, with time to spare, moves that wait to start-up.
+    """
+    try:
+        return (
+            requests.get(f"{base_url}/api/v2/monitor/health", timeout=5).ok
+            and requests.get(f"{base_url}/execution/health", timeout=EXECUTION_API_FIRST_CALL_SECONDS).ok
+        )
+    except requests.RequestException:
+        return False
 
 
 def free_port() -> int:
