@@ -349,16 +349,17 @@ def test_a_killed_gpu_worker_and_scheduler_are_survived(
     stack.kill("worker-gpu")  # the worker's main process, as a crash would: its pool and tasks go with it
     killed, wall = time.monotonic(), time.time()
     _timing("gpu worker killed -> its pool process, task process and decoding workers gone", _gone(family))
-    stack.launch("worker-gpu")
-    _wait("the gpu worker to restart", lambda: stack.worker_ready("worker-gpu"), 120, stack)
-    _timing("gpu worker killed -> restarted worker ready", time.monotonic() - killed)
 
-    # The scheduler dies while the lost attempt still counts as running, and comes back.
+    # The scheduler dies while the lost attempt still counts as running (before the worker is back, so
+    # that a slow worker start cannot outlast the heartbeat timeout first), and comes back.
     assert api.shard(run_id, 0)["state"] == "running"
     stack.kill("scheduler")
     time.sleep(5)
     stack.launch("scheduler")
     _timing("gpu worker killed -> scheduler restarted", time.monotonic() - killed)
+    stack.launch("worker-gpu")
+    _wait("the gpu worker to restart", lambda: stack.worker_ready("worker-gpu"), 120, stack)
+    _timing("gpu worker killed -> restarted worker ready", time.monotonic() - killed)
     _wait("shard 0 to be retried", lambda: api.shard(run_id, 0).get("try_number") == 2, RUN_SECONDS, stack)
     _timing("gpu worker killed -> try 1 marked failed", _ended(api, run_id, 0, 1) - wall)
     _scoring(api, run_id, 0, try_number=2)
