@@ -344,6 +344,9 @@ def test_healthchecks(services: dict[str, Any]) -> None:
         test = " ".join(services[name]["healthcheck"]["test"])
         # Each worker pings itself ($$ is compose's escape for a shell variable).
         assert "inspect ping" in test and "celery@$${HOSTNAME}" in test, name
+    # The api-server is healthy once its Execution API has answered: its first call is slow and blocking.
+    api_check = " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
+    assert "/api/v2/monitor/health" in api_check and "/execution/health" in api_check
 
 
 def test_depends_on_shape(services: dict[str, Any]) -> None:
