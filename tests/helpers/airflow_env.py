@@ -202,8 +202,8 @@ def api_server_ready(base_url: str) -> bool:
     """Whether the api-server at ``base_url`` answers on its REST API and on its Execution API.
 
     The Execution API builds its versioned routes (Cadwyn) on its first request, in the server's
-    event loop, and every other request waits meanwhile: 5 s on this machine idle, 12 s with two
-    busy processes per core, and once past the 30 s a test's REST call waits, when the first task
+    event loop, and every other request waits meanwhile: 5 s on this machine idle, 12 s beside three
+    spinning processes on its 2 cores, and once past the 30 s a test's REST call waits, when the first task
     started. Asking it here, with time to spare, moves that wait to start-up.
     """
     try:
