@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from helpers.airflow_env import REPO, published
+from helpers.cli import score_args
 from helpers.media import frame_dataset, read_jsonl
 from video_aesthetics.sharding import safe_name
 
@@ -129,19 +130,7 @@ def cli_output(world: dict[str, Path], model_args: dict[str, str]) -> bytes:
             sys.executable,
             "-m",
             "video_aesthetics",
-            "score",
-            "--input",
-            str(world["source"]),
-            "--output",
-            str(out),
-            "--figure-root",
-            str(world["figure_root"]),
-            "--clip-model",
-            model_args["clip_model"],
-            "--mlp-checkpoint",
-            model_args["mlp_checkpoint"],
-            "--device",
-            "cpu",
+            *score_args(world["source"], out, model_args, figure_root=world["figure_root"]),
         ],
         capture_output=True,
         text=True,
