@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test demo bench clean
+# make ui OUT=/some/folder PORT=8081: where `make ui` keeps everything, and its api-server's port.
+OUT ?= demo_output
+PORT ?= 8080
+
+.PHONY: install lint docs test demo ui bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +26,18 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The documentation (mkdocs.yml, docs/), built into the ignored build/site; --strict fails on any warning.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+test: lint docs
 	$(BIN)/python -m pytest
 
 demo: install
 	$(BIN)/python -m video_aesthetics.airflow.demo
+
+ui: install
+	$(BIN)/python scripts/ui.py --out "$(OUT)" --port "$(PORT)"
 
 bench: install
 	$(BIN)/python bench/scoring.py

@@ -4,7 +4,10 @@
 Uses a PostgreSQL server and a Redis server that already run (by default this machine's, on their
 standard ports) and leaves them as it found them: it creates its own database (a unique name), claims
 a Redis database number nobody uses, and on exit stops every process it started, drops the
-database and empties the Redis database it claimed. Started:
+database and empties the Redis database it claimed. It never deletes results: the output store
+(output_root) and the extracted frames (figure_root) live in ``demo_output/celery/`` of this
+checkout, or under ``--output``, or where VIDEO_AESTHETICS_OUTPUT_ROOT / VIDEO_AESTHETICS_FIGURE_ROOT
+say, never inside the temporary AIRFLOW_HOME that Ctrl-C removes. Started:
 
 * ``airflow db migrate`` and the ``gpu`` pool (one slot per GPU task the gpu worker runs),
 * a scheduler, a dag-processor and an api-server (simple auth manager, one admin user),
@@ -15,9 +18,10 @@ database and empties the Redis database it claimed. Started:
 
 Usage (the ``celery`` and ``postgres`` extras installed: ``pip install -e ".[celery,postgres]"``)::
 
-    python scripts/celery_stack.py [--port 8080] [--gpu-slots 1] [--default-concurrency 2]
+    python scripts/celery_stack.py [--output DIR] [--port 8080] [--gpu-slots 1] [--default-concurrency 2]
 
-It prints the UI's address and the admin password, runs until Ctrl-C or SIGTERM, then cleans up.
+It prints the UI's address, the admin password and where the results go, runs until Ctrl-C or
+SIGTERM, then cleans up (the results stay).
 VIDEO_AESTHETICS_* and AIRFLOW__* variables of the calling environment reach every service (those
 the stack sets itself excepted). Tests use ``CeleryStack`` directly.
 """
@@ -49,6 +53,10 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
+# Beside the demo's output (gitignored), outside any AIRFLOW_HOME the stack may remove.
+DEFAULT_OUTPUT = REPO / "demo_output" / "celery"
+OUTPUT_ROOT_ENV = "VIDEO_AESTHETICS_OUTPUT_ROOT"
+FIGURE_ROOT_ENV = "VIDEO_AESTHETICS_FIGURE_ROOT"
 DATABASE_PREFIX = "va_celery_"
 REDIS_CLAIM_KEY = "video-aesthetics:celery-stack:owner"
 # Redis's default 16 databases; 0 is where other programs' keys most often live, so it is never claimed.
@@ -74,6 +82,10 @@ class CeleryStack:
     postgres: str = DEFAULT_POSTGRES
     redis: str = DEFAULT_REDIS
     home: Path | None = None
+    # The results (scored partitions) and the extracted frames; None: the base environment's
+    # VIDEO_AESTHETICS_OUTPUT_ROOT / _FIGURE_ROOT, else DEFAULT_OUTPUT/scored and DEFAULT_OUTPUT/frames.
+    output_root: str | Path | None = None
+    figure_root: str | Path | None = None
     port: int = 0
     gpu_slots: int = 1
     default_concurrency: int = 2
@@ -109,6 +121,7 @@ class CeleryStack:
             self.home = Path(tempfile.mkdtemp(prefix="airflow-celery-"))
             self._own_home = True
         self.home.mkdir(parents=True, exist_ok=True)
+        self.check_stores()
         self.port = self.port or free_port()
         self.database = create_database(self.postgres)
         self.redis_db = claim_redis_db(self.redis)
@@ -151,6 +164,40 @@ class CeleryStack:
 
     # --- services ---------------------------------------------------------------------------
 
+    def _base(self) -> dict[str, str]:
+        return dict(os.environ if self.base_env is None else self.base_env)
+
+    @property
+    def stores(self) -> dict[str, str]:
+        """Where results and frames go: {VIDEO_AESTHETICS_OUTPUT_ROOT: ..., VIDEO_AESTHETICS_FIGURE_ROOT: ...}."""
+        base = self._base()
+        chosen = {}
+        for env, given, default in (
+            (OUTPUT_ROOT_ENV, self.output_root, DEFAULT_OUTPUT / "scored"),
+            (FIGURE_ROOT_ENV, self.figure_root, DEFAULT_OUTPUT / "frames"),
+        ):
+            value = str(given) if given is not None else base.get(env) or str(default)
+            # A local folder as an absolute path: the services run with another working directory.
+            chosen[env] = value if "://" in value else str(Path(value).expanduser().absolute())
+        return chosen
+
+    @property
+    def temporary_home(self) -> bool:
+        """Whether the home is one the stack made, and removes on exit."""
+        return self._own_home
+
+    def check_stores(self) -> None:
+        """Refuse a local output or frames folder inside a temporary home, which stop() removes."""
+        if not self._own_home or self.home is None:
+            return
+        home = self.home.resolve()
+        for env, value in self.stores.items():
+            if "://" not in value and Path(value).resolve().is_relative_to(home):
+                raise StackError(
+                    f"{env}={value} lies inside the temporary AIRFLOW_HOME {home}, which is removed on exit: "
+                    "choose a folder outside it (--output) or keep the home (--home)"
+                )
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -168,7 +215,7 @@ class CeleryStack:
     def env(self) -> dict[str, str]:
         """The environment every service of the stack runs with."""
         assert self.home is not None and self.redis_db is not None
-        base = dict(os.environ if self.base_env is None else self.base_env)
+        base = self._base()
         env = {k: v for k, v in base.items() if k != "AIRFLOW_HOME" and not k.startswith("AIRFLOW__DATABASE__")}
         env.update(
             AIRFLOW_HOME=str(self.home),
@@ -194,6 +241,7 @@ class CeleryStack:
             VIDEO_AESTHETICS_QUEUE="gpu",
             VIDEO_AESTHETICS_POOL="gpu",
             PYTHONUNBUFFERED="1",
+            **self.stores,
         )
         env.update(self.extra_env)
         return env
@@ -231,7 +279,7 @@ class CeleryStack:
         self._logs[name] = log
         self._log_starts[name] = len(self.log(name))
         process = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, *command],
+            [sys.executable, "-c", LAUNCHER, *command],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -262,7 +310,7 @@ class CeleryStack:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     raise StackError(f"{name} exited with {process.returncode} during start-up\n{self.log_tail()}")
-            if "api-server" in pending and _healthy(self.base_url):
+            if "api-server" in pending and healthy(self.base_url):
                 pending.discard("api-server")
             pending -= {name for name in pending if name.startswith("worker-") and self.worker_ready(name)}
             if time.monotonic() > deadline:
@@ -386,7 +434,7 @@ def sweep_stale(postgres: str, redis_url: str) -> None:
 # Runs each service: a stack whose owner dies (a closed terminal, a killed test) must not leave services
 # behind, so each asks for SIGTERM when its parent exits (PR_SET_PDEATHSIG, kept across exec), then
 # becomes ``python -m airflow ...``. Not preexec_fn, which is unsafe in a process with threads.
-_LAUNCHER = (
+LAUNCHER = (
     "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15, 0, 0, 0); "
     "os.execv(sys.executable, [sys.executable, '-m', 'airflow', *sys.argv[1:]])"
 )
@@ -430,7 +478,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _healthy(base_url: str) -> bool:
+def healthy(base_url: str) -> bool:
     """Whether the api-server answers on its REST API and on its Execution API.
 
     The Execution API builds its versioned routes on its first request, in the server's event loop,
@@ -450,11 +498,30 @@ def _healthy(base_url: str) -> bool:
 # --- command line ---------------------------------------------------------------------------
 
 
+def banner(stack: CeleryStack) -> str:
+    """What the user needs once the stack is up: the address, the login, and where the results stay."""
+    stores = stack.stores
+    home = f"AIRFLOW_HOME {stack.home}" + (" (temporary: removed on exit)" if stack.temporary_home else "")
+    return (
+        f"Airflow is up at {stack.base_url} (user {stack.user}, password {stack.password})\n"
+        f"results:  {stores[OUTPUT_ROOT_ENV]}  (kept on exit)\n"
+        f"frames:   {stores[FIGURE_ROOT_ENV]}  (kept on exit)\n"
+        f"database {stack.database}, Redis database {stack.redis_db}, {home}\n"
+        f"service logs in {stack.logs_dir}; Ctrl-C stops everything and cleans up (the results stay)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="an admin URL of the PostgreSQL server")
     parser.add_argument("--redis", default=DEFAULT_REDIS, help="the Redis server, without a database number")
     parser.add_argument("--home", type=Path, help="AIRFLOW_HOME to use and keep (default: a temporary one)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"folder for the results (OUTPUT/scored) and extracted frames (OUTPUT/frames), kept on exit "
+        f"(default: {OUTPUT_ROOT_ENV} and {FIGURE_ROOT_ENV} if set, else {DEFAULT_OUTPUT})",
+    )
     parser.add_argument("--port", type=int, default=8080, help="the api-server's port (0: any free one)")
     parser.add_argument("--gpu-slots", type=int, default=1, help="score_shard tasks at once: the gpu pool and worker")
     parser.add_argument("--default-concurrency", type=int, default=2, help="task slots of the default worker")
@@ -466,18 +533,15 @@ def main(argv: list[str] | None = None) -> int:
         postgres=args.postgres,
         redis=args.redis,
         home=args.home,
+        output_root=args.output / "scored" if args.output else None,
+        figure_root=args.output / "frames" if args.output else None,
         port=args.port,
         gpu_slots=args.gpu_slots,
         default_concurrency=args.default_concurrency,
     )
     try:
         with stack:
-            print(
-                f"Airflow is up at {stack.base_url} (user {stack.user}, password {stack.password})\n"
-                f"database {stack.database}, Redis database {stack.redis_db}, AIRFLOW_HOME {stack.home}\n"
-                f"service logs in {stack.logs_dir}; Ctrl-C stops everything and cleans up",
-                flush=True,
-            )
+            print(banner(stack), flush=True)
             while not stopping.wait(2):
                 exited = [name for name, process in stack.processes.items() if process.poll() is not None]
                 if exited:

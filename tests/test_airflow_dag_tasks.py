@@ -141,7 +141,8 @@ def test_plan_and_merge_into_a_local_store(tmp_path: Path) -> None:
         "shard-00001.jsonl",
         "shard-00002.jsonl",
     ]
-    assert len(json.dumps(shard_kwargs)) < 2048
+    # Each shard's kwargs are small XCom metadata: paths and the scoring parameters, never records.
+    assert all(len(json.dumps(kwargs)) < 1024 for kwargs in shard_kwargs)
     summary = tasks.merge(p, RUN, _score_shards(shard_kwargs), frames={"clips": 5})
     out = tmp_path / "out" / "2024-01-02"
     assert sorted(x.name for x in out.iterdir()) == ["_manifest.json", summary["version"]]
@@ -334,3 +335,194 @@ def test_two_runs_publishing_one_partition_at_once_end_with_one_whole_result(tmp
     assert manifest["output"]["sha256"] == hashlib.sha256(scored.read_bytes()).hexdigest() == winner["sha256"]
     assert len(read_jsonl(scored)) == winner["records"] == manifest["records"]["out"]
     assert manifest["run"]["run_id"] in ("manual__run1", "manual__run2")
+
+
+# --- trust boundaries: links in the output store, staging apart from partitions, allowed roots ------------
+
+
+def test_a_manifest_linked_out_of_output_root_is_replaced_never_followed(tmp_path: Path) -> None:
+    _input(tmp_path)
+    p = params(tmp_path)
+    outside = tmp_path / "airflow.cfg"
+    outside.write_text("[core]\nfernet_key = secret\n")
+    partition = tmp_path / "out" / "2024-01-02"
+    partition.mkdir(parents=True)
+    (partition / "_manifest.json").symlink_to(outside)
+    summary = tasks.merge(p, RUN, _score_shards(tasks.plan_shards(p, RUN, max_shards=1024)))
+    assert outside.read_text() == "[core]\nfernet_key = secret\n"
+    assert not (partition / "_manifest.json").is_symlink()
+    manifest, scored = published(partition)
+    assert manifest["run"]["version"] == summary["version"] and len(read_jsonl(scored)) == 5
+
+
+def test_a_partition_linked_out_of_output_root_fails_the_merge_and_writes_nothing_there(tmp_path: Path) -> None:
+    _input(tmp_path)
+    p = params(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "_manifest.json").write_text("theirs")
+    results = _score_shards(tasks.plan_shards(p, RUN, max_shards=1024))
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "2024-01-02").symlink_to(outside)
+    with pytest.raises(AirflowFailException, match="symbolic link"):
+        tasks.merge(p, RUN, results)
+    assert sorted(x.name for x in outside.iterdir()) == ["_manifest.json"]
+    assert (outside / "_manifest.json").read_text() == "theirs"
+
+
+@pytest.mark.parametrize(
+    ("work", "refused"),
+    [
+        ("out", True),  # the example: work_root == output_root
+        ("out/video_aesthetic_scoring", True),  # inside a partition (named like the DAG)
+        ("out/2024-01-02/v-x", True),
+        ("out/_staging", False),  # the default, stated
+        ("work", False),
+        (".", False),  # <tmp>/video_aesthetic_scoring beside <tmp>/out: apart
+    ],
+)
+def test_work_root_among_the_published_partitions_is_refused_naming_both_params(
+    tmp_path: Path, work: str, refused: bool
+) -> None:
+    p = params(tmp_path, input_path="/x.jsonl", work_root=str(tmp_path / work))
+    if not refused:
+        assert tasks.run_layout(p, MANUAL).work_dir.startswith(str(tmp_path / work))
+        return
+    with pytest.raises(ConfigError, match="work_root") as info:
+        tasks.run_layout(p, MANUAL)
+    assert "output_root" in str(info.value)
+
+
+def test_output_root_inside_the_staging_of_the_dag_is_refused(tmp_path: Path) -> None:
+    p = params(
+        tmp_path,
+        input_path="/x.jsonl",
+        work_root=str(tmp_path / "work"),
+        output_root=str(tmp_path / "work" / "video_aesthetic_scoring" / "out"),
+    )
+    with pytest.raises(ConfigError, match="output_root .* inside work_root"):
+        tasks.run_layout(p, MANUAL)
+
+
+def test_a_linked_work_root_is_judged_where_it_leads(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "work_link").symlink_to(tmp_path / "out")
+    with pytest.raises(ConfigError, match="work_root"):
+        tasks.run_layout(params(tmp_path, input_path="/x.jsonl", work_root=str(tmp_path / "work_link")), MANUAL)
+
+
+@pytest.mark.parametrize("param", ["input_path", "input_root", "output_root", "work_root", "figure_root", "video_root"])
+def test_every_location_param_outside_the_allowed_roots_fails_the_first_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, param: str
+) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "in" / "2024-01-02").mkdir(parents=True)
+    source = write_jsonl(allowed / "in" / "2024-01-02" / "part.jsonl", [clip_record("v.mp4", ["v_0"])])
+    monkeypatch.setenv("VIDEO_AESTHETICS_ALLOWED_ROOTS", f"{allowed},s3://bucket/scores")
+    inside = params(
+        allowed,
+        input_path=str(source),
+        video_root=str(allowed / "videos"),
+        work_root=str(allowed / "work"),
+        on_missing_frames="skip",
+    )
+    assert tasks.check_frames(inside, UI)["inputs"] == 1  # inside: the run goes ahead
+    outside = {**inside, param: str(tmp_path / "elsewhere" / param)}
+    for task in (
+        lambda: tasks.check_frames(outside, UI),
+        lambda: tasks.plan_shards(outside, UI, max_shards=1024),
+        lambda: tasks.merge(outside, UI, []),
+    ):
+        with pytest.raises(AirflowFailException, match=f"{param}=.*allowed_roots.*VIDEO_AESTHETICS_ALLOWED_ROOTS"):
+            task()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["link_in_folder", "glob_through_link", "dotdot", "other_bucket"],
+)
+def test_inputs_that_lead_out_of_the_allowed_roots_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    allowed = tmp_path / "allowed"
+    secret = write_jsonl(tmp_path / "secret" / "secret.jsonl", [{"caption": "private"}])
+    folder = allowed / "in"
+    folder.mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", [{"caption": "ok"}])
+    monkeypatch.setenv("VIDEO_AESTHETICS_ALLOWED_ROOTS", str(allowed))
+    if spec == "link_in_folder":
+        (folder / "b.jsonl").symlink_to(secret)
+        input_path = str(folder)
+    elif spec == "glob_through_link":
+        (folder / "sub").symlink_to(secret.parent)
+        input_path = str(folder / "*" / "*.jsonl")
+    elif spec == "dotdot":
+        input_path = f"{folder}/../../secret/secret.jsonl"
+    else:
+        input_path = "s3://bucket/other/*.jsonl"
+    p = params(allowed, input_path=input_path, on_missing_frames="skip")
+    with pytest.raises(AirflowFailException, match="input_path=.*allowed_roots"):
+        tasks.check_frames(p, UI)
+
+
+def test_without_allowed_roots_any_location_is_used_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIDEO_AESTHETICS_ALLOWED_ROOTS", raising=False)
+    _input(tmp_path)
+    p = params(tmp_path, on_missing_frames="skip", video_root="/anywhere")
+    assert tasks.check_frames(p, RUN)["inputs"] == 1
+
+
+@pytest.mark.parametrize("top", [0, -1, 501, True, "12", 1.5])
+def test_a_bad_report_top_fails_the_first_task_before_any_scoring(tmp_path: Path, top: Any) -> None:
+    _input(tmp_path)
+    with pytest.raises(AirflowFailException, match="report_top"):
+        tasks.check_frames(params(tmp_path, report_top=top, on_missing_frames="skip"), RUN)
+    assert not (tmp_path / "out").exists()
+
+
+# --- every scoring parameter reaches score_shard ------------------------------------------------------------
+
+
+def test_every_scoring_and_process_param_reaches_the_shards_typed(tmp_path: Path) -> None:
+    records = [{"clip_path": f"v{i}.mp4", "segments": {"clips": [{"id": f"v{i}_0"}]}, "n": i} for i in range(3)]
+    write_jsonl(tmp_path / "in" / "2024-01-02" / "part.jsonl", records)
+    p = params(
+        tmp_path,
+        input_video_key="clip_path",
+        video_clips_key="segments",
+        output_key="scored_segments",
+        frame_scores=True,
+        init_distributed=None,  # the form's switch left alone
+        nproc=2,
+    )
+    [kwargs, *_] = tasks.plan_shards(p, RUN, max_shards=1024)
+    assert {k: kwargs[k] for k in ("input_video_key", "video_clips_key", "output_key", "frame_scores")} == {
+        "input_video_key": "clip_path",
+        "video_clips_key": "segments",
+        "output_key": "scored_segments",
+        "frame_scores": True,
+    }
+    assert (kwargs["init_distributed"], kwargs["nproc"]) == (False, 2)
+    from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
+
+    operator = VideoAestheticScoringOperator(task_id="t", **kwargs)
+    assert operator.scoring_config() == tasks.scoring_config(p)
+
+
+@pytest.mark.parametrize("clips_key", [None, ""])
+def test_an_empty_clips_key_plans_whole_videos(tmp_path: Path, clips_key: str | None) -> None:
+    write_jsonl(tmp_path / "in" / "2024-01-02" / "part.jsonl", [{"video": f"/v/{i}.mp4", "n": i} for i in range(3)])
+    p = params(tmp_path, video_clips_key=clips_key)
+    assert tasks.scoring_config(p).whole_video
+    report = tasks.check_frames(p, RUN)
+    assert (report["records"], report["clips"], report["extracted"]) == (3, 0, 0)
+    [kwargs, *_] = tasks.plan_shards(p, RUN, max_shards=1024)
+    assert kwargs["video_clips_key"] == "" and kwargs["output_key"] == "video_clips"
+
+
+@pytest.mark.parametrize(("name", "value"), [("init_distributed", "yes"), ("nproc", 0), ("nproc", True)])
+def test_bad_process_params_are_refused_by_name(tmp_path: Path, name: str, value: Any) -> None:
+    _input(tmp_path)
+    with pytest.raises(AirflowFailException, match=name):
+        tasks.plan_shards(params(tmp_path, **{name: value}), RUN, max_shards=1024)

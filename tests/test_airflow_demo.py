@@ -98,7 +98,11 @@ def test_demo_without_weights_says_what_to_set(tmp_path: Path, monkeypatch: pyte
     result = run_demo(out, dict(os.environ), "--videos", "1", timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
-    assert "VIDEO_AESTHETICS_CLIP_MODEL" in result.stderr and "VIDEO_AESTHETICS_MLP_CHECKPOINT" in result.stderr
+    # The settings, as lines to copy (the README shows the same two).
+    assert "  export VIDEO_AESTHETICS_CLIP_MODEL=/path/to/ViT-L-14.pt" in result.stderr
+    assert "  export VIDEO_AESTHETICS_MLP_CHECKPOINT=/path/to/sac+logos+ava1-l14-linearMSE.pth" in result.stderr
+    # ... said once: not again in the library's own words.
+    assert result.stderr.count("VIDEO_AESTHETICS_CLIP_MODEL") == 1
     assert "VIDEO_AESTHETICS_OFFLINE" in result.stderr
     # It stops before doing any work.
     assert not (out / "airflow").exists() and not (out / "sample").exists()

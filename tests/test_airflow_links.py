@@ -1,4 +1,4 @@
-"""The "Scored output" link, and the provider entry point that registers it (once)."""
+"""The "Aesthetic scores" link, and the provider entry point that registers it (once)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from helpers.airflow_env import airflow_env, use_private_airflow_home
 use_private_airflow_home()
 
 from video_aesthetics import __version__
-from video_aesthetics.airflow.links import ScoredOutputLink, browser_url
+from video_aesthetics.airflow.links import TAB_ROUTE, ScoredOutputLink, browser_url
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
 from video_aesthetics.settings import SETTINGS
 
@@ -40,7 +40,7 @@ def test_browser_urls(location: str | None, url: str) -> None:
     assert browser_url(location) == url
 
 
-def test_the_link_opens_the_runs_results_view_in_the_api_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_link_opens_the_runs_tab_inside_the_airflow_ui(monkeypatch: pytest.MonkeyPatch) -> None:
     op = VideoAestheticScoringOperator(task_id="score", input_path="/in.jsonl", output_path="s3://b/out.jsonl")
     link = ScoredOutputLink()
     assert link.name == "Aesthetic scores"
@@ -48,8 +48,23 @@ def test_the_link_opens_the_runs_results_view_in_the_api_server(monkeypatch: pyt
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org/base/")
     key = SimpleNamespace(dag_id="daily scores", run_id="manual__2024-01-01T00:00:00+00:00")
     assert link.get_link(op, ti_key=key) == (
-        "https://airflow.example.org/base/video-aesthetics/runs/daily%20scores/manual__2024-01-01T00%3A00%3A00%2B00%3A00"
+        "https://airflow.example.org/base/dags/daily%20scores/runs/manual__2024-01-01T00%3A00%3A00%2B00%3A00"
+        "/plugin/aesthetic-scores"
     )
+
+
+def test_the_tab_route_is_the_one_the_installed_ui_serves() -> None:
+    """The UI bundle routes plugin pages of a run at dags/:dagId/runs/:runId/plugin/:page (Airflow 3's React UI)."""
+    import airflow
+
+    bundle = Path(airflow.__file__).parent / "ui" / "dist" / "assets"
+    code = "".join(p.read_text(encoding="utf-8", errors="replace") for p in bundle.glob("index-*.js"))
+    assert "path:`dags/:dagId/runs/:runId`" in code and "path:`plugin/:page/*`" in code
+    assert "`plugin/${e.url_route}`" in code
+    from video_aesthetics.airflow.plugin import VideoAestheticsPlugin
+
+    [tab] = [v for v in VideoAestheticsPlugin.external_views if v["destination"] == "dag_run"]
+    assert tab["url_route"] == TAB_ROUTE and tab["name"] == ScoredOutputLink.name
 
 
 _LOAD = """

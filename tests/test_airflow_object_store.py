@@ -141,3 +141,67 @@ def test_a_plan_staged_in_a_store_comes_back_for_the_merge(tmp_path: Path) -> No
     assert not staging.exists()
     with pytest.raises(sharding.MergeError, match="the shard plan .* is missing"):
         store.fetch_staging(staging, "plan.json", results, tmp_path / "scratch2")
+
+
+# --- links: a publish never writes through one ----------------------------------------------------------
+
+
+def _file(path: Path) -> ObjectStoragePath:
+    """``path`` as a store path with its links left in place (store_path would resolve them)."""
+    return ObjectStoragePath(f"file://{path}")
+
+
+def test_a_local_write_replaces_a_link_and_never_its_target(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious\n")
+    (tmp_path / "root").mkdir()
+    link = tmp_path / "root" / "_manifest.json"
+    link.symlink_to(outside)
+    store.write_atomic(_file(link), lambda out: out.write(b"new\n"), root=_file(tmp_path / "root"))
+    assert outside.read_bytes() == b"precious\n"
+    assert not link.is_symlink() and link.read_bytes() == b"new\n"
+    # Without a root too: the final name's link is replaced, not followed.
+    link.unlink()
+    link.symlink_to(outside)
+    store.write_atomic(_file(link), lambda out: out.write(b"again\n"))
+    assert outside.read_bytes() == b"precious\n" and link.read_bytes() == b"again\n"
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_a_linked_folder_below_the_root_is_refused_and_nothing_is_written(tmp_path: Path, depth: int) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "partition").mkdir(parents=True)
+    linked = root / "partition" if depth == 0 else root / "partition" / "v-20240101T000000Z-abcd0123"
+    if depth == 0:
+        linked.rmdir()
+    linked.symlink_to(outside)
+    dest = _file(root / "partition" / "v-20240101T000000Z-abcd0123" / "scored.jsonl")
+    with pytest.raises(store.LinkInTheWay, match="symbolic link") as info:
+        store.write_atomic(dest, lambda out: out.write(b"x"), root=_file(root))
+    assert str(linked) in str(info.value)
+    assert list(outside.iterdir()) == []
+
+
+def test_the_root_itself_may_be_a_link_and_a_path_outside_it_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "root").symlink_to(real)
+    root = _file(tmp_path / "root")
+    store.write_atomic(root / "p" / "v" / "f.txt", lambda out: out.write(b"ok"), root=root)
+    assert (real / "p" / "v" / "f.txt").read_bytes() == b"ok"
+    with pytest.raises(Exception, match="not inside"):
+        store.write_atomic(_file(tmp_path / "elsewhere.txt"), lambda out: out.write(b"x"), root=root)
+    assert not (tmp_path / "elsewhere.txt").exists()
+
+
+def test_removing_a_tree_that_is_a_link_removes_the_link_only(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "data").write_text("keep")
+    link = tmp_path / "v-20240101T000000Z-abcd0123"
+    link.symlink_to(target)
+    store.remove_tree(_file(link))
+    assert not link.exists() and not link.is_symlink()
+    assert (target / "data").read_text() == "keep"

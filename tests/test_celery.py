@@ -33,9 +33,16 @@ import requests
 from helpers.airflow_env import REPO, published
 from helpers.cli import score_args
 from helpers.media import frame_dataset, read_jsonl
+from helpers.services import postgres_url, redis_url
 from video_aesthetics.sharding import safe_name
 
-pytestmark = [pytest.mark.slow, pytest.mark.celery, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.celery,
+    pytest.mark.requires_postgres,
+    pytest.mark.requires_redis,
+    pytest.mark.timeout(1800),
+]
 
 DAG_ID = "video_aesthetic_scoring"
 # Generous: on a loaded machine (one core, another suite beside) a shard takes minutes to start.
@@ -158,10 +165,19 @@ def stack(world: dict[str, Path], model_args: dict[str, str]) -> Iterator[Any]:
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
         "AIRFLOW__CORE__PARALLELISM": "8",
     }
-    with celery_stack.CeleryStack(port=0, base_env=base_env, extra_env=extra) as running:
+    with celery_stack.CeleryStack(
+        postgres=postgres_url(), redis=redis_url(), port=0, base_env=base_env, extra_env=extra
+    ) as running:
+        assert running.stores["VIDEO_AESTHETICS_OUTPUT_ROOT"] == str(world["output_root"])
+        assert str(world["output_root"]) in celery_stack.banner(running)
         yield running
         groups = list(running._groups)
         url, redis_db = running.sql_alchemy_conn, running.redis_db
+        home = running.home
+        results = sorted(p for p in world["output_root"].rglob("*") if p.is_file())
+    # The temporary home is gone; the results, which live outside it, are not.
+    assert home is not None and not home.exists()
+    assert results and all(p.is_file() for p in results)
     # Everything the stack made is gone: processes (helpers of killed workers too), database, Redis keys.
     assert not [group for group in groups if _group_alive(group)]
     assert not _databases(running.postgres, url)

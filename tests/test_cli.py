@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import score_args
-from helpers.media import frame_dataset, read_jsonl, write_jsonl
+from helpers.media import clip_record, frame_dataset, read_jsonl, write_jsonl
 from video_aesthetics.cli import build_parser, main
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.runner import score_file
@@ -214,3 +214,86 @@ def test_help_states_each_default_once(command: str, capsys: pytest.CaptureFixtu
     assert "(default: the same as --video-clips-key)" in text
     if command == "score":
         assert "(default: OUT.rejects.jsonl)" in text and "(default: auto)" in text
+
+
+# --- every output is checked with the others before the model loads ------------------------------------
+
+NO_HEAD = "/no/such/head.pth"  # loading it fails: an error that does not name it came before any model loaded
+
+
+@pytest.mark.parametrize("report", ["default-rejects", "input", "output-by-link", "proc", "link-out", "folder"])
+def test_the_report_is_refused_with_the_other_outputs_before_scoring(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, report: str
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    source.write_bytes(source.read_bytes() + b"a bad line\n")
+    before = source.read_bytes()
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r.html").symlink_to(tmp_path / "elsewhere" / "r.html")
+    (tmp_path / "alias.jsonl").symlink_to(out)
+    target = {
+        "default-rejects": tmp_path / "out.rejects.jsonl",  # what --skip-bad-records writes without --rejects
+        "input": source,
+        "output-by-link": tmp_path / "alias.jsonl",
+        "proc": Path("/proc/video-aesthetics/r.html"),
+        "link-out": tmp_path / "runs" / "r.html",
+        "folder": tmp_path / "runs",
+    }[report]
+    args = _score_args(source, out, root, {**model_args, "mlp_checkpoint": NO_HEAD}, "--skip-bad-records")
+    code, stdout, err = _run(capsys, *args, "--report", str(target))
+    assert (code, stdout) == (2, "") and "Traceback" not in err and NO_HEAD not in err
+    assert "report" in err
+    assert source.read_bytes() == before
+    assert not out.exists() and not (tmp_path / "out.rejects.jsonl").exists()
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize("nproc", ["0", "-1", str(10**6)])
+def test_nproc_outside_one_to_the_cpus_is_refused_before_scoring(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture, nproc: str
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    args = _score_args(source, tmp_path / "o.jsonl", root, {**model_args, "mlp_checkpoint": NO_HEAD})
+    code, _, err = _run(capsys, *args, "--nproc", nproc)
+    assert code == 2 and "--nproc" in err and NO_HEAD not in err and "Traceback" not in err
+    assert ("nproc must be an integer >= 1" in err) == (int(nproc) < 1)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _report_args(tmp_path: Path) -> list[str]:
+    scored = write_jsonl(tmp_path / "scored.jsonl", [clip_record("v.mp4", ["c"])])
+    return ["report", str(scored), "--figure-root", str(tmp_path), "--output", str(tmp_path / "r.html")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "not a regular file"),
+        ("zero", "not a regular file"),
+        ("folder", "is a folder"),
+        ("huge", "more than the 16 MiB"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_run_info_is_only_a_bounded_regular_file(tmp_path: Path, kind: str, message: str) -> None:
+    """Run as a separate process: a FIFO that blocked would hang it (the subprocess timeout ends it), not the suite."""
+    info = {"fifo": tmp_path / "fifo", "zero": Path("/dev/zero"), "folder": tmp_path, "missing": tmp_path / "no"}
+    path = info.get(kind, tmp_path / "huge.json")
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "huge":
+        with open(path, "wb") as handle:  # sparse: 17 MiB that take no disk
+            handle.truncate(17 << 20)
+    run = _cli(*_report_args(tmp_path), "--run-info", str(path))
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "--run-info" in run.stderr and not (tmp_path / "r.html").exists()
+
+
+def test_run_info_and_the_report_must_be_different_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    info = tmp_path / "info.json"
+    info.write_text("{}")
+    args = _report_args(tmp_path)
+    code, _, err = _run(capsys, *args[:-1], str(info), "--run-info", str(info))
+    assert code == 2 and "is the input" in err and info.read_text() == "{}"

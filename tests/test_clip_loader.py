@@ -288,6 +288,8 @@ def test_named_model_offline_without_cache(tmp_path: Path, monkeypatch: pytest.M
         str(tmp_path / "cache"),
         "VIDEO_AESTHETICS_CACHE",
         "VIDEO_AESTHETICS_OFFLINE=1",
+        "VIDEO_AESTHETICS_CLIP_MODEL=/path/to/ViT-L-14.pt",
+        "VIDEO_AESTHETICS_MLP_CHECKPOINT=",
     ):
         assert part in message
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

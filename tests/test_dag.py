@@ -60,6 +60,17 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
             records.append({"caption": "a record without a video passes through", "n": v})
     source = write_jsonl(root / "input" / "clips.jsonl", records)
     other = write_jsonl(root / "input" / "other.jsonl", records[:2])
+    # The same records under other field names, and whole videos (records with only a video, absolute paths).
+    renamed = [
+        {("clip_path" if k == "video" else "segments" if k == "video_clips" else k): v for k, v in r.items()}
+        for r in records
+    ]
+    custom = write_jsonl(root / "input" / "custom.jsonl", renamed)
+    videos = write_jsonl(
+        root / "input" / "videos.jsonl",
+        [{"video": str(root / "input" / "videos" / f"video{v}.mp4"), "n": v} for v in range(VIDEOS)]
+        + [{"video": str(root / "input" / "videos" / "missing.mp4"), "n": VIDEOS}, {"caption": "no video"}],
+    )
     non_utf8 = root / "input" / "latin1.jsonl"
     non_utf8.write_bytes(source.read_bytes() + b'{"caption": "caf\xe9"}\n')
     conf = {
@@ -75,9 +86,35 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
         "partition": None,
         "aes_min": None,
         "aes_max": None,
+        "load_num": 3,
+        "input_video_key": "video",
+        "video_clips_key": "video_clips",
+        "output_key": None,
+        "frame_scores": False,
         **model_args,
     }
-    return {"root": root, "source": source, "other": other, "non_utf8": non_utf8, "records": len(records), "conf": conf}
+    return {
+        "root": root,
+        "source": source,
+        "other": other,
+        "custom": custom,
+        "videos": videos,
+        "non_utf8": non_utf8,
+        "records": len(records),
+        "conf": conf,
+    }
+
+
+# Runs that take the scoring parameters the seed names besides the model's: each is compared with
+# the CLI on the same input with the same options (test_every_scoring_parameter_matches_the_cli).
+FIELD_RUNS = {
+    "custom_fields": (
+        "custom",
+        {"input_video_key": "clip_path", "video_clips_key": "segments", "frame_scores": True},
+    ),
+    "other_output_key": ("source", {"output_key": "aesthetic_clips"}),
+    "whole_video": ("videos", {"video_clips_key": None, "load_num": 2}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +139,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Any]) -> dic
         (
             "filtered",
             {"conf": {**conf, "partition": "filtered", "aes_min": -1e3, "aes_max": 1e3}, "logical_date": None},
+        ),
+        *(
+            (name, {"conf": {**conf, "input_path": str(world[source]), "partition": name, **changes}})
+            for name, (source, changes) in FIELD_RUNS.items()
         ),
         ("tx1", {"conf": {**conf, "partition": "tx1"}, "logical_date": None}),
         ("tx2", {"conf": {**conf, "partition": "tx2"}, "logical_date": None}),
@@ -183,6 +224,69 @@ print(json.dumps({
     assert bag["outlets"] == ["video_aesthetic_scores"]
 
 
+def test_the_trigger_form_has_sections_bounds_and_says_what_a_manual_run_needs(dag_params: dict) -> None:
+    from video_aesthetics.airflow.dag_tasks import LOCATION_PARAMS, SCORING_PARAMS
+
+    # Every scoring parameter (the seed's ten: the model's, the field names, init_distributed, output_key)
+    # and every location is a param of the DAG.
+    seed = {"figure_root", "input_video_key", "video_clips_key", "clip_model", "mlp_checkpoint", "load_num"}
+    seed |= {"batch_size", "num_workers", "init_distributed", "output_key"}
+    assert seed | set(SCORING_PARAMS) | set(LOCATION_PARAMS) <= set(dag_params)
+    # The form groups params by "section", in order of first appearance; no section is Airflow's
+    # "Run Parameters", the one section the form opens: the input.
+    sections = list(dict.fromkeys(schema.get("section", "Run Parameters") for schema in dag_params.values()))
+    assert sections == ["Run Parameters", "Output", "Model", "Filter and report", "Performance", "Connections"]
+    assert {name for name, s in dag_params.items() if s.get("section") == "Connections"} == {
+        "input_conn_id",
+        "output_conn_id",
+        "frames_conn_id",
+    }
+    assert "section" not in dag_params["input_path"]
+    assert dag_params["input_path"]["description"].startswith("Required for manual runs unless input_root")
+
+    # Airflow's form stars a param as required when its type excludes null (ui: `type` has no "null").
+    def starred(schema: dict) -> bool:
+        kind = schema.get("type")
+        return bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+
+    for switch in ("skip_bad_records", "frame_scores", "init_distributed"):
+        assert not starred(dag_params[switch]) and "boolean" in dag_params[switch]["type"], switch
+    # Bounded both sides where an absurd value hurts; the report's count as the report allows.
+    from video_aesthetics.report import MAX_TOP
+
+    bounds = {name: (s.get("minimum"), s.get("maximum")) for name, s in dag_params.items() if "maximum" in s}
+    assert bounds == {
+        "load_num": (1, 64),
+        "report_top": (1, MAX_TOP),
+        "chunk_size": (1, 10**7),
+        "batch_size": (1, 4096),
+        "num_workers": (0, 64),
+        "nproc": (1, 64),
+    }
+
+
+@pytest.fixture(scope="module")
+def dag_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The DAG's params' JSON schemas (and descriptions), in the order the trigger form shows them, as a DagBag parses them."""
+    code = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).dags["video_aesthetic_scoring"]
+params = [(k, dag.params.get_param(k)) for k in dag.params]
+print(json.dumps([[k, {**p.schema, "description": p.description}] for k, p in params]))
+"""
+    env = airflow_env(tmp_path_factory.mktemp("form_home"))
+    run = subprocess.run(
+        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
 def test_a_run_scores_every_record_over_several_shards(runs: dict, world: dict) -> None:
     first = runs["first"]
     assert first.get("state") == "success", first.get("message") or first["log"][-5000:]
@@ -237,6 +341,44 @@ def test_the_merged_output_equals_the_cli_output(runs: dict, world: dict, model_
     assert merged.read_bytes() == out.read_bytes()
 
 
+@pytest.mark.parametrize("name", list(FIELD_RUNS))
+def test_every_scoring_parameter_matches_the_cli(
+    runs: dict, world: dict, model_args: dict, tmp_path: Path, name: str
+) -> None:
+    run = runs[name]
+    assert run.get("state") == "success", run.get("message") or run["log"][-5000:]
+    source, changes = FIELD_RUNS[name]
+    out = tmp_path / "cli.jsonl"
+    options = {k: ("" if v is None else v) for k, v in changes.items()}
+    command = score_args(
+        world[source], out, model_args, figure_root=world["conf"]["figure_root"], num_workers=0, **options
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "video_aesthetics", *command], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest, merged = published(Path(world["conf"]["output_root"]) / name)
+    assert merged.read_bytes() == out.read_bytes()
+    records = read_jsonl(merged)
+    if name == "whole_video":
+        # One score per video, decoded by the scoring shards; the missing video gets null and a reason.
+        assert [isinstance(r.get("aesthetic_score"), float) for r in records] == [True] * VIDEOS + [False, False]
+        assert records[VIDEOS]["aesthetic_error"] == "unreadable_video" and "aesthetic_score" not in records[-1]
+        assert run["xcom"]["check_frames[-1].return_value"]["clips"] == 0  # nothing to check
+        assert manifest["clips"]["scored"] == VIDEOS and manifest["clips"]["failed"] == 1
+        assert manifest["summary"]["counts"]["clips"] == VIDEOS + 1
+    else:
+        key = "segments" if name == "custom_fields" else "aesthetic_clips"
+        clips = [c for r in records for c in r.get(key, {}).get("clips", [])]
+        assert len(clips) == 2 * VIDEOS and all(isinstance(c["aesthetic_score"], float) for c in clips)
+        if name == "custom_fields":
+            assert all(len(c["aesthetic_frame_scores"]) == 3 for c in clips)
+            assert all("video" not in r and "video_clips" not in r for r in records)
+        else:  # the input clips stay as they were beside the scored ones
+            assert all("aesthetic_score" not in c for r in records for c in r.get("video_clips", {}).get("clips", []))
+    assert manifest["config"][next(iter(changes))] == ("" if name == "whole_video" else next(iter(changes.values())))
+
+
 def test_a_rerun_publishes_a_new_version_with_the_same_bytes_and_keeps_the_first(runs: dict, world: dict) -> None:
     first, rerun = runs["first"], runs["rerun"]
     assert rerun.get("state") == "success"
@@ -281,9 +423,10 @@ def test_xcom_holds_metadata_only_and_the_asset_is_updated(runs: dict, world: di
     for key, value in first["xcom"].items():
         text = json.dumps(value)
         assert len(text) < 8192, key
-        assert "video_clips" not in text and "caption" not in text, key
-    # Both buttons open the run's results view: an http(s) URL the UI renders, not a staging file.
-    view = f"/video-aesthetics/runs/{DAG_ID}/{quote(first['run_id'], safe='')}"
+        # No record reaches XCom: neither a record's text nor a clip's fields (field names may: they are params).
+        assert "caption" not in text and "frame_start" not in text, key
+    # Both links open the run's "Aesthetic scores" tab inside the UI, not a staging file.
+    view = f"/dags/{DAG_ID}/runs/{quote(first['run_id'], safe='')}/plugin/aesthetic-scores"
     for task in ("score_shard[0]", "merge[-1]"):
         link = first["xcom"][f"{task}._link_ScoredOutputLink"]
         assert link.startswith("http") and link.endswith(view), link

@@ -268,3 +268,39 @@ def test_constructor_takes_the_seeds_parameters_in_order() -> None:
     )
     assert evaluator.init_distributed is False
     assert VideoAestheticEvaluator().config == ScoringConfig()
+
+
+@pytest.mark.parametrize("nproc", [0, -1, 10**6, True, 2.0])
+def test_nproc_is_bounded_in_the_constructor_and_in_run(tmp_path: Path, model_args: dict, nproc: Any) -> None:
+    with pytest.raises(ConfigError, match="nproc"):
+        VideoAestheticEvaluator(str(tmp_path), nproc=nproc, device="cpu", **model_args)
+    evaluator = VideoAestheticEvaluator(str(tmp_path), device="cpu", **{**model_args, "mlp_checkpoint": "/no/head.pth"})
+    storage = JsonlStorage(str(write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["c"])])), str(tmp_path))
+    with pytest.raises(ConfigError, match="nproc"):
+        evaluator.run(storage.step(), nproc=nproc)
+    assert evaluator.scorer is None and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_a_storage_that_would_overwrite_its_own_input_is_refused_before_the_model_loads(
+    tmp_path: Path, model_args: dict, how: str
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    step1 = cache / "dataflow_cache_step1.jsonl"  # what step 0's write() produces
+    real = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["c"])])
+    first = {"same": step1, "symlink": tmp_path / "link.jsonl", "hardlink": tmp_path / "hard.jsonl"}[how]
+    if how == "same":
+        real.rename(step1)
+    elif how == "symlink":
+        first.symlink_to(real)
+        os.link(real, step1)  # the step file exists, as the hard link of the input: one file by two names
+    else:
+        os.link(real, first)
+        os.link(real, step1)
+    before = first.read_bytes()
+    storage = JsonlStorage(str(first), str(cache))
+    evaluator = VideoAestheticEvaluator(str(tmp_path), device="cpu", **{**model_args, "mlp_checkpoint": "/no/head.pth"})
+    with pytest.raises(ConfigError, match="is the input"):
+        evaluator.run(storage.step())
+    assert first.read_bytes() == before and evaluator.scorer is None

@@ -248,3 +248,24 @@ def test_only_urls_of_other_stores_are_remote() -> None:
     assert is_remote_url("s3://bucket/frames") and is_remote_url("memory://b/f") and is_remote_url(" GS://b/x")
     assert not is_remote_url("/data/frames") and not is_remote_url("file:///data/frames")
     assert not is_remote_url("extract_frames") and not is_remote_url("C:\\frames") and not is_remote_url("local://x")
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd-like", "../outside/victim.txt", "../outside/dangling.txt"])
+def test_no_writer_writes_through_a_link_that_leaves_its_folder(tmp_path: Path, target: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("keep\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    link = runs / "out.jsonl"
+    link.symlink_to(victim if target.startswith("/etc") else target)
+    for write in (
+        lambda: atomic_writer(link).__enter__(),
+        lambda: PendingFile(link),
+        lambda: exclusive([link]).__enter__(),
+    ):
+        with pytest.raises(LinkInTheWayError, match="leaves its folder"):
+            write()
+    assert victim.read_text() == "keep\n" and sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert sorted(p.name for p in runs.iterdir()) == ["out.jsonl"]

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from helpers.bait import write_png_bomb
 from helpers.clip_models import OPENAI_MEAN, OPENAI_STD
 from helpers.media import picture, write_jpeg
 from video_aesthetics.frames import (
@@ -19,6 +20,7 @@ from video_aesthetics.frames import (
     is_readable,
     list_frames,
     load_frame,
+    open_frame,
     resized_size,
     select_evenly,
     select_frames,
@@ -291,3 +293,11 @@ def test_a_frame_that_cannot_be_fetched_or_decoded_is_unreadable() -> None:
     assert not is_readable(broken) and not is_readable(gone)
     with pytest.raises(OSError, match="cannot fetch frame s3://b/f/frame_2.jpg: FileNotFoundError"):
         load_frame(gone, PreprocessConfig())
+
+
+def test_a_small_png_that_decodes_to_a_huge_picture_is_refused_before_decoding(tmp_path: Path) -> None:
+    bomb = write_png_bomb(tmp_path / "frame_1.png")  # about 20 KB; 13000 x 13000 once decoded
+    assert bomb.stat().st_size < 64 << 10
+    with pytest.raises(FrameTooLargeError, match="13000x13000"), open_frame(bomb) as image:
+        image.load()  # never reached: the header's size is refused first
+    assert not is_readable(bomb)

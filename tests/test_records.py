@@ -439,3 +439,50 @@ def test_non_finite_scores_are_failures_in_every_count_and_frame_scores_are_null
     assert [c["aesthetic_frame_scores"] for c in clips] == [[None, 1.0], [None], [2.0]]
     assert (counts.scored, counts.failed, counts.errors) == (1, 2, {"non_finite_score": 2})
     json.loads(dumps(scored))  # writable
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ({"aesthetic_score": 5.5}, (5.5, None)),
+        ({"aesthetic_score": 5}, (5.0, None)),
+        ({"aesthetic_score": None, "aesthetic_error": "no_frames"}, (None, "no_frames")),
+        ({"aesthetic_score": 5.5, "aesthetic_error": "corrupt_frames"}, (None, "corrupt_frames")),
+        ({}, (None, "unscored")),
+        ({"aesthetic_score": "4.5"}, (None, "invalid_score")),
+        ({"aesthetic_score": True}, (None, "invalid_score")),
+        ({"aesthetic_score": float("nan")}, (None, "non_finite_score")),
+        ({"aesthetic_score": 10**400}, (None, "non_finite_score")),
+        ("not a clip", (None, "invalid_clip")),
+    ],
+)
+def test_one_vocabulary_classifies_every_written_clip(target: object, expected: tuple) -> None:
+    from video_aesthetics.records import clip_outcome
+
+    assert clip_outcome(target) == expected
+
+
+def test_the_merge_and_the_report_count_outcomes_under_the_same_keys(tmp_path: Path) -> None:
+    """The manifest's error counts (the merge) and the report's failure reasons are one vocabulary."""
+    import io
+
+    from video_aesthetics.report import summarise_file
+    from video_aesthetics.sharding import merge_scored_shards, plan_shards
+
+    clips = [
+        {"id": "a_0", "aesthetic_score": 5.0},
+        {"id": "a_1"},
+        {"id": "a_2", "aesthetic_score": "x"},
+        {"id": "a_3", "aesthetic_score": None, "aesthetic_error": "no_frames"},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"video": ["a.mp4"], "video_clips": {"clips": [{"id": c["id"]} for c in clips]}}) + "\n"
+    )
+    plan = plan_shards([source], tmp_path / "staging", 10, max_shards=1)
+    [shard] = plan.shards
+    Path(shard.output).write_text(json.dumps({"video": ["a.mp4"], "video_clips": {"clips": clips}}) + "\n")
+    config = ScoringConfig(figure_root=str(tmp_path / "frames"))
+    merged = merge_scored_shards(plan, config, io.BytesIO())
+    report = summarise_file(shard.output, config)
+    assert merged.errors == report["counts"]["errors"] == {"unscored": 1, "invalid_score": 1, "no_frames": 1}

@@ -6,6 +6,9 @@ import base64
 import io
 import json
 import logging
+import math
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,10 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bait import fake_ghostscript, path_with, write_eps, write_png_bomb
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import cli
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.provenance import OFFICIAL_HEAD_SHA256
 from video_aesthetics.records import samples_of
 from video_aesthetics.report import (
     PERCENTILES,
@@ -33,6 +38,7 @@ from video_aesthetics.report import (
     summarise_file,
     write_report,
 )
+from video_aesthetics.report_html import thumbnail
 
 POINTS = [p for _, p in PERCENTILES]
 
@@ -314,17 +320,17 @@ def test_a_page_without_thumbnails_or_scores_still_renders(tmp_path: Path) -> No
         [{"video": "gone.mp4", "video_clips": {"clips": [{"id": "g", "aesthetic_score": 5.0}, {"id": "h"}]}}],
     )
     summary = summarise_file(scored, ScoringConfig(figure_root=str(tmp_path / "no-frames")))
-    assert summary["best"][0]["frame"] is None and summary["counts"]["errors"] == {"not_scored": 1}
+    assert summary["best"][0]["frame"] is None and summary["counts"]["errors"] == {"unscored": 1}
     assert "no frame" in render_html(summary)
     empty = summarise([], ScoringConfig())
     assert empty["scores"] is None and empty["best"] == [] and "No clip was scored" in render_html(empty)
 
 
-def test_an_unscored_file_reports_every_clip_as_not_scored(tmp_path: Path) -> None:
+def test_an_unscored_file_reports_every_clip_as_unscored(tmp_path: Path) -> None:
     records = [clip_record("a.mp4", ["a_0", "a_1"]), clip_record("b.mp4", ["b_0"])]
     summary = summarise(records, ScoringConfig(figure_root=str(tmp_path), output_key="scores"))
-    assert summary["counts"]["errors"] == {"not_scored": 3}
-    assert [e["clip_id"] for e in summary["failures"]["not_scored"]["examples"]] == ["a_0", "a_1", "b_0"]
+    assert summary["counts"]["errors"] == {"unscored": 3}
+    assert [e["clip_id"] for e in summary["failures"]["unscored"]["examples"]] == ["a_0", "a_1", "b_0"]
 
 
 def test_whole_video_report_has_thumbnails_from_the_videos(tmp_path: Path) -> None:
@@ -482,3 +488,219 @@ def test_memory_stays_flat_over_a_million_clips(tmp_path: Path) -> None:
     assert len(result["counts"]["errors"]) == 33 and result["rows"] == 100
     # Keeping the million scores as Python floats alone would take 32 MB (measured: about 50 MB of RSS).
     assert result["growth_kib"] < 24 * 1024, result
+
+
+# --- the report opens frames by the scorer's rules ----------------------------------------------------------
+
+
+def _hostile_frames(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A figure root whose clips hide Ghostscript bait, a decompression bomb and a link out; (scored, root, secret)."""
+    root, secret = tmp_path / "frames", tmp_path / "secret"
+    eps_mid = write_frames(root, "v", "eps_mid", 5, seed=1)
+    write_eps(eps_mid[2])  # the middle of the frames scoring reads (0, 2, 4): an EPS named frame_000050.jpg
+    bomb_mid = write_frames(root, "v", "bomb_mid", 5, seed=2)
+    bomb_mid[2].unlink()
+    write_png_bomb(bomb_mid[2].with_suffix(".png"))
+    for path in write_frames(root, "v", "all_bad", 3, seed=3):
+        write_eps(path)
+    write_frames(secret, "s", "linked", 3, seed=4)  # real frames, but outside figure_root
+    (root / "s").symlink_to(secret / "s", target_is_directory=True)
+    scores = {"eps_mid": 7.0, "bomb_mid": 6.0, "all_bad": 5.0, "linked": 4.0}
+    records = [clip_record("v.mp4", ["eps_mid", "bomb_mid", "all_bad"]), clip_record("s.mp4", ["linked"])]
+    for record in records:
+        for clip in record["video_clips"]["clips"]:
+            clip["aesthetic_score"] = scores[clip["id"]]
+    return write_jsonl(tmp_path / "scored.jsonl", records), root, secret
+
+
+def test_the_report_shows_only_frames_the_scorer_would_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    scored, root, secret = _hostile_frames(tmp_path)
+    summary = summarise_file(scored, ScoringConfig(figure_root=str(root), load_num=3), top=4)
+    frames = {entry["clip_id"]: entry["frame"] for entry in summary["best"]}
+    # The bait and the bomb are skipped for the nearest frame scoring read; nothing is shown for the rest.
+    assert Path(frames["eps_mid"]).name == "frame_000000.jpg"
+    assert Path(frames["bomb_mid"]).name == "frame_000000.jpg"
+    assert frames["all_bad"] is None and frames["linked"] is None
+    page = Page(render_html(summary))
+    assert [img["alt"] for img in page.images("best")] == ["eps_mid", "bomb_mid"]
+    # A summary naming a frame outside figure_root, or a bomb inside it, gets no thumbnail either.
+    bomb = next((root / "v" / "bomb_mid" / "img").glob("*.png"))
+    for forged in (str(secret / "s" / "linked" / "img" / "frame_000000.jpg"), str(bomb), str(root / "v" / "all_bad")):
+        with caplog.at_level(logging.WARNING):
+            assert thumbnail({**summary["best"][0], "frame": forged}, summary) is None
+    assert any("outside figure_root" in message for message in caplog.messages)
+    assert any("bounds of a video frame" in message for message in caplog.messages)
+
+
+def test_ghostscript_never_runs_for_a_frame_named_jpg(tmp_path: Path, model_args: dict) -> None:
+    """Real processes with a fake `gs` first on PATH: Pillow on its own runs it; scoring and both reports do not."""
+    scored, root, _ = _hostile_frames(tmp_path)
+    folder, called = fake_ghostscript(tmp_path / "bin")
+    env = path_with(folder)
+    bait = str(root / "v" / "all_bad" / "img" / "frame_000000.jpg")
+    control = subprocess.run(
+        [sys.executable, "-c", f"from PIL import Image\ntry: Image.open({bait!r}).load()\nexcept Exception: pass"],
+        env=env,
+        timeout=120,
+    )
+    assert control.returncode == 0 and called.exists(), "the bait must make plain Pillow run gs"
+    called.unlink()
+    command = [sys.executable, "-m", "video_aesthetics"]
+    report = subprocess.run(
+        [*command, "report", str(scored), "--figure-root", str(root), "--output", str(tmp_path / "r.html")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    out = tmp_path / "out.jsonl"
+    score = subprocess.run(
+        [
+            *command,
+            *("score", "--input", str(scored), "--output", str(out), "--figure-root", str(root)),
+            *("--clip-model", model_args["clip_model"], "--mlp-checkpoint", model_args["mlp_checkpoint"]),
+            *("--device", "cpu", "--num-workers", "1", "--report", str(tmp_path / "s.html")),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert score.returncode == 0, score.stderr
+    assert not called.exists(), called.read_text()
+    clips = {c["id"]: c for r in read_jsonl(out) for c in r["video_clips"]["clips"]}
+    assert clips["all_bad"]["aesthetic_error"] == "corrupt_frames"
+    assert clips["linked"]["aesthetic_error"] == "unsafe_path"
+    assert clips["eps_mid"]["aesthetic_score"] is not None and clips["bomb_mid"]["aesthetic_score"] is not None
+    page = Page((tmp_path / "s.html").read_text())
+    assert sorted(img["alt"] for img in page.images("best")) == ["bomb_mid", "eps_mid"]
+
+
+# --- any finite score makes a report ----------------------------------------------------------------------
+
+MAX = sys.float_info.max
+EXTREMES = {
+    "1e17": [1e17, 5.0, 3.0],
+    "1e17-alone": [1e17],
+    "1e17-close": [1e17, 1e17 + 16, 1e17 + 32],  # 16 apart: adding a tick step to 1e17 changes nothing
+    "plus-minus-1e308": [1e308, -1e308, 5.0],
+    "float-max": [MAX, -MAX, MAX, -MAX],
+    "all-max": [MAX, MAX],
+    "denormals": [5e-324, 1e-320, 0.0, -5e-324],
+    "huge-and-tiny": [1e-300, 1e300, -1e-310],
+    "negative-huge": [-1e308, -1e308, -1e307],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXTREMES))
+def test_reports_survive_any_finite_score(tmp_path: Path, name: str) -> None:
+    from fractions import Fraction
+
+    scores = EXTREMES[name]
+    records = [{"video": "v.mp4", "video_clips": [{"id": f"c{i}", "aesthetic_score": s}]} for i, s in enumerate(scores)]
+    summary = summarise(records, ScoringConfig(figure_root=str(tmp_path), aes_min=scores[0]))
+    stats = summary["scores"]
+    exact_mean = sum(map(Fraction, scores)) / len(scores)
+    assert all(math.isfinite(stats[k]) for k in ("mean", "std", "min", "max", "median", "p5", "p95"))
+    assert stats["mean"] == pytest.approx(float(exact_mean), rel=1e-12, abs=1e-300)
+    assert stats["min"] == min(scores) and stats["max"] == max(scores)
+    assert min(scores) <= stats["p5"] <= stats["median"] <= stats["p95"] <= max(scores)
+    assert sum(stats["histogram"]["counts"]) == len(scores)
+    assert all(math.isfinite(edge) for edge in stats["histogram"]["edges"])
+    assert all(math.isfinite(row["mean"]) for row in summary["videos"]["rows"])
+    page = render_html(summary)
+    assert re.search(r"(?<![a-z])(nan|inf)(?![a-z])", page, re.IGNORECASE) is None
+    assert len(page) < 500_000
+
+
+# --- the report tells the truth about itself ----------------------------------------------------------------
+
+OFFICIAL = {
+    "clip": {
+        "spec": "ViT-L/14",
+        "architecture": "ViT-L-14",
+        "source": "openai",
+        "files": {"/cache/ViT-L-14.pt": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"},
+    },
+    "head": {"path": "/cache/sac+logos+ava1-l14-linearMSE.pth", "sha256": OFFICIAL_HEAD_SHA256},
+}
+
+
+def _banner(summary: dict[str, Any]) -> str | None:
+    page = render_html(summary)
+    start = page.find("id='provenance'")
+    return None if start < 0 else page[start : page.index("</div>", start)]
+
+
+def test_a_report_says_when_the_model_is_not_the_official_pair(tmp_path: Path, model_args: dict) -> None:
+    records = [clip_record("v.mp4", ["c"])]
+    records[0]["video_clips"]["clips"][0]["aesthetic_score"] = 5.0
+    config = ScoringConfig(figure_root=str(tmp_path))
+    assert _banner(summarise(records, config, model=OFFICIAL)) is None
+    impostor_head = {**OFFICIAL, "head": {"path": "/x/sac+logos+ava1-l14-linearMSE.pth", "sha256": "00" * 32}}
+    banner = _banner(summarise(records, config, model=impostor_head))
+    assert banner is not None and "Not the official model" in banner and "00" * 32 in banner
+    assert "aesthetic head is not LAION" in banner and "CLIP model" not in banner
+    hub_copy = {**OFFICIAL, "clip": {**OFFICIAL["clip"], "files": {"/hub/open_clip_model.safetensors": "11" * 32}}}
+    banner = _banner(summarise(records, config, model=hub_copy))
+    assert banner is not None and "could not be verified" in banner and "11" * 32 in banner
+    unknown = _banner(summarise(records, config))
+    assert unknown is not None and "Model not recorded" in unknown
+    # A real run of the tiny test model: the banner names the CLIP and the head file that scored it.
+    write_frames(tmp_path / "frames", "v", "c", 2, seed=1)
+    source = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["c"])])
+    args = ["score", "--input", str(source), "--output", str(tmp_path / "o.jsonl")]
+    args += ["--figure-root", str(tmp_path / "frames"), "--clip-model", model_args["clip_model"]]
+    args += ["--mlp-checkpoint", model_args["mlp_checkpoint"], "--device", "cpu", "--num-workers", "0"]
+    assert cli.main([*args, "--report", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Not the official model" in page
+    assert "not OpenAI&#x27;s ViT-L/14" in page and model_args["mlp_checkpoint"] in page
+
+
+def test_the_precision_note_is_plain_words(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    records = [
+        {"video": "v.mp4", "video_clips": [{"id": f"c{i}", "aesthetic_score": float(s)}]}
+        for i, s in enumerate(rng.normal(5, 1, 300))
+    ]
+    page = render_html(summarise(records, ScoringConfig(figure_root=str(tmp_path))))
+    note = page[page.index("<p class='note'>") : page.index("</p>", page.index("<p class='note'>"))]
+    assert "e-1" not in note and "±" not in note and "exact to within" not in note
+    assert "Each bar spans" in note and "exact at the precision shown" in note
+
+
+def test_integers_no_float_holds_are_non_finite_scores_not_crashes(tmp_path: Path) -> None:
+    """JSON integers have no size limit: 10**400 parses as a Python int that math.isfinite cannot take."""
+    scored = tmp_path / "scored.jsonl"
+    big = "1" + "0" * 400
+    scored.write_text(
+        '{"video": "v.mp4", "video_clips": [{"id": "a", "aesthetic_score": ' + big + '}, {"id": "b", '
+        '"aesthetic_score": ' + str(2**1024) + '}, {"id": "c", "aesthetic_score": ' + str(2**1023) + "}]}\n"
+    )
+    summary = summarise_file(scored, ScoringConfig(figure_root=str(tmp_path), aes_min=1.0))
+    assert summary["counts"]["errors"] == {"non_finite_score": 2} and summary["scores"]["max"] == float(2**1023)
+    assert summary["filter"]["kept"] == 1
+    assert "non_finite_score" in render_html(summary)
+
+
+def test_whole_video_thumbnails_open_only_local_regular_files(tmp_path: Path) -> None:
+    """A separate process: a FIFO that was opened would block it (the subprocess timeout ends it), not the suite."""
+    real = write_video(tmp_path / "real.mp4", frames=9, seed=1)
+    os.mkfifo(tmp_path / "fifo.mp4")
+    script = textwrap.dedent(
+        f"""
+        import json
+        from video_aesthetics.config import ScoringConfig
+        from video_aesthetics.report import summarise
+        from video_aesthetics.report_html import thumbnail
+        videos = [{str(real)!r}, {str(tmp_path / "fifo.mp4")!r}, "http://127.0.0.1:9/x.mp4", "pipe:0", "/dev/zero"]
+        records = [{{"video": v, "aesthetic_score": 9.0 - i}} for i, v in enumerate(videos)]
+        summary = summarise(records, ScoringConfig(video_clips_key=""), top=5)
+        print(json.dumps([thumbnail(entry, summary) is not None for entry in summary["best"]]))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == [True, False, False, False, False]

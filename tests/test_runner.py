@@ -9,8 +9,8 @@ import pytest
 
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, write_jsonl
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.errors import InputError, WeightsError
-from video_aesthetics.runner import Progress, duration, score_file, score_records
+from video_aesthetics.errors import ConfigError, InputError, WeightsError
+from video_aesthetics.runner import Progress, check_nproc, cpus_available, duration, score_file, score_records
 
 
 def _config(model_args: dict, root: Path, **changes: object) -> ScoringConfig:
@@ -208,3 +208,28 @@ def test_a_misspelt_field_name_is_warned_about_not_passed_silently(
     with caplog.at_level(logging.WARNING, logger="video_aesthetics.runner"):
         score_file(source, tmp_path / "right.jsonl", _config(model_args, root))
     assert not [m for m in caplog.messages if "holds clips" in m]
+
+
+@pytest.mark.parametrize("nproc", [0, -3, 10**6, "2", False])
+def test_nproc_is_refused_outside_one_to_the_cpus_before_anything_is_read(
+    tmp_path: Path, model_args: dict, nproc: object
+) -> None:
+    config = _config(model_args, tmp_path, mlp_checkpoint="/no/such/head.pth")
+    with pytest.raises(ConfigError, match="nproc") as raised:
+        score_records([clip_record("v.mp4", ["c"])], config, list, nproc=nproc)  # type: ignore[arg-type]
+    if nproc == 10**6:
+        assert f"may use {cpus_available()} CPU(s)" in str(raised.value)
+    with pytest.raises(ConfigError, match="nproc"):
+        check_nproc(cpus_available() + 1, "cpu")
+    check_nproc(cpus_available(), "cpu")
+    check_nproc(None, "cpu")
+
+
+def test_an_extra_output_of_the_run_is_held_to_the_same_checks(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=1)
+    config = _config(model_args, root, skip_bad_records=True, mlp_checkpoint="/no/such/head.pth")
+    out = tmp_path / "out.jsonl"
+    for extra in (source, out, tmp_path / "out.rejects.jsonl", Path("/proc/va/emb.npy")):
+        with pytest.raises(ConfigError, match="--embeddings"):
+            score_file(source, out, config, also_writes=[("--embeddings", extra)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "input.jsonl"]

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import requests
 
 from helpers.airflow_env import airflow, api_server_env, api_server_ready, free_port, new_home, published
 from helpers.media import clip_record, read_jsonl, write_jsonl, write_video
+from helpers.services import chromium_path
 from video_aesthetics.sharding import safe_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -257,11 +257,13 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/score_shard/links", params={"map_index": 1}
     ).json()["extra_links"]
     view = f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/{quote(manual_id, safe='')}"
-    assert links == {"Aesthetic scores": view}
+    # Both links open the run's tab inside the UI, where the view is shown with Airflow's navigation.
+    tab = f"{services.base_url}/dags/{DAG_ID}/runs/{quote(manual_id, safe='')}/plugin/aesthetic-scores"
+    assert links == {"Aesthetic scores": tab}
     merge_links = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{manual_id}/taskInstances/merge/links").json()[
         "extra_links"
     ]
-    assert merge_links == {"Aesthetic scores": view}
+    assert merge_links == {"Aesthetic scores": tab}
     _check_results_view(services, manual_id, view)
 
     # Unpausing scheduled a run for a day without input: it skips, quietly, instead of failing.
@@ -311,12 +313,12 @@ def _check_results_view(services: Services, run_id: str, view: str) -> None:
     assert {v["destination"] for v in ours["external_views"]} == {"dag_run", "nav"}
 
 
+@pytest.mark.requires_chromium
 def test_the_report_tab_in_a_real_browser(services: Services) -> None:
     """The run page's "Aesthetic scores" tab, rendered by Chromium: histogram, thumbnails and counts."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
+
+    chromium = chromium_path()
 
     assert services.token, "test_rest_trigger_and_backfill_under_a_real_scheduler logs in and runs the DAG first"
     runs = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
@@ -341,7 +343,8 @@ def test_the_report_tab_in_a_real_browser(services: Services) -> None:
             context.add_cookies([{"name": "_token", "value": services.token, "url": services.base_url}])
             page = context.new_page()
             page.goto(tab)
-            report = page.frame_locator("iframe").first
+            # The tab (the plugin's page) embeds the stored report in its own sandboxed frame.
+            report = page.frame_locator("iframe").first.frame_locator("iframe").first
             report.locator("svg").first.wait_for(timeout=60_000)
             text = report.locator("body").inner_text()
             assert str(counts["clips"]) in text and str(counts["records"]) in text

@@ -210,3 +210,32 @@ def test_gpu_decode_without_cuda_is_a_config_error(tmp_path: Path, model_args: d
         list(iter_results([clip_record("v.mp4", ["v_0"])], config, scorer))
     with pytest.raises(ConfigError, match="decode 'gpu'"):
         Scorer.load(config.replace(device="auto"))
+
+
+def test_score_and_embed_returns_what_the_head_saw_from_the_same_pass(scorer: Scorer) -> None:
+    pixels = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (11, 224, 224, 3), dtype=np.uint8))
+    scores, embeddings = scorer.score_and_embed(pixels)
+    assert embeddings.shape == (11, 768) and embeddings.dtype == torch.float32
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(11), atol=1e-6)
+    assert torch.equal(scores, scorer.score_pixels(pixels))
+    with torch.inference_mode():
+        # Not the same bits: the scorer applies the head in groups of 8 on one thread (CPU_FORWARD_GROUP).
+        assert torch.allclose(scorer.head(embeddings).squeeze(-1), scores, rtol=0, atol=1e-6)
+    empty_scores, empty = scorer.score_and_embed(pixels[:0])
+    assert empty_scores.shape == (0,) and empty.shape[0] == 0
+
+
+def test_results_carry_frame_names_and_embeddings_only_when_asked(
+    tmp_path: Path, model_args: dict, scorer: Scorer
+) -> None:
+    frames = write_frames(tmp_path, "vid", "vid_0", count=7, seed=11)
+    frames[3].write_bytes(b"damaged")  # the middle frame is selected, then skipped: its name must not appear
+    record = clip_record("x/vid.mp4", ["vid_0", "vid_absent"])
+    config = _config(model_args, tmp_path, load_num=3)
+    plain = list(iter_results([record], config, scorer))
+    assert all(r.embeddings is None and r.frames is None for r in plain)
+    embedded = list(iter_results([record], config, scorer, embed=True))
+    assert embedded[0].frames == [frames[0].name, frames[6].name]
+    assert embedded[0].embeddings.shape == (2, 768)
+    assert [r.score for r in embedded] == [r.score for r in plain]
+    assert embedded[1].embeddings is None and embedded[1].error == "no_frames"

@@ -71,5 +71,5 @@ def test_the_merge_counts_a_score_that_is_not_a_finite_number_as_failed(tmp_path
     Path(shard.output).write_text("\n".join(scored) + "\n")
     merged = merge_scored_shards(plan, CONFIG, io.BytesIO())
     assert (merged.clips, merged.scored, merged.failed) == (2, 1, 1)
-    expected = "non_finite_score" if score in ("NaN", "Infinity", "-Infinity", "1e999") else "unscored"
+    expected = "non_finite_score" if score in ("NaN", "Infinity", "-Infinity", "1e999") else "invalid_score"
     assert merged.errors == {expected: 1}

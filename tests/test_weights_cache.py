@@ -108,6 +108,14 @@ def test_fetch_offline_fails_at_once_with_instructions(source: Path, tmp_path: P
     message = str(info.value)
     for part in ("weights.bin", source.as_uri(), str(dest), "VIDEO_AESTHETICS_OFFLINE", "mlp_checkpoint"):
         assert part in message
+    # The settings that point every face at local files (make demo, make ui, Airflow read the environment).
+    for part in (
+        "VIDEO_AESTHETICS_CLIP_MODEL=/path/to/ViT-L-14.pt",
+        "VIDEO_AESTHETICS_MLP_CHECKPOINT=/path/to/sac+logos+ava1-l14-linearMSE.pth",
+        "--clip-model",
+        "--mlp-checkpoint",
+    ):
+        assert part in message
     assert not dest.parent.exists()
 
 
@@ -118,6 +126,7 @@ def test_fetch_failed_download_names_url_and_destination(online: None, tmp_path:
         cache.fetch(url, dest, None, hint="or pass its path as mlp_checkpoint")
     message = str(info.value)
     assert url in message and str(dest) in message and "mlp_checkpoint" in message
+    assert "VIDEO_AESTHETICS_MLP_CHECKPOINT=" in message and "VIDEO_AESTHETICS_CLIP_MODEL=" in message
     assert os.listdir(dest.parent) == []
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Sequence
@@ -115,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write an HTML score report (distribution, best and worst clips, per-video table) there",
     )
     score.add_argument(
+        "--embeddings",
+        metavar="PATH.parquet",
+        default=None,
+        help="also write every scored frame's CLIP embedding (the vector the head sees) to this Parquet file, "
+        "for search, deduplication or `video-aesthetics rescore`",
+    )
+    score.add_argument(
+        "--embeddings-dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="storage type of --embeddings: float16 (half the size; rescored scores within 1e-3) or float32",
+    )
+    score.add_argument(
         "--nproc",
         type=int,
         default=None,
@@ -128,7 +143,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="verbosity of the progress and diagnostics on stderr",
     )
     _add_report_parser(commands)
+    _add_rescore_parser(commands)
     return parser
+
+
+def _add_rescore_parser(commands: argparse._SubParsersAction) -> None:
+    rescore = commands.add_parser(
+        "rescore",
+        help="score again from stored embeddings with another head, reduction or threshold (no frames, no CLIP)",
+        description="Read a scored JSONL file and the embeddings `score --embeddings` wrote for it, and write what "
+        "a full scoring run with this head, reduction and thresholds would write, without reading a frame or "
+        "loading CLIP. Clips without embeddings keep their null and their reason. One JSON line of counts goes "
+        "to stdout.",
+        formatter_class=_DefaultsHelpFormatter,
+    )
+    rescore.add_argument("--input", required=True, metavar="SCORED.jsonl", help="the records the embeddings belong to")
+    rescore.add_argument(
+        "--embeddings", required=True, metavar="PATH", help="the Parquet file (or folder of them) `score` wrote"
+    )
+    rescore.add_argument("--output", required=True, metavar="OUT.jsonl", help="output file, written atomically")
+    rescore.add_argument(
+        "--mlp-checkpoint",
+        default=None,
+        help="aesthetic head weights (.pth or .safetensors) in LAION's layout; "
+        "default: the official sac+logos+ava1-l14-linearMSE.pth from the cache",
+    )
+    rescore.add_argument(
+        "--clip-model",
+        default=None,
+        help="refuse embeddings that another CLIP made: a weights file, a checkpoint folder, a SHA-256, or the "
+        "name the scoring run was given",
+    )
+    rescore.add_argument(
+        "--reduction", choices=REDUCTIONS, default=_DEFAULTS.reduction, help="how frame scores make a clip score"
+    )
+    _add_record_fields(rescore, whole_video='"" for whole-video embeddings')
+    rescore.add_argument(
+        "--frame-scores", action="store_true", help="also write each clip's per-frame scores as aesthetic_frame_scores"
+    )
+    rescore.add_argument(
+        "--skip-bad-records", action="store_true", help="send malformed lines to a rejects file instead of stopping"
+    )
+    rescore.add_argument(
+        "--rejects",
+        metavar="PATH",
+        default=None,
+        help="rejects file for --skip-bad-records (default: OUT.rejects.jsonl)",
+    )
+    _add_filter_options(rescore)
+    rescore.add_argument("--report", metavar="REPORT.html", default=None, help="also write an HTML score report there")
+    rescore.add_argument(
+        "--figure-root", metavar="DIR", default=None, help="root of the extracted frames, for the report's thumbnails"
+    )
+    rescore.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="verbosity on stderr"
+    )
 
 
 def _add_filter_options(parser: argparse.ArgumentParser, *, report: bool = False) -> None:
@@ -237,12 +306,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             print(json.dumps(report_command(args)), flush=True)
             return 0
+        if args.command == "rescore":
+            from video_aesthetics.rescore import rescore_command
+
+            print(json.dumps(rescore_command(args)), flush=True)
+            return 0
         config = config_from_args(args)
-        if args.report:
-            check_report_path(args.report, args.input, args.output, args.rejects)
         from video_aesthetics.runner import score_file
 
-        stats = score_file(args.input, args.output, config, rejects_path=args.rejects, nproc=args.nproc)
+        # The report is one more output of the run: checked with the others, before the model loads.
+        stats = score_file(
+            args.input,
+            args.output,
+            config,
+            rejects_path=args.rejects,
+            nproc=args.nproc,
+            also_writes=[("--report", args.report)],
+            embeddings=_embeddings_output(args),
+        )
         if stats is not None and args.report:
             from video_aesthetics.report import write_report
 
@@ -271,12 +352,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _embeddings_output(args: argparse.Namespace) -> Any:
+    if not args.embeddings:
+        return None
+    from video_aesthetics.embeddings import EmbeddingsOutput
+
+    return EmbeddingsOutput(Path(args.embeddings), args.embeddings_dtype)
+
+
 def as_flags(message: str) -> str:
     """An error message with the library's parameter names (load_num) as the command's flags (--load-num).
 
     Only names with an underscore: "device" or "decode" are also words of the messages' prose.
     """
-    names = "|".join(sorted((name for name in PARAM_NAMES if "_" in name), key=len, reverse=True))
+    # nproc is no scoring parameter (not in PARAM_NAMES) but a bound the library checks: --nproc here.
+    names = "|".join(sorted([*(name for name in PARAM_NAMES if "_" in name), "nproc"], key=len, reverse=True))
     return re.sub(rf"(?<![\w./-])({names})(?![\w/-])", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
@@ -289,7 +379,7 @@ def report_command(args: argparse.Namespace) -> dict[str, Any]:
             "--figure-root is required for a report on clips: pass the folder the clips were scored from "
             "(<video stem>/<clip id>/img/ frame folders), which the thumbnails are made of"
         )
-    check_report_path(args.output, args.scored)
+    check_report_path(args.output, args.scored, args.run_info)
     params = {
         "figure_root": args.figure_root,
         "input_video_key": args.input_video_key,
@@ -307,16 +397,15 @@ def report_command(args: argparse.Namespace) -> dict[str, Any]:
     return {"report": args.output, **headline(summary)}
 
 
-def check_report_path(report: str, *others: str | None) -> None:
-    """The report must not replace an input or output of the same command, nor be a folder."""
-    target = Path(report).resolve()
-    if target.is_dir():
-        raise ConfigError(f"report path {report} is a directory; pass a file name such as report.html")
-    for other in others:
-        if other and Path(other).resolve() == target:
-            raise ConfigError(
-                f"report path {report} is also {other}, which the report would overwrite; pick another name"
-            )
+def check_report_path(report: str, scored: str, info: str | None = None) -> None:
+    """The report must be a writable file that is neither the scored file nor the run info (outputs.check_outputs)."""
+    from video_aesthetics.outputs import check_outputs
+
+    check_outputs([("--output", report)], [("SCORED.jsonl", scored), ("--run-info", info)])
+
+
+# A score line or a _manifest.json is kilobytes; anything near this is not one, and is not read into memory.
+MAX_RUN_INFO_BYTES = 16 << 20
 
 
 def run_info(path: str | None) -> dict[str, Any]:
@@ -324,10 +413,8 @@ def run_info(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--run-info file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(read_run_info(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise InputError(
             f"--run-info {path} is not readable JSON ({err}); pass the line `score` printed or a _manifest.json"
         ) from None
@@ -344,6 +431,49 @@ def run_info(path: str | None) -> dict[str, Any]:
         "run": run,
         "rejected": rejected if isinstance(rejected, int) and not isinstance(rejected, bool) else None,
     }
+
+
+def read_run_info(path: str) -> bytes:
+    """The bytes of ``--run-info``: a regular file of at most MAX_RUN_INFO_BYTES, else InputError.
+
+    Opened without blocking (O_NONBLOCK: a FIFO with no writer would wait forever) and checked with
+    fstat on the open descriptor, so a FIFO, a device (/dev/zero) or a folder is refused before a
+    byte is read, and a file swapped after a check is still the file checked.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError(f"--run-info file {path} does not exist") from None
+    except OSError as err:
+        raise InputError(f"cannot read --run-info {path}: {err.strerror}; pass a JSON file") from None
+    try:
+        _check_run_info(path, os.fstat(fd))
+        chunks, size = [], 0
+        while size <= MAX_RUN_INFO_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise InputError(f"cannot read --run-info {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_RUN_INFO_BYTES:  # a file that grew after the check
+        raise InputError(f"--run-info {path} is larger than {MAX_RUN_INFO_BYTES >> 20} MiB; pass the right file")
+    return b"".join(chunks)
+
+
+def _check_run_info(path: str, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"--run-info {path} is a folder; pass the JSON file `score` printed or a _manifest.json")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"--run-info {path} is not a regular file (a FIFO, socket or device); save the JSON to a file and pass that"
+        )
+    if info.st_size > MAX_RUN_INFO_BYTES:
+        raise InputError(
+            f"--run-info {path} holds {info.st_size:,} bytes, more than the {MAX_RUN_INFO_BYTES >> 20} MiB a score "
+            "line or _manifest.json can be; pass the right file"
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from video_aesthetics.errors import ConfigError, WeightsError
 from video_aesthetics.files import sha256_file
 from video_aesthetics.frames import PreprocessConfig
 from video_aesthetics.settings import cache_dir
-from video_aesthetics.weights_cache import offline, offline_reason, verify
+from video_aesthetics.weights_cache import LOCAL_WEIGHTS_HELP, offline, offline_reason, verify
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,10 @@ def _missing_pretrained_message(spec: ClipSpec, pretrained: Mapping[str, Any], r
         ways.append(f"pass a local copy of the weights as clip_model {spec.architecture}:/path/to/weights")
     return (
         f"CLIP weights for clip_model {spec.spec!r} ({spec.architecture}, pretrained {spec.tag!r}) are not in the cache "
-        f"{where} and {reason}: " + "; or ".join(ways) + " (VIDEO_AESTHETICS_CACHE sets the cache folder)"
+        f"{where} and {reason}: "
+        + "; or ".join(ways)
+        + " (VIDEO_AESTHETICS_CACHE sets the cache folder). "
+        + LOCAL_WEIGHTS_HELP
     )
 
 

@@ -52,9 +52,22 @@ def is_remote_url(location: str | os.PathLike[str]) -> bool:
 
 
 def write_target(path: Path | str) -> Path:
-    """Where writing ``path`` lands: a symbolic link's target (the link itself is kept), else ``path``."""
+    """Where writing ``path`` lands: a symbolic link's target (the link itself is kept), else ``path``.
+
+    Raises LinkInTheWayError for a link whose target lies outside the folder holding the link
+    (``/etc/passwd``, ``../elsewhere``): no output is ever written through a link that leaves its
+    folder, whichever writer (atomic_writer, PendingFile, a lock) is asked to.
+    """
     path = Path(path)
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    target, folder = os.path.realpath(path), os.path.realpath(path.parent)
+    if not is_within(target, folder):
+        raise LinkInTheWayError(
+            f"{path} is a symbolic link to {target}, outside {folder}: outputs are never written through a "
+            "link that leaves its folder; give the real path"
+        )
+    return Path(target)
 
 
 def is_within(path: str, folder: str) -> bool:

@@ -175,7 +175,11 @@ def _pil_steps(pp: PreprocessConfig) -> Callable[[Image.Image], Any]:
 
 @contextlib.contextmanager
 def open_frame(path: Path | FetchedFrame) -> Iterator[Image.Image]:
-    """A frame file opened as JPEG, PNG or WebP (by content), its size checked; pixels not decoded yet."""
+    """A frame file opened as JPEG, PNG or WebP (by content), its size checked; pixels not decoded yet.
+
+    The one way any part of the project opens a frame: the scorer's decoders and the report's
+    thumbnails (report.middle_frame, report_html.thumbnail) alike, so no reader has laxer rules.
+    """
     source: Any = io.BytesIO(path.content()) if isinstance(path, FetchedFrame) else path
     with Image.open(source, formats=FRAME_FORMATS) as image:
         if image.format not in _DECODED_FORMATS:

@@ -18,6 +18,7 @@ from torch import nn
 
 from video_aesthetics.errors import WeightsError
 from video_aesthetics.files import sha256_file
+from video_aesthetics.provenance import OFFICIAL_HEAD_SHA256
 from video_aesthetics.settings import cache_dir
 from video_aesthetics.weights_cache import fetch
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 OFFICIAL_HEAD_URL = (
     "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
 )
-OFFICIAL_HEAD_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
 OFFICIAL_HEAD_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
 
 # (index in layers, output width); the first layer's input width is the embedding width D.

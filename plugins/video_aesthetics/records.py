@@ -46,7 +46,10 @@ UNREADABLE_VIDEO = "unreadable_video"
 NON_FINITE = "non_finite_score"
 INVALID_CLIP = "invalid_clip"
 INVALID_VIDEO = "invalid_video"
+# A written clip without a score and without a reason (a file that was never scored).
 UNSCORED = "unscored"
+# A written score that is not a number at all (a string, a bool).
+INVALID_SCORE = "invalid_score"
 
 # Deeper records could not be copied and written back within Python's recursion limit.
 MAX_DEPTH = 100
@@ -337,6 +340,10 @@ class SampleResult:
     score: float | None
     error: str | None = None
     frame_scores: list[float] | None = None
+    # Only when embeddings are asked for (video_aesthetics.embeddings): each frame's name and the
+    # (frames, D) L2-normalised embeddings the head saw; the writer drops them once stored.
+    frames: list[str] | None = None
+    embeddings: Any = None
 
 
 @dataclass
@@ -358,15 +365,33 @@ class RecordCounts:
             self.errors[error] = self.errors.get(error, 0) + 1
 
 
+def classify(score: Any, error: Any) -> tuple[float | None, str | None]:
+    """A clip's outcome: its score and no reason, or no score and why.
+
+    The one vocabulary of outcomes: the scorer's results, the merge's check of scored shards, the
+    manifest, the summary and the report all classify clips here, so they count under the same keys.
+    """
+    if error is not None:
+        return None, str(error)
+    if score is None:
+        return None, UNSCORED
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        return None, INVALID_SCORE
+    if not is_finite_number(score):
+        return None, NON_FINITE
+    return float(score), None
+
+
 def outcome(result: SampleResult) -> tuple[float | None, str | None]:
     """(score, error) as written: a NaN or infinite score is no score, with error non_finite_score."""
-    if result.error is not None:
-        return None, result.error
-    if result.score is None:
-        return None, UNSCORED
-    if not math.isfinite(result.score):
-        return None, NON_FINITE
-    return result.score, None
+    return classify(result.score, result.error)
+
+
+def clip_outcome(target: Any) -> tuple[float | None, str | None]:
+    """The outcome of a clip as written in an output record (``classify``); a clip that is no object is invalid."""
+    if not isinstance(target, dict):
+        return None, INVALID_CLIP
+    return classify(target.get(SCORE), target.get(ERROR))
 
 
 def video_stem(record: dict[str, Any], video_key: str) -> str | None:
@@ -501,14 +526,21 @@ def stays_inside(path: Path, root: Path, real_root: str) -> bool:
     return True
 
 
-def with_results(record: dict[str, Any], results: list[SampleResult], config: ScoringConfig) -> dict[str, Any]:
-    """A copy of ``record`` with its samples' results written in; ``record`` itself is not changed."""
+def with_results(
+    record: dict[str, Any], results: list[SampleResult], config: ScoringConfig, *, owned: bool = False
+) -> dict[str, Any]:
+    """A copy of ``record`` with its samples' results written in; ``record`` itself is not changed.
+
+    ``owned``: the caller parsed ``record`` for this write alone, so its clips may be written into
+    rather than copied (rescore's speed), unless output_key puts them beside the originals.
+    """
     if config.whole_video:
         scored = dict(record)
         _write_result(scored, results[0], config)
         return scored
     clips_key = config.video_clips_key or ""
-    container = copy.deepcopy(record[clips_key])
+    in_place = owned and config.output_key == clips_key
+    container = record[clips_key] if in_place else copy.deepcopy(record[clips_key])
     clips = container["clips"] if isinstance(container, dict) else container
     for result, clip in zip(results, clips, strict=True):
         if isinstance(clip, dict):
@@ -543,9 +575,22 @@ def passes_filter(target: Any, aes_min: float | None, aes_max: float | None) -> 
     if not isinstance(target, dict) or target.get(FILTERED) is False:
         return False
     score = target.get(SCORE)
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+    if not is_finite_number(score):
         return False
     return (aes_min is None or score >= aes_min) and (aes_max is None or score <= aes_max)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a score: an int or float (not a bool) that is a finite 64-bit float.
+
+    A JSON integer of hundreds of digits is a Python int that no float holds (math.isfinite raises).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def dumps(record: dict[str, Any]) -> str:
@@ -598,8 +643,12 @@ def merge_results(
     config: ScoringConfig,
     counts: RecordCounts,
     on_result: Callable[[SampleResult], None] | None = None,
+    on_sample: Callable[[dict[str, Any], Sample, SampleResult], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Zip records with their samples' results (both in input order) into scored records."""
+    """Zip records with their samples' results (both in input order) into scored records.
+
+    ``on_sample`` sees each sample with its record and result, in input order (the embeddings writer).
+    """
     pending = iter(results)
     seq = 0
     for record_no, record in enumerate(records):
@@ -619,6 +668,8 @@ def merge_results(
             counts.count_result(result)
             if on_result is not None:
                 on_result(result)
+            if on_sample is not None:
+                on_sample(record, sample, result)
             got.append(result)
         yield with_results(record, got, config)
     leftover = next(pending, None)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +36,15 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
 from video_aesthetics.records import (
-    ERROR,
     FILTERED,
-    SCORE,
+    UNSCORED,
     JsonlSource,
     clip_id,
     clip_list,
+    clip_outcome,
     is_safe_component,
     passes_filter,
+    stays_inside,
     video_invalid,
     video_path,
     video_stem,
@@ -62,10 +65,6 @@ MAX_REASONS = 32
 EXAMPLES_PER_REASON = 10
 TEXT_LIMIT = 300
 
-# Reasons a clip has no score that the scored file itself does not name.
-NOT_SCORED = "not_scored"
-INVALID_SCORE = "invalid_score"
-INVALID_CLIP = "invalid_clip"
 OTHER_REASONS = "other"
 
 
@@ -146,7 +145,7 @@ class ScoreHistogram:
             count, low, high = self.bins[key]
             seen += int(count)
             while position < len(wanted) and wanted[position] < seen:
-                found[wanted[position]] = (low + high) / 2
+                found[wanted[position]] = midpoint(low, high)
                 position += 1
             if position == len(wanted):
                 break
@@ -160,18 +159,97 @@ class ScoreHistogram:
         result = []
         for h in positions:
             below, above = math.floor(h), min(math.floor(h) + 1, self.total - 1)
-            result.append(values[below] + (h - below) * (values[above] - values[below]))
+            result.append(lerp(values[below], values[above], h - below))
         return result
 
     def display(self, bins: int, low: float, high: float) -> list[int]:
         """The counts re-binned into ``bins`` equal bins over [low, high] (by each fine bin's midpoint)."""
         counts = [0] * bins
-        span = high - low
         for count, lowest, highest in self.bins.values():
-            middle = (lowest + highest) / 2
-            index = int((middle - low) / span * bins) if span > 0 else 0
+            index = int(fraction(midpoint(lowest, highest), low, high) * bins)
             counts[min(max(index, 0), bins - 1)] += int(count)
         return counts
+
+
+# Any finite scores make a report (1e17, +-1e308, denormals): the arithmetic below never overflows
+# where the textbook formula would (a difference of two scores near the float maximum is infinite).
+FLOAT_MAX = sys.float_info.max
+
+
+def midpoint(low: float, high: float) -> float:
+    """(low + high) / 2, finite for any finite pair."""
+    middle = (low + high) / 2
+    return middle if math.isfinite(middle) else low / 2 + high / 2
+
+
+def lerp(low: float, high: float, t: float) -> float:
+    """low + t * (high - low), numpy's linear interpolation, finite for any finite pair and t in [0, 1]."""
+    if t == 0:
+        return low
+    value = low + t * (high - low)
+    return value if math.isfinite(value) else low * (1 - t) + high * t
+
+
+def fraction(value: float, low: float, high: float) -> float:
+    """Where ``value`` lies between ``low`` and ``high`` (0 at low, 1 at high); 0 when they are one value."""
+    span = high / 2 - low / 2  # halved: exact for normal numbers, and finite for any
+    if not span > 0:
+        return 0.0
+    return (value / 2 - low / 2) / span
+
+
+def scaled(value: float, exponent: int) -> float:
+    """value * 2**exponent, the float maximum (with its sign) where that overflows."""
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.copysign(FLOAT_MAX, value)
+
+
+class Moments:
+    """Count, mean and standard deviation in one pass (Welford's), finite for any finite scores.
+
+    Scores are held as ``score * 2**-shift``; the shift (a power of two, so exact) rises only when
+    a score's magnitude passes 2**SHIFT_AT, so no difference or square overflows. Scores of the
+    usual range never move it: their statistics are Welford's, bit for bit.
+    """
+
+    SHIFT_AT = 480
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+
+    def add(self, value: float) -> None:
+        exponent = math.frexp(value)[1]
+        if exponent - self.shift > self.SHIFT_AT:
+            step = exponent - self.shift
+            self._mean = math.ldexp(self._mean, -step)
+            self._m2 = math.ldexp(self._m2, -2 * step)
+            self.shift = exponent
+        x = math.ldexp(value, -self.shift)
+        self.count += 1
+        delta = x - self._mean
+        self._mean += delta / self.count
+        self._m2 += delta * (x - self._mean)
+
+    @property
+    def mean(self) -> float:
+        return scaled(self._mean, self.shift)
+
+    @property
+    def std(self) -> float:
+        return scaled(math.sqrt(max(self._m2, 0.0) / self.count), self.shift) if self.count else 0.0
+
+
+def mean_of(scores: list[float]) -> float:
+    """The exactly rounded mean of ``scores``; finite even where their sum is not."""
+    try:
+        return math.fsum(scores) / len(scores)
+    except OverflowError:
+        return math.fsum(score / len(scores) for score in scores)
 
 
 @dataclass(order=True)
@@ -226,8 +304,7 @@ class ReportBuilder:
         self.errors: dict[str, int] = {}
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.histogram = ScoreHistogram()
-        self._mean = 0.0
-        self._m2 = 0.0
+        self.moments = Moments()
         self._seq = 0
         self._best = _Extremes(top)
         self._worst = _Extremes(top)
@@ -271,15 +348,13 @@ class ReportBuilder:
             self.flags["true" if target[FILTERED] else "false"] += 1
         if self.config.filtering and passes_filter(target, self.config.aes_min, self.config.aes_max):
             self.kept += 1
-        score, reason = _outcome(target)
+        score, reason = clip_outcome(target)
         if score is None:
-            self._add_failure(reason or NOT_SCORED, {"clip_id": cid, "video": video, "record": record_no})
+            self._add_failure(reason or UNSCORED, {"clip_id": cid, "video": video, "record": record_no})
             return None
         self.scored += 1
         self.histogram.add(score)
-        delta = score - self._mean
-        self._mean += delta / self.scored
-        self._m2 += delta * (score - self._mean)
+        self.moments.add(score)
         # Ties keep the earlier clip: the later one has the smaller -seq and leaves the heap first.
         best_key, worst_key = (score, -seq), (-score, -seq)
         if self._best.wants(best_key) or self._worst.wants(worst_key):
@@ -304,7 +379,7 @@ class ReportBuilder:
         if not scores:
             self.videos_unscored += 1
             return
-        mean = math.fsum(scores) / len(scores)
+        mean = mean_of(scores)
         row = {
             "video": video,
             "record": record_no,
@@ -375,8 +450,8 @@ class ReportBuilder:
             return None
         stats: dict[str, Any] = {
             "count": hist.total,
-            "mean": self._mean,
-            "std": math.sqrt(self._m2 / hist.total),
+            "mean": self.moments.mean,
+            "std": self.moments.std,
             "min": hist.low,
             "max": hist.high,
         }
@@ -389,7 +464,7 @@ class ReportBuilder:
                 low, high = min(low, threshold), max(high, threshold)
         bins = DISPLAY_BINS if high > low else 1
         stats["histogram"] = {
-            "edges": [low + (high - low) * i / bins for i in range(bins + 1)],
+            "edges": [_edge(low, high, i, bins) for i in range(bins + 1)],
             "counts": hist.display(bins, low, high),
         }
         return stats
@@ -425,6 +500,11 @@ class ReportBuilder:
         return entry
 
 
+def _edge(low: float, high: float, index: int, bins: int) -> float:
+    edge = low + (high - low) * index / bins
+    return edge if math.isfinite(edge) else lerp(low, high, index / bins)
+
+
 def sample_count(record: Any, config: ScoringConfig) -> int:
     """How many samples ``records.samples_of`` finds in ``record``, without making their paths.
 
@@ -443,13 +523,39 @@ def sample_count(record: Any, config: ScoringConfig) -> int:
 
 
 def middle_frame(config: ScoringConfig, stem: str, cid: str) -> str | None:
-    """The middle one of the frames scoring read for a clip (``load_num`` evenly spaced), or None."""
+    """The middle one of the frames scoring read for a clip, by the scorer's own rules; None when there is none.
+
+    The same rules as scoring, in the same functions: a clip folder that a link leads out of
+    figure_root is not read (the scorer marks it unsafe_path: records.stays_inside); the frames are
+    ``load_num`` evenly spaced over list_frames; a frame counts only if frames.open_frame accepts it
+    (JPEG, PNG or WebP by content, within the size bounds), as the scorer skips any other. Of those,
+    the one nearest the middle of the selection is shown.
+    """
     if not (is_safe_component(stem) and is_safe_component(cid)):
         return None
     from video_aesthetics.frames import list_frames, select_frames
 
-    chosen = select_frames(list_frames(config.frames_root / stem / cid / "img"), config.load_num)
-    return str(chosen[len(chosen) // 2]) if chosen else None
+    root = config.frames_root
+    folder = root / stem / cid / "img"
+    if not stays_inside(folder, root, os.path.realpath(root)):
+        return None
+    chosen = select_frames(list_frames(folder), config.load_num)
+    middle = len(chosen) // 2
+    for index in sorted(range(len(chosen)), key=lambda i: (abs(i - middle), i)):
+        if frame_opens(chosen[index]):
+            return str(chosen[index])
+    return None
+
+
+def frame_opens(path: Path) -> bool:
+    """Whether frames.open_frame accepts ``path`` from its header (format and size): what the scorer would decode."""
+    from video_aesthetics.frames import open_frame
+
+    try:
+        with open_frame(path):
+            return True
+    except Exception:  # noqa: BLE001 - PIL raises many types for files that are not frames
+        return False
 
 
 def summarise(
@@ -512,21 +618,6 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
         "median": scores.get("median"),
         "kept": kept.get("kept"),
     }
-
-
-def _outcome(target: Any) -> tuple[float | None, str | None]:
-    """A sample's score, or None and why it has none."""
-    if not isinstance(target, dict):
-        return None, INVALID_CLIP
-    error = target.get(ERROR)
-    if error is not None:
-        return None, str(error)
-    score = target.get(SCORE)
-    if score is None:
-        return None, NOT_SCORED
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        return None, INVALID_SCORE
-    return float(score), None
 
 
 def _short(text: str) -> str:

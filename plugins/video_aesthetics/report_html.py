@@ -13,10 +13,14 @@ import io
 import json
 import logging
 import math
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from video_aesthetics import __version__
+from video_aesthetics.files import is_within, looks_like_url
+from video_aesthetics.provenance import model_provenance
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def render_html(summary: Mapping[str, Any], *, title: str | None = None, thumbna
         f"<title>{_e(title)}{' · ' + _e(subtitle) if subtitle else ''}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1><p class='sub'>{_e(subtitle)}</p></header>",
+        _provenance_banner(summary),
         _cards(summary),
         "<section id='distribution'><h2>Score distribution</h2>",
     ]
@@ -66,6 +71,26 @@ def render_html(summary: Mapping[str, Any], *, title: str | None = None, thumbna
     )
     parts.append(f"<script>{_SORT_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _provenance_banner(summary: Mapping[str, Any]) -> str:
+    """A banner at the top unless the scores are the official pair's (by checksum), naming what was used."""
+    found = model_provenance(summary.get("model"))
+    if found.official:
+        return ""
+    if found.official is None:
+        return (
+            "<div class='banner unknown' id='provenance' role='note'><b>Model not recorded.</b> This report does "
+            "not say which CLIP model and aesthetic head scored these clips, so it cannot show that they are "
+            "OpenAI's ViT-L/14 with LAION's head (pass --run-info with the line `score` printed).</div>"
+        )
+    reasons = "".join(f"<li>{_e(problem)}</li>" for problem in found.problems)
+    return (
+        "<div class='banner warning' id='provenance' role='alert'><b>Not the official model.</b> These scores "
+        "were not made by OpenAI's CLIP ViT-L/14 with LAION's aesthetic head (checked by SHA-256), so they are "
+        f"not LAION aesthetic scores and do not rank like them:<ul>{reasons}</ul>"
+        f"<p>CLIP: <code>{_e(found.clip)}</code><br>Head: <code>{_e(found.head)}</code></p></div>"
+    )
 
 
 def _subtitle(summary: Mapping[str, Any]) -> str:
@@ -102,14 +127,22 @@ def _digits(scores: Mapping[str, Any] | None) -> int:
     """Decimals that show differences across the score range: 3 for scores spread over units."""
     if not scores:
         return 3
-    span = scores["max"] - scores["min"]
-    if span <= 0:
+    span = scores["max"] / 2 - scores["min"] / 2  # halved: finite for any finite scores
+    if not span > 0:
         return 3
-    return max(2, min(8, 2 - math.floor(math.log10(span))))
+    return max(2, min(8, 1 - math.floor(math.log10(span))))
+
+
+# Beyond this magnitude a score is shown in exponent form: 1e+17, not eighteen digits and decimals.
+_PLAIN_LIMIT = 1e9
 
 
 def _f(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "—"
+    if value != 0 and not 10.0**-digits <= abs(value) < _PLAIN_LIMIT:
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
 
 
 _LINES = (
@@ -128,14 +161,12 @@ def _histogram_svg(summary: Mapping[str, Any], digits: int) -> str:
     edges, counts = hist["edges"], hist["counts"]
     width, height, left, right, top, bottom = 960, 320, 60, 20, 56, 44
     plot_w, plot_h = width - left - right, height - top - bottom
-    low, high = edges[0], edges[-1]
-    if high <= low:
-        low, high = low - 0.5, high + 0.5
-    pad = (high - low) * 0.02
-    low, high = low - pad, high + pad
+    from video_aesthetics.report import fraction
+
+    low, high = _padded(edges[0], edges[-1])
 
     def x(value: float) -> float:
-        return left + (value - low) / (high - low) * plot_w
+        return left + fraction(value, low, high) * plot_w
 
     peak = max(counts) or 1
     out = [
@@ -200,20 +231,38 @@ def _shade(x0: float, x1: float, top: float, plot_h: float) -> str:
     return f"<rect class='dropped' x='{x0:.1f}' y='{top}' width='{x1 - x0:.1f}' height='{plot_h}'/>"
 
 
+def _padded(low: float, high: float) -> tuple[float, float]:
+    """The plotted range: [low, high] widened by 2% a side (by 0.5, or a millionth of it, for one value), within floats."""
+    from video_aesthetics.report import FLOAT_MAX
+
+    if high <= low:
+        spread = max(0.5, abs(low) * 1e-6)
+        low, high = low - spread, high + spread
+    pad = (high / 2 - low / 2) * 0.04
+    return max(low - pad, -FLOAT_MAX), min(high + pad, FLOAT_MAX)
+
+
 def _nice_ticks(low: float, high: float, count: int) -> list[float]:
-    span = high - low
-    if span <= 0:
+    """Round values between low and high, about ``count`` of them; at most a few more, whatever the range."""
+    raw = (high / count - low / count) if high > low else 0.0  # divided first: finite for any finite pair
+    if not (raw > 0 and math.isfinite(raw)):
         return [low]
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    steps = [m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw]
+    if not magnitude > 0 or not steps or not math.isfinite(steps[0]):
+        return [low, high]
+    step = steps[0]
+    first = math.ceil(low / step)
+    ticks: list[float] = []
+    # By index, not by adding step: past 2**53 adding a small step to a large value changes nothing.
+    for index in range(count * 3):
+        value = (first + index) * step
+        if not math.isfinite(value) or value > high + step * 1e-9:
+            break
+        value = round(value, 12)
+        if not ticks or value != ticks[-1]:
+            ticks.append(value)
+    return ticks or [low]
 
 
 def _legend(summary: Mapping[str, Any]) -> str:
@@ -228,11 +277,27 @@ def _legend(summary: Mapping[str, Any]) -> str:
     ]
     if summary.get("filter"):
         items.append("<span><i class='sw' style='border-color:#d62728'></i>threshold (shaded: filtered out)</span>")
-    note = (
-        f"Percentiles are exact to within ±{scores['percentile_error']:.2g}: they are read from a histogram of "
-        f"{scores['percentile_error'] * 2:.2g}-wide bins, which keeps memory flat for any number of {unit}s."
+    return f"<div class='legend'>{''.join(items)}</div><p class='note'>{_e(_precision_note(scores, unit))}</p>"
+
+
+def _precision_note(scores: Mapping[str, Any], unit: str) -> str:
+    """What the bars and the table's numbers are, in plain words."""
+    edges = (scores.get("histogram") or {}).get("edges") or []
+    bar = f"Each bar spans {_g(edges[1] - edges[0])} points of score. " if len(edges) > 1 else ""
+    error = scores.get("percentile_error")
+    shown = 0.5 * 10.0 ** -_digits(scores)
+    if isinstance(error, int | float) and error <= shown:
+        percentiles = "the percentiles are exact at the precision shown"
+    else:
+        percentiles = f"the percentiles to within {_g(error)} points"
+    return (
+        f"{bar}The bars group the {unit}s' scores for display only: the table's numbers are computed from the "
+        f"scores themselves, the mean and extremes exactly, {percentiles}."
     )
-    return f"<div class='legend'>{''.join(items)}</div><p class='note'>{_e(note)}</p>"
+
+
+def _g(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) and math.isfinite(value) else "—"
 
 
 def _stats_table(scores: Mapping[str, Any], digits: int) -> str:
@@ -306,26 +371,57 @@ def thumbnail(entry: Mapping[str, Any], summary: Mapping[str, Any], px: int = TH
 
 
 def _thumbnail_image(entry: Mapping[str, Any], summary: Mapping[str, Any], px: int) -> Any:
+    """The picture a thumbnail shows, opened by the scorer's rules (frames.open_frame, its checks on a video)."""
     from PIL import Image
 
     if summary.get("unit") == "video":
-        from video_aesthetics import video
-        from video_aesthetics.frames import select_evenly
-
-        path = entry.get("video")
-        if not path:
+        image = _video_picture(entry, summary)
+        if image is None:
             return None
-        chosen = select_evenly(video.probe(path).frames, int((summary.get("config") or {}).get("load_num", 3)))
-        if not chosen:
-            return None
-        image = video.read_frames(path, [chosen[len(chosen) // 2]])[0]
     else:
-        if not entry.get("frame"):
+        frame = _confined_frame(entry, summary)
+        if frame is None:
             return None
-        with Image.open(entry["frame"]) as opened:
+        from video_aesthetics.frames import open_frame
+
+        with open_frame(frame) as opened:
             opened.draft("RGB", (px * 2, px * 2))  # JPEG: let libjpeg decode at a fraction of full size
             image = opened.convert("RGB")
     image.thumbnail((px, px), Image.Resampling.LANCZOS)
+    return image
+
+
+def _confined_frame(entry: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
+    """The entry's frame if it resolves inside the summary's figure_root; a summary is data, and data names no file outside."""
+    frame, root = entry.get("frame"), (summary.get("config") or {}).get("figure_root")
+    if not isinstance(frame, str) or not frame or not isinstance(root, str) or not root:
+        return None
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(frame)
+    if not is_within(real, real_root) or real == real_root:
+        log.warning("no thumbnail for %s: its frame %s is outside figure_root %s", entry.get("clip_id"), frame, root)
+        return None
+    return frame
+
+
+def _video_picture(entry: Mapping[str, Any], summary: Mapping[str, Any]) -> Any:
+    """The middle scored frame of the entry's video: a local regular file only, as the scorer reads videos."""
+    from video_aesthetics import video
+    from video_aesthetics.frames import check_frame_size, select_evenly
+
+    path = entry.get("video")
+    if not isinstance(path, str) or not path or looks_like_url(path) or "\x00" in path:
+        return None  # FFmpeg would open a URL or a protocol ("http:", "pipe:"): only local files are read
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a FIFO or device could block forever; the scorer marks such a video unsafe_path
+    except (OSError, ValueError):
+        return None
+    chosen = select_evenly(video.probe(path).frames, int((summary.get("config") or {}).get("load_num", 3)))
+    if not chosen:
+        return None
+    image = video.read_frames(path, [chosen[len(chosen) // 2]])[0]
+    check_frame_size(*image.size)
     return image
 
 

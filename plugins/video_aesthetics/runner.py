@@ -12,15 +12,14 @@ import json
 import logging
 import math
 import os
-import stat
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
@@ -28,10 +27,10 @@ from video_aesthetics.files import (
     PendingFile,
     exclusive,
     publish_together,
-    same_file,
     spooled,
     write_target,
 )
+from video_aesthetics.outputs import check_outputs
 from video_aesthetics.records import (
     NO_FRAMES,
     JsonlSource,
@@ -46,6 +45,9 @@ from video_aesthetics.records import (
 )
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from video_aesthetics.embeddings import EmbeddingsOutput, EmbeddingWriter
 
 Writer = Callable[[Iterator[dict[str, Any]]], Any]
 # Loads the model for a device (None: the one the config names); lets the evaluator keep one across runs.
@@ -68,6 +70,8 @@ class RunStats:
     output: str | None = None
     rejects: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    # Where the run's CLIP embeddings went (video_aesthetics.embeddings), when asked for.
+    embeddings: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,26 +235,37 @@ def score_records(
     nproc: int | None = None,
     distributed: bool = False,
     load_scorer: ScorerLoader | None = None,
+    embeddings: EmbeddingWriter | None = None,
 ) -> RunStats | None:
     """Score every sample of ``source`` and hand the scored records, in input order, to ``write`` once.
+
+    With ``embeddings`` every scored frame's embedding goes to that writer as the records are
+    merged; ``write`` finishes it (it knows when the records are all out).
 
     ``source`` is re-iterable (it is read several times: counted, decoded, merged). With
     ``distributed`` or ``nproc`` > 1 (or under torchrun) ranks score it; see ``ranks.wanted``.
     Returns None on a torchrun rank that does not write.
     """
+    check_nproc(nproc, config.device)
+    if embeddings is not None:
+        refuse_ranked_embeddings(nproc, distributed)
     config = capped_workers(config)
     totals = count_records(source, config)
     log.info(
         "input: %d records, %d %s to score", totals.records, totals.clips, "videos" if config.whole_video else "clips"
     )
     started = time.monotonic()
-    with _scored(source, config, nproc, distributed, load_scorer) as scored:
+    with _scored(source, config, nproc, distributed, load_scorer, embed=embeddings is not None) as scored:
         if scored is None:
             return None
         progress = Progress(totals.clips, unit="videos" if config.whole_video else "clips")
         counts = RecordCounts()
+        on_sample = None
+        if embeddings is not None:
+            embeddings.model = scored.identity
+            on_sample = embeddings.add
         with progress.heartbeat():
-            write(merge_results(source, scored.results, config, counts, on_result=progress.update))
+            write(merge_results(source, scored.results, config, counts, on_result=progress.update, on_sample=on_sample))
     seconds = time.monotonic() - started
     warn_if_no_clips(config, counts)
     warn_if_no_frames(config, counts)
@@ -264,7 +279,19 @@ def score_records(
         clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
         errors=dict(sorted(counts.errors.items())),
         model=scored.identity,
+        embeddings=embeddings.summary() if embeddings is not None else None,
     )
+
+
+def refuse_ranked_embeddings(nproc: int | None, distributed: bool) -> None:
+    """Embeddings are written by the process that scores: several ranks would each hold a share of them."""
+    from video_aesthetics import ranks
+
+    if ranks.wanted(distributed, nproc):
+        raise ConfigError(
+            "embeddings are written by a run in one process: drop --nproc/init_distributed (or run without "
+            "torchrun), or score the shards separately, each with its own embeddings file"
+        )
 
 
 def cpus_available() -> int:
@@ -273,6 +300,39 @@ def cpus_available() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def check_nproc(nproc: Any, device: str) -> None:
+    """Refuse (ConfigError) an ``nproc`` below 1 or above what ``device`` offers: its GPUs, or on the CPU its CPUs.
+
+    None (one process, or one rank per GPU) passes. Each rank is a process with its own copy of the
+    model: more ranks than GPUs cannot run, and more than the CPUs only compete for them.
+    """
+    if nproc is None:
+        return
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ConfigError(f"nproc must be an integer >= 1 (the number of scoring processes), got {nproc!r}")
+    gpus = _gpus_for(device)
+    if gpus:
+        if nproc > gpus:
+            raise ConfigError(
+                f"nproc={nproc} but {gpus} GPU(s) are visible and each rank needs its own; use nproc <= {gpus}"
+            )
+        return
+    cpus = cpus_available()
+    if nproc > cpus:
+        raise ConfigError(
+            f"nproc={nproc} but this process may use {cpus} CPU(s) and each CPU rank needs one; use nproc <= {cpus}"
+        )
+
+
+def _gpus_for(device: str) -> int:
+    """The CUDA devices a run on ``device`` may use; 0 when it runs on the CPU (torch is imported only for cuda/auto)."""
+    if device == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def capped_workers(config: ScoringConfig) -> ScoringConfig:
@@ -327,6 +387,7 @@ def _scored(
     nproc: int | None,
     distributed: bool,
     load_scorer: ScorerLoader | None,
+    embed: bool = False,
 ) -> Iterator[Any]:
     """The results of ``source`` in input order, scored here or by ranks; None on a rank that does not write."""
     from video_aesthetics import ranks
@@ -337,7 +398,7 @@ def _scored(
             yield gathered
         return
     scorer = load_scorer(None) if load_scorer else Scorer.load(config)
-    yield Scored(iter_results(source, config, scorer), scorer.identity)
+    yield Scored(iter_results(source, config, scorer, embed=embed), scorer.identity)
 
 
 def score_file(
@@ -348,8 +409,13 @@ def score_file(
     rejects_path: Path | str | None = None,
     nproc: int | None = None,
     distributed: bool = False,
+    also_writes: Sequence[tuple[str, Path | str | None]] = (),
+    embeddings: EmbeddingsOutput | None = None,
 ) -> RunStats | None:
     """Score a JSONL file into another; with skip_bad_records, bad lines go to a rejects file.
+
+    With ``embeddings`` the scored frames' CLIP embeddings go to a Parquet file
+    (video_aesthetics.embeddings), published with the output and the rejects, or not at all.
 
     Every input line ends in the output or in the rejects file (or the run stops before writing
     anything). Before any scoring: the input must be readable (``"-"``, pipes and FIFOs are read
@@ -357,21 +423,29 @@ def score_file(
     different files after following links, the outputs must be writable files, and no other run
     may be writing them (a lock beside each). Output and rejects are written to temporaries and
     renamed into place together at the end, rejects first; an output that is a symbolic link keeps
-    the link and has its target replaced. Returns None on a torchrun rank that does not write.
+    the link and has its target replaced. ``also_writes`` names the caller's other outputs of the
+    run, by role (``[("--report", path)]``): they are held to the same checks (outputs.check_outputs)
+    before the model loads. Returns None on a torchrun rank that does not write.
     """
+    check_nproc(nproc, config.device)
     output = Path(output_path)
     rejects = (
         (Path(rejects_path) if rejects_path else default_rejects_path(output)) if config.skip_bad_records else None
     )
-    stream = check_run_paths(input_path, output, rejects)
+    if embeddings is not None:
+        also_writes = [*also_writes, ("--embeddings", embeddings.path)]
+    stream = check_run_paths(input_path, output, rejects, also_writes)
     writes = _writing_rank()
     if stream and not writes:
         raise InputError("under torchrun every rank reads the input itself: give --input a regular file, not a stream")
     label = STDIN_LABEL if str(input_path) == STDIN else str(input_path)
     with contextlib.ExitStack() as stack:
         out_file = rej_file = None
+        emb_writer = None
         if writes:
             out_file, rej_file = _prepare_outputs(stack, output, rejects)
+            if embeddings is not None:
+                emb_writer = stack.enter_context(_embedding_writer(embeddings, config))
         path = Path(input_path)
         if stream:
             path = stack.enter_context(_spooled_input(input_path, label, write_target(output).parent, output.name))
@@ -380,12 +454,13 @@ def score_file(
 
         def write(records: Iterator[dict[str, Any]]) -> None:
             assert out_file is not None
-            write_lines(out_file.handle, records)
+            written = write_lines(out_file.handle, records)
             if rej_file is not None:
                 rejected.append(write_bad_lines(rej_file.handle, source))
-            publish_together([f for f in (rej_file, out_file) if f is not None])
+            emb_file = emb_writer.finish(written) if emb_writer is not None else None
+            publish_together([f for f in (rej_file, emb_file, out_file) if f is not None])
 
-        stats = score_records(source, config, write, nproc=nproc, distributed=distributed)
+        stats = score_records(source, config, write, nproc=nproc, distributed=distributed, embeddings=emb_writer)
     if stats is None:
         return None
     stats.output = str(output)
@@ -401,11 +476,28 @@ STDIN = "-"
 STDIN_LABEL = "<stdin>"
 
 
-def check_run_paths(input_path: Path | str, output: Path, rejects: Path | None) -> bool:
+def _embedding_writer(output: EmbeddingsOutput, config: ScoringConfig) -> EmbeddingWriter:
+    from video_aesthetics.embeddings import EmbeddingWriter
+
+    try:
+        return EmbeddingWriter(output, config, None)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write the embeddings {output.path}: {err.strerror}; choose a folder you can write to"
+        ) from None
+
+
+def check_run_paths(
+    input_path: Path | str,
+    output: Path,
+    rejects: Path | None,
+    also_writes: Sequence[tuple[str, Path | str | None]] = (),
+) -> bool:
     """Refuse paths that cannot work, before anything is read or written; whether the input is a stream.
 
     Raises InputError for an input that is missing, a folder, a device or unreadable, and
-    ConfigError for outputs that are folders or not files, or for two roles naming one file.
+    ConfigError (outputs.check_outputs) for outputs that are folders, not files, unwritable or links
+    out of their folder, or for two roles naming one file.
     """
     stream = str(input_path) == STDIN
     if stream:
@@ -416,46 +508,9 @@ def check_run_paths(input_path: Path | str, output: Path, rejects: Path | None) 
             )
     else:
         stream = input_kind(input_path) == "stream"
-    roles = [("output", output)] + ([("rejects file", rejects)] if rejects is not None else [])
-    for what, path in roles:
-        _check_output(path, what)
-        if not stream and same_file(input_path, path):
-            raise ConfigError(
-                f"the {what} {path} is the input {input_path} (after following links): writing it would "
-                f"replace the records being read; choose another {_flag(what)}"
-            )
-    if rejects is not None and same_file(output, rejects):
-        raise ConfigError(
-            f"the rejects file {rejects} is the output {output}: one would replace the other; "
-            "choose another --rejects path"
-        )
+    outputs = [("--output", output), ("--rejects", rejects), *also_writes]
+    check_outputs(outputs, [("--input", None if stream else input_path)])
     return stream
-
-
-def _flag(what: str) -> str:
-    return "--output" if what == "output" else "--rejects path (by default OUT.rejects.jsonl, beside the output)"
-
-
-def _check_output(path: Path, what: str) -> None:
-    target = write_target(path)
-    try:
-        mode = os.stat(target).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None  # the folders are checked below
-    except OSError as err:
-        raise ConfigError(f"cannot use {path} as the {what}: {err.strerror}") from None
-    if mode is not None and stat.S_ISDIR(mode):
-        raise ConfigError(f"the {what} {path} is a folder; give a file path, such as {path}/scored.jsonl")
-    if mode is not None and not stat.S_ISREG(mode):
-        raise ConfigError(
-            f"the {what} {path} is not a regular file (a device, FIFO or socket) and cannot be replaced "
-            "atomically; give a file path"
-        )
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
-            break
 
 
 def _prepare_outputs(

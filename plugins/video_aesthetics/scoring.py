@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -144,6 +145,14 @@ class Scorer:
         intra-op thread (see CPU_FORWARD_GROUP). Sharded, multi-process and single runs then agree
         to the last bit.
         """
+        return self.score_and_embed(pixels)[0]
+
+    @torch.inference_mode()
+    def score_and_embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores as ``score_pixels``, and the L2-normalised embeddings the head saw (float32, CPU, (N, D)).
+
+        The embeddings come from the same forward pass: keeping them costs a copy to the host, not a second pass.
+        """
         count = pixels.shape[0]
         groups = []
         for start in range(0, count, self.forward_batch):
@@ -153,13 +162,15 @@ class Scorer:
                 part = torch.cat([part, padding])
             groups.append(part)
         if not groups:
-            return torch.empty(0)
+            return torch.empty(0), torch.empty(0, 0)
         if self.device.type == "cpu":
             with torch_threads(1):
-                scores = list(self._cpu_pool().map(self._forward, groups))
+                outputs = list(self._cpu_pool().map(self._forward, groups))
         else:
-            scores = [self._forward(group) for group in groups]
-        return torch.cat(scores)[:count]
+            outputs = [self._forward(group) for group in groups]
+        scores = torch.cat([scores for scores, _ in outputs])[:count]
+        embeddings = torch.cat([embedded for _, embedded in outputs])[:count]
+        return scores, embeddings
 
     def _cpu_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -167,13 +178,13 @@ class Scorer:
         return self._pool
 
     @torch.inference_mode()  # thread-local: the CPU pool's threads need their own
-    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
         x = (x - self.mean) / self.std
         embeddings = self.tower(x.to(self.dtype)).float()
         embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-        return self.head(embeddings).squeeze(-1).float().cpu()
+        return self.head(embeddings).squeeze(-1).float().cpu(), embeddings.cpu()
 
 
 @contextlib.contextmanager
@@ -252,13 +263,14 @@ def load_batch(
     number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
 ) -> dict[str, Any]:
     frames: list[Any] = []
-    counts, errors = [], []
+    counts, errors, names = [], [], []
     for sample in samples:
-        loaded, error = load_sample(sample, config, pp, decode)
+        loaded, loaded_names, error = load_sample(sample, config, pp, decode)
         frames.extend(loaded)
         counts.append(len(loaded))
         errors.append(error)
-    batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors}
+        names.append(loaded_names)
+    batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors, "names": names}
     if decode == "gpu":
         return {**batch, **pack_for_device(frames, pp)}
     stacked = np.stack(frames) if frames else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
@@ -267,55 +279,73 @@ def load_batch(
 
 def load_sample(
     sample: Sample, config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
-) -> tuple[list[Any], str | None]:
-    """A sample's selected frames as pixels (on "gpu", JPEGs as bytes), or the reason it has none; never raises."""
+) -> tuple[list[Any], list[str], str | None]:
+    """A sample's selected frames as pixels (on "gpu", JPEGs as bytes) and their names, or the reason it has none.
+
+    A frame's name is its file name, or in whole-video mode ``#`` and its index in the video. Never raises.
+    """
     if sample.error is not None or sample.path is None:
-        return [], sample.error
+        return [], [], sample.error
     try:
         if config.whole_video:
             return _video_pixels(sample.path, config.load_num, pp, decode)
         return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config))
     except Exception:
         log.exception("could not load sample %s", sample.path)
-        return [], DECODE_ERROR
+        return [], [], DECODE_ERROR
 
 
 def _folder_pixels(
     folder: Path, load_num: int, pp: PreprocessConfig, decode: str, store: RemoteFrames | None = None
-) -> tuple[list[Any], str | None]:
+) -> tuple[list[Any], list[str], str | None]:
     frames: list[Any] = list_frames(folder) if store is None else store.list(folder)
     if not frames:
-        return [], NO_FRAMES
+        return [], [], NO_FRAMES
     load = frame_loader(decode)
-    pixels = []
+    pixels, names = [], []
     selected = select_frames(frames, load_num)
     # Remote frames are fetched side by side; one that cannot be fetched fails below like a damaged file.
-    for path in selected if store is None else store.fetch(selected):
+    fetched = selected if store is None else store.fetch(selected)
+    for chosen, path in zip(selected, fetched, strict=True):
         try:
             pixels.append(load(path, pp))
         except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
             log.warning("skipping unreadable frame %s: %s", path, err)
-    return pixels, None if pixels else CORRUPT_FRAMES
+            continue
+        names.append(os.path.basename(str(chosen).rstrip("/")))
+    return pixels, names, None if pixels else CORRUPT_FRAMES
 
 
-def _video_pixels(path: Path, load_num: int, pp: PreprocessConfig, decode: str) -> tuple[list[np.ndarray], str | None]:
+def _video_pixels(
+    path: Path, load_num: int, pp: PreprocessConfig, decode: str
+) -> tuple[list[np.ndarray], list[str], str | None]:
     try:
         count = video.probe(path).frames
-        images = video.read_frames(path, select_evenly(count, load_num)) if count else []
+        indices = select_evenly(count, load_num) if count else []
+        images = video.read_frames(path, indices) if count else []
     except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
         log.warning("cannot read video %s: %s", path, err)
-        return [], UNREADABLE_VIDEO
+        return [], [], UNREADABLE_VIDEO
     if not images:
-        return [], UNREADABLE_VIDEO
+        return [], [], UNREADABLE_VIDEO
     # Video frames are decoded here by PyAV on every path; only the resize differs.
     resize = "exact" if decode == "exact" else "fast"
-    return [image_pixels(image, pp, resize) for image in images], None
+    # A video's frames have no file names: "#<index in the video>" names each one.
+    names = [f"#{index}" for index in indices] if len(indices) == len(images) else [f"#{i}" for i in range(len(images))]
+    return [image_pixels(image, pp, resize) for image in images], names, None
 
 
 def iter_results(
-    source: Iterable[dict[str, Any]], config: ScoringConfig, scorer: Scorer, share: RankShare = RankShare()
+    source: Iterable[dict[str, Any]],
+    config: ScoringConfig,
+    scorer: Scorer,
+    share: RankShare = RankShare(),
+    *,
+    embed: bool = False,
 ) -> Iterator[SampleResult]:
     """Results of this rank's share of the samples, in input order.
+
+    With ``embed`` each scored result also carries its frames' names and embeddings (what the head saw).
 
     When a decoding worker dies, the batches not yet scored are decoded in this process instead:
     one lost worker must not end a run of millions of clips.
@@ -337,7 +367,11 @@ def iter_results(
             batches = decoded_ahead(batches, DeviceDecoder(scorer.preprocess, scorer.device))
         try:
             for batch in batches:
-                results = list(_sample_results(batch, scorer.score_pixels(batch["pixels"]), config.reduction))
+                if embed:
+                    scores, embedded = scorer.score_and_embed(batch["pixels"])
+                    results = list(_sample_results(batch, scores, config.reduction, embedded))
+                else:
+                    results = list(_sample_results(batch, scorer.score_pixels(batch["pixels"]), config.reduction))
                 next_batch = batch["batch"] + 1
                 yield from results
             return
@@ -381,12 +415,19 @@ def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
         yield batch
 
 
-def _sample_results(batch: dict[str, Any], scores: torch.Tensor, reduction: str) -> Iterator[SampleResult]:
+def _sample_results(
+    batch: dict[str, Any], scores: torch.Tensor, reduction: str, embeddings: torch.Tensor | None = None
+) -> Iterator[SampleResult]:
     offset = 0
-    for seq, count, error in zip(batch["seqs"], batch["counts"], batch["errors"], strict=False):
+    names = batch.get("names") or [None] * len(batch["seqs"])
+    for seq, count, error, frame_names in zip(batch["seqs"], batch["counts"], batch["errors"], names, strict=False):
         if not count:
             yield SampleResult(seq, None, error or NO_FRAMES)
             continue
         frame_scores = scores[offset : offset + count]
+        result = SampleResult(seq, float(_REDUCE[reduction](frame_scores)), None, [float(s) for s in frame_scores])
+        if embeddings is not None:
+            result.embeddings = embeddings[offset : offset + count].numpy()
+            result.frames = list(frame_names) if frame_names is not None else [str(i) for i in range(count)]
         offset += count
-        yield SampleResult(seq, float(_REDUCE[reduction](frame_scores)), None, [float(s) for s in frame_scores])
+        yield result

@@ -73,6 +73,11 @@ SETTINGS: dict[str, Setting] = {
             lambda: str(_airflow_home() / "video_aesthetics" / "output"),
         ),
         Setting(
+            "allowed_roots",
+            "Locations runs may read and write: local folders and store prefixes (s3://bucket/prefix), separated "
+            "by commas or newlines. Empty: any location (set it in production; see SECURITY.md).",
+        ),
+        Setting(
             "work_root", "Staging folder for shard files, reachable by every worker. Empty: <output_root>/_staging."
         ),
         Setting(

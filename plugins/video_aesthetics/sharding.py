@@ -29,11 +29,11 @@ from video_aesthetics.records import (
     ERROR,
     FILTERED,
     FRAME_SCORES,
-    NON_FINITE,
     SCORE,
     BadLine,
     Check,
     clip_list,
+    clip_outcome,
     dumps,
     parse_line,
     read_lines,
@@ -451,20 +451,16 @@ def _count_clips(
             f"{len(targets)} in its scored output"
         )
     for target in targets:
-        error = target.get(ERROR) if isinstance(target, dict) else "invalid_clip"
-        score = target.get(SCORE) if isinstance(target, dict) else None
+        _score, reason = clip_outcome(target)
         summary.clips += 1
         result.clips += 1
-        # As RunStats counts: a score that is not a finite number is no score.
-        finite = isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
-        if finite and error is None:
+        if reason is None:
             summary.scored += 1
             result.scored += 1
         else:
             summary.failed += 1
             result.failed += 1
-            key = str(error or (NON_FINITE if isinstance(score, float) else "unscored"))
-            result.errors[key] = result.errors.get(key, 0) + 1
+            result.errors[reason] = result.errors.get(reason, 0) + 1
 
 
 def build_manifest(

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
+# Named in every missing-weights message: how a machine without the model hub points each face at local files.
+LOCAL_WEIGHTS_HELP = (
+    "To use local files instead, point the settings at them: "
+    "VIDEO_AESTHETICS_CLIP_MODEL=/path/to/ViT-L-14.pt (OpenAI's CLIP ViT-L/14) and "
+    "VIDEO_AESTHETICS_MLP_CHECKPOINT=/path/to/sac+logos+ava1-l14-linearMSE.pth (LAION's head) in the environment "
+    "of `make demo`, `make ui` and Airflow; --clip-model and --mlp-checkpoint on the command line; "
+    "clip_model and mlp_checkpoint in Python and the DAG's params."
+)
 
 
 def offline() -> bool:
@@ -45,7 +53,7 @@ def fetch(url: str, dest: Path, sha256: str | None, *, hint: str = "") -> Path:
     if offline():
         raise WeightsError(
             f"{dest.name} is not in the cache and downloading is off ({offline_reason()}): "
-            f"download {url} and put it at {dest}{_hint(hint)}, or unset the offline variable"
+            f"download {url} and put it at {dest}{_hint(hint)}, or unset the offline variable. {LOCAL_WEIGHTS_HELP}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, dest)
@@ -83,7 +91,8 @@ def _download(url: str, out: BinaryIO, dest: Path, hint: str) -> None:
             shutil.copyfileobj(source, out, _CHUNK)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         raise WeightsError(
-            f"could not download {dest.name} from {url} ({exc}): download it by hand and put it at {dest}{_hint(hint)}"
+            f"could not download {dest.name} from {url} ({exc}): download it by hand and put it at {dest}{_hint(hint)}. "
+            f"{LOCAL_WEIGHTS_HELP}"
         ) from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -22,7 +23,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from video_aesthetics import report, sharding
-from video_aesthetics.airflow import object_store, preflight, staging
+from video_aesthetics.airflow import dag_embeddings, object_store, preflight, roots, staging
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
@@ -88,6 +89,11 @@ class RunLayout:
         return object_store.store_path(self.output_dir)
 
     @property
+    def output_root(self) -> ObjectStoragePath:
+        """The output store's root (output_root, links resolved when local): no publish writes outside it."""
+        return self.output.parent
+
+    @property
     def manifest(self) -> ObjectStoragePath:
         return self.output / MANIFEST_NAME
 
@@ -137,8 +143,45 @@ def run_layout(params: Mapping[str, Any], context: Mapping[str, Any]) -> RunLayo
                 "to a folder every worker can read and write, or an object store URL, for the shard files"
             )
         work_base = local_root / STAGING_NAME
-    work_dir = work_base / sharding.safe_name(dag_id) / sharding.safe_name(run_id)
+    dag_folder = work_base / sharding.safe_name(dag_id)
+    _check_staging_apart(object_store.store_path_with(output_root, output_conn), dag_folder, work_root)
+    work_dir = dag_folder / sharding.safe_name(run_id)
     return RunLayout(dag_id, run_id, run_type, partition, ds, spec, str(output), str(work_dir), output_conn)
+
+
+def _check_staging_apart(
+    output_root: ObjectStoragePath, dag_folder: Path | ObjectStoragePath, work_root: str | None
+) -> None:
+    """Refuse a work_root whose staging could hold or prune a published result.
+
+    The staging of a DAG, ``<work_root>/<dag_id>/``, is where plans prune other runs' folders and
+    merges remove their own: it must not be output_root, nor lie among its partitions (only below
+    ``<output_root>/_staging``, the default), and output_root must not lie inside it.
+    """
+    outputs, staged = _place(output_root), _place(dag_folder)
+    if _inside(staged, outputs) and not _inside(staged, f"{outputs}/{STAGING_NAME}"):
+        raise ConfigError(
+            f"work_root {work_root!r} puts this DAG's staging at {staged}, inside output_root {outputs} where "
+            f"published partitions live (a partition may be named like the DAG): set work_root to a folder outside "
+            f"output_root, or leave work_root empty for <output_root>/{STAGING_NAME}"
+        )
+    if _inside(outputs, staged):
+        raise ConfigError(
+            f"output_root {outputs} lies inside work_root {work_root!r}'s staging folder {staged}, which runs "
+            "prune: give output_root and work_root folders apart from each other"
+        )
+
+
+def _place(location: Path | ObjectStoragePath) -> str:
+    """A location as comparable text: a local path with links resolved, else scheme://bucket/key."""
+    local = location if isinstance(location, Path) else object_store.local_path(location)
+    if local is not None:
+        return os.path.realpath(local)
+    return f"{location.protocol}://{str(location.path).strip('/')}"
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id: str) -> str:
@@ -156,6 +199,9 @@ def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id:
 
 
 def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:
+    rescored = dag_embeddings.rescore_source(params)
+    if rescored:
+        return rescored  # a rescore run reads a published partition, not input_path
     input_path = optional_text(params.get("input_path"))
     if input_path:
         return input_path
@@ -184,6 +230,10 @@ def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:
 # The DAG's params that are scoring parameters; score_shard receives them, typed, from plan_shards.
 SCORING_PARAMS = (
     "figure_root",
+    "input_video_key",
+    "video_clips_key",
+    "output_key",
+    "frame_scores",
     "clip_model",
     "mlp_checkpoint",
     "load_num",
@@ -196,6 +246,46 @@ SCORING_PARAMS = (
     "aes_max",
     "skip_bad_records",
 )
+
+
+# The run's params that name a place the run reads or writes: user input, checked against the
+# deployment's allowed_roots (roots.py) by every task before it does any work.
+LOCATION_PARAMS = (
+    "input_path",
+    "input_root",
+    "output_root",
+    "work_root",
+    "figure_root",
+    "video_root",
+    "rescore_from",
+)
+
+
+def check_locations(params: Mapping[str, Any]) -> None:
+    """Refuse (ConfigError naming the param and the setting) a location param outside the allowed roots.
+
+    Unset allowed_roots: every location passes, as before the setting existed.
+    """
+    for name in LOCATION_PARAMS:
+        value = optional_text(params.get(name))
+        if value:
+            roots.check_location(value, name)
+
+
+def check_input_files(inputs: list[Path | ObjectStoragePath], param: str = "input_path") -> None:
+    """Each resolved input file inside the allowed roots too: a glob's match or a folder's file may be a link out."""
+    for path in inputs:
+        roots.check_location(str(path), param)
+
+
+def report_top(params: Mapping[str, Any]) -> int:
+    """The report's best/worst count, checked here so that a bad one fails before any shard is scored."""
+    value = params.get("report_top")
+    if value is None:
+        return report.DEFAULT_TOP
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= report.MAX_TOP:
+        raise ConfigError(f"report_top must be an integer from 1 to {report.MAX_TOP}, got {value!r}")
+    return value
 
 
 def input_conn_id(params: Mapping[str, Any]) -> str | None:
@@ -221,6 +311,20 @@ def score_kwargs(config: ScoringConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in SCORING_PARAMS if name != "skip_bad_records"}
 
 
+def process_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The operator's own arguments that are not scoring parameters: how many processes score a shard.
+
+    The form's switch may send null for "off"; the operator wants a real bool.
+    """
+    distributed = params.get("init_distributed")
+    if distributed is not None and not isinstance(distributed, bool):
+        raise ConfigError(f"init_distributed must be true or false, got {distributed!r}")
+    nproc = params.get("nproc")
+    if nproc is not None and (isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1):
+        raise ConfigError(f"nproc must be empty or an integer >= 1, got {nproc!r}")
+    return {"init_distributed": bool(distributed), "nproc": nproc}
+
+
 def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """Check (and by policy extract) the frames of every clip of the run's input; the counts.
 
@@ -230,8 +334,10 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
     from video_aesthetics.extraction import check_frames as check
 
     with _failing_fast():
-        preflight.check_run(context)  # a missing pool would leave score_shard scheduled forever
         _refuse_unknown_conf(context)
+        check_locations(params)  # before anything is opened: the conf is user input
+        report_top(params)
+        preflight.check_run(context)  # a missing pool would leave score_shard scheduled forever
         try:
             layout = run_layout(params, context)
         except NoInput as err:
@@ -240,7 +346,12 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
             log.warning("skipping this %s run: %s", run_type_of(context), err)
             raise AirflowSkipException(str(err)) from None
         config = scoring_config(params)
+        if dag_embeddings.rescore_source(params):
+            # A rescore run reads no frame: merge rescores the published partition from its embeddings.
+            dag_embeddings.read_source_manifest(layout.input_spec)
+            return {"rescore_from": layout.input_spec, "partition": layout.partition}
         inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
+        check_input_files(inputs)
         video_root = optional_text(params.get("video_root"))
         log.info(
             "checking frames of %d input file(s) from %s under %s", len(inputs), layout.input_spec, config.figure_root
@@ -274,10 +385,14 @@ def _refuse_unknown_conf(context: Mapping[str, Any]) -> None:
 def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shards: int) -> list[dict[str, Any]]:
     """Cut the run's input into shard files in its staging folder; one score_shard kwargs dict per shard."""
     with _failing_fast():
+        check_locations(params)  # again: a cleared task may run with another conf than check_frames saw
         layout = run_layout(params, context)
         config = scoring_config(params)
-        shared = score_kwargs(config)
+        if dag_embeddings.rescore_source(params):
+            return []  # no shard to score: merge rescores from the embeddings
+        shared = {**score_kwargs(config), **process_kwargs(params)}
         inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
+        check_input_files(inputs)
         chunk_size = int(params.get("chunk_size", 1))
         staging.stamp_and_prune(layout.staging, context)  # failed runs' staging: kept for a while, then pruned
         # Remote inputs and staging: cut locally, then upload (object_store.publish_staging).
@@ -313,7 +428,10 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
             plan.chunk_size,
             max_shards,
         )
-    return [{"input_path": shard.input, "output_path": shard.output, **shared} for shard in plan.shards]
+    return [
+        {"input_path": shard.input, "output_path": shard.output, **shared, **dag_embeddings.shard_kwargs(params, shard.output)}
+        for shard in plan.shards
+    ]
 
 
 def merge(
@@ -329,9 +447,14 @@ def merge(
     killed) leaves the partition's previous result as it was.
     """
     with _failing_fast(), object_store.scratch_folder() as scratch:
+        check_locations(params)
         layout = run_layout(params, context)
         config = scoring_config(params)
-        if layout.remote_staging:
+        carried = None
+        if dag_embeddings.rescore_source(params):
+            # A rescore run: its one "shard" is the published partition, rescored here from its embeddings.
+            plan, shard_results, carried = dag_embeddings.rescore_plan(params, config, scratch)
+        elif layout.remote_staging:
             # Workers share no disk: the shards come down from the store into a scratch folder.
             plan, shard_results = object_store.fetch_staging(
                 layout.staging, PLAN_NAME, list(shard_results or []), scratch
@@ -341,12 +464,19 @@ def merge(
         results = _check_shard_results(plan, list(shard_results or []))
         model = _one_model(results)
         version = object_store.new_version(layout.output)
+        # Every file of the publish is written below output_root, never through a link (object_store.write_atomic).
+        root = layout.output_root
         try:
             scored = version / SCORED_NAME
-            builder = report.ReportBuilder(config, top=int(params.get("report_top", 12)))
-            merged, kept = _publish_merged(plan, config, version, builder)
+            builder = report.ReportBuilder(config, top=report_top(params))
+            merged, kept = _publish_merged(plan, config, version, builder, root)
             _cross_check(merged, results)
-            rejects = _publish_rejects(plan, version)
+            rejects = _publish_rejects(plan, version, root)
+            embedded = (
+                dag_embeddings.publish_carried(carried, version, root)
+                if carried is not None
+                else dag_embeddings.publish(params, plan, results, version, root)
+            )
             run_info = {
                 "dag_id": layout.dag_id,
                 "run_id": layout.run_id,
@@ -355,7 +485,7 @@ def merge(
                 "version": version.name,
                 "logical_date": layout.logical_date,
             }
-            summary = _publish_report(builder, plan, version, model, run_info, str(scored))
+            summary = _publish_report(builder, plan, version, model, run_info, str(scored), root)
             manifest = sharding.build_manifest(
                 plan=plan,
                 merged=merged,
@@ -369,9 +499,10 @@ def merge(
             # What people see in the report, machines read here.
             manifest["output"]["report"] = str(version / REPORT_NAME)
             manifest["output"]["kept"] = kept
+            manifest["output"]["embeddings"] = embedded
             manifest["summary"] = summary
             data = sharding.manifest_bytes(manifest)
-            object_store.write_atomic(layout.manifest, lambda out: out.write(data))
+            object_store.write_atomic(layout.manifest, lambda out: out.write(data), root=root)
         except BaseException:
             object_store.remove_tree(version)
             raise
@@ -398,6 +529,7 @@ def merge(
         "rejects": rejects,
         "report": str(version / REPORT_NAME),
         "kept": kept,
+        "embeddings": embedded["path"] if embedded else None,
         "summary": report.headline(summary),
         "records": merged.records,
         "clips": merged.clips,
@@ -467,16 +599,21 @@ def _publish_report(
     model: dict[str, Any],
     run: dict[str, Any],
     source: str,
+    root: ObjectStoragePath,
 ) -> dict[str, Any]:
     """The run's score report beside its records; returns the summary the report shows."""
     summary = builder.summary(model=model, run=run, rejected=plan.rejected, source=source)
     page = report.render_html(summary, title=f"Aesthetic scores: {run['partition']}").encode("utf-8")
-    object_store.write_atomic(version / REPORT_NAME, lambda out: out.write(page))
+    object_store.write_atomic(version / REPORT_NAME, lambda out: out.write(page), root=root)
     return summary
 
 
 def _publish_merged(
-    plan: sharding.ShardPlan, config: ScoringConfig, version: ObjectStoragePath, builder: report.ReportBuilder
+    plan: sharding.ShardPlan,
+    config: ScoringConfig,
+    version: ObjectStoragePath,
+    builder: report.ReportBuilder,
+    root: ObjectStoragePath,
 ) -> tuple[sharding.MergeResult, dict[str, Any] | None]:
     """One checked pass over the scored shards (the local staging files): it writes scored.jsonl, feeds
     ``builder`` and, with aes_min/aes_max, writes kept.jsonl, the records with only their passing clips
@@ -484,7 +621,7 @@ def _publish_merged(
     scored = version / SCORED_NAME
     if not config.filtering:
         merged = object_store.write_atomic(
-            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=builder.add)
+            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=builder.add), root=root
         )
         return merged, None
     target = version / KEPT_NAME
@@ -500,21 +637,21 @@ def _publish_merged(
                 count += 1
 
         merged = object_store.write_atomic(
-            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=keep)
+            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=keep), root=root
         )
         return merged, count
 
-    merged, records = object_store.write_atomic(target, fill)
+    merged, records = object_store.write_atomic(target, fill, root=root)
     return merged, {"path": str(target), "records": records}
 
 
-def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath) -> str | None:
+def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath, root: ObjectStoragePath) -> str | None:
     """Copy the plan's rejected lines into the version, beside its scored records."""
     if plan.rejects is None:
         return None
     target = version / REJECTS_NAME
     with Path(plan.rejects).open("rb") as source:
-        object_store.write_atomic(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
+        object_store.write_atomic(target, lambda out: shutil.copyfileobj(source, out, 1 << 20), root=root)
     return str(target)
 
 

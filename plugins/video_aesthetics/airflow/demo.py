@@ -120,16 +120,8 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(out / "frames", ignore_errors=True)
     chunk_size = args.chunk_size or max(1, math.ceil(records / 4))
     conf = {
-        "input_path": str(sample.jsonl),
-        "output_root": str(out / "scored"),
+        **sample_conf(out, sample.jsonl, chunk_size, args.batch_size, args.num_workers, model),
         "partition": logical_date,
-        "figure_root": str(out / "frames"),
-        "video_root": str(sample.root),
-        "chunk_size": chunk_size,
-        "batch_size": args.batch_size,
-        "num_workers": args.num_workers,
-        "on_missing_frames": "extract",
-        **model,
     }
     env = airflow_env(out / "airflow", dags_folder)
     log_file = out / "airflow" / "demo-run.log"
@@ -160,6 +152,26 @@ def run(args: argparse.Namespace) -> int:
         f"(AIRFLOW_HOME; run log {log_file})"
     )
     return 0
+
+
+def sample_conf(
+    out: Path, jsonl: Path, chunk_size: int, batch_size: int, num_workers: int, model: dict[str, str]
+) -> dict[str, Any]:
+    """The run conf that scores the sample in ``out``: frames extracted by the DAG into out/frames, results in out/scored.
+
+    Shared with ``make ui`` (scripts/ui.py), whose first run scores the same sample through the scheduler.
+    """
+    return {
+        "input_path": str(jsonl),
+        "output_root": str(out / "scored"),
+        "figure_root": str(out / "frames"),
+        "video_root": str(jsonl.parent),
+        "chunk_size": chunk_size,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "on_missing_frames": "extract",
+        **model,
+    }
 
 
 def say(text: str) -> None:
@@ -215,7 +227,8 @@ def check_weights(clip_model: str | None, mlp_checkpoint: str | None) -> dict[st
     """
     from video_aesthetics.clip_loader import DEFAULT_CLIP_MODEL, load_clip
     from video_aesthetics.errors import WeightsError
-    from video_aesthetics.head import load_head
+    from video_aesthetics.head import OFFICIAL_HEAD_URL, load_head
+    from video_aesthetics.weights_cache import LOCAL_WEIGHTS_HELP
 
     spec = clip_model or DEFAULT_CLIP_MODEL
     try:
@@ -223,10 +236,12 @@ def check_weights(clip_model: str | None, mlp_checkpoint: str | None) -> dict[st
         head = load_head(mlp_checkpoint, embed_dim=clip.embed_dim)
     except WeightsError as err:
         raise DemoError(
-            f"the model weights cannot be had: {err}\n\n"
+            # The library's own pointer to local files is said below, in the demo's terms.
+            f"the model weights cannot be had: {str(err).replace(LOCAL_WEIGHTS_HELP, '').strip()}\n\n"
             f"To run the demo without network, download them once elsewhere and point the demo at them:\n"
             f"  export {CLIP_MODEL_ENV}=/path/to/ViT-L-14.pt   # OpenAI's CLIP ViT-L/14 checkpoint\n"
             f"  export {MLP_CHECKPOINT_ENV}=/path/to/sac+logos+ava1-l14-linearMSE.pth   # LAION's aesthetic head\n"
+            f"(the head is {OFFICIAL_HEAD_URL}); `make ui` reads the same two settings;\n"
             f"or put them into the cache folder ($VIDEO_AESTHETICS_CACHE), or allow downloads "
             f"(unset VIDEO_AESTHETICS_OFFLINE / HF_HUB_OFFLINE)."
         ) from None

@@ -1,4 +1,4 @@
-"""The "Aesthetic scores" button on scoring tasks, and console URLs for outputs in object stores."""
+"""The "Aesthetic scores" link on scoring tasks (to the run's tab in the Airflow UI), and console URLs for outputs in object stores."""
 
 from __future__ import annotations
 
@@ -38,11 +38,20 @@ def browser_url(location: str | None) -> str:
 
 # Where the plugin's results view is mounted in the API server (see views and plugin).
 VIEW_PREFIX = "/video-aesthetics"
+# The url_route of the run page's "Aesthetic scores" tab (plugin.external_views): Airflow 3's UI
+# shows it at <base>/dags/<dag>/runs/<run>/plugin/<route>, beside the run's task instances.
+TAB_ROUTE = "aesthetic-scores"
+PARTITIONS_ROUTE = "aesthetic-partitions"
 
 
 def run_url(base_url: str, dag_id: str, run_id: str) -> str:
     """The results view of one run: what the extra links and the run page's tab open."""
     return f"{base_url.rstrip('/')}{VIEW_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+
+
+def run_tab_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The run's "Aesthetic scores" tab inside the Airflow UI: its navigation stays around the report."""
+    return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{TAB_ROUTE}"
 
 
 def api_base_url() -> str:
@@ -52,14 +61,13 @@ def api_base_url() -> str:
 
 
 class ScoredOutputLink(BaseOperatorLink):
-    """Links a scoring or publishing task to its run's results view: the report and the published output.
+    """Links a scoring or publishing task to its run's "Aesthetic scores" tab in the Airflow UI.
 
-    Airflow 3's UI renders only http(s) links, and a scoring shard's own file is staging that the
-    merge deletes, so the link names the view (served by the API server, behind its auth), which
-    shows what the run finally published, with its object-store console links where it has them.
+    A scoring shard's own file is staging that the merge deletes, so the link opens the run's tab,
+    which shows what the run finally published (downloads and report) inside Airflow's navigation.
     """
 
     name = "Aesthetic scores"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return run_url(api_base_url(), ti_key.dag_id, ti_key.run_id)
+        return run_tab_url(api_base_url(), ti_key.dag_id, ti_key.run_id)

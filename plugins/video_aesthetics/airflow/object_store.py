@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -27,7 +28,7 @@ from airflow.sdk import ObjectStoragePath
 from video_aesthetics import sharding
 from video_aesthetics.config import optional_text
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import LOCAL_SCHEMES, atomic_writer, is_remote_url
+from video_aesthetics.files import LOCAL_SCHEMES, is_remote_url
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,18 @@ T = TypeVar("T")
 
 
 def store_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
-    """``location`` as an ObjectStoragePath; a plain local path is made absolute first (file URIs need it)."""
+    """``location`` as an ObjectStoragePath; a plain local path is made absolute first (file URIs need it).
+
+    Links are left in place, not resolved: a writer that must not follow them (write_atomic with a
+    root) can only refuse a link it still sees.
+    """
     if isinstance(location, ObjectStoragePath):
         return location
     text = os.fspath(location).strip()
     if not text:
         raise ConfigError("a storage location is empty: give a local folder or a URL such as s3://bucket/prefix")
     if "://" not in text:
-        text = str(Path(text).expanduser().resolve())
+        text = os.path.abspath(os.path.expanduser(text))
     return ObjectStoragePath(text)
 
 
@@ -63,12 +68,25 @@ def is_local(location: str | os.PathLike[str] | ObjectStoragePath) -> bool:
     return local_path(store_path(location)) is not None
 
 
-def write_atomic(dest: ObjectStoragePath, fill: Callable[[IO[bytes]], T]) -> T:
-    """Call ``fill`` with a binary handle whose bytes become ``dest`` only if ``fill`` returns normally."""
+class LinkInTheWay(InputError):
+    """A symbolic link where the publish was to create or enter a folder: writing through it could land anywhere."""
+
+
+def write_atomic(
+    dest: ObjectStoragePath, fill: Callable[[IO[bytes]], T], *, root: ObjectStoragePath | None = None
+) -> T:
+    """Call ``fill`` with a binary handle whose bytes become ``dest`` only if ``fill`` returns normally.
+
+    A local ``dest`` is never written through a link: the bytes go to a temporary beside it that is
+    renamed over it, which replaces a link of that name, not its target. With ``root`` (the store's
+    root, e.g. output_root), every folder from ``root`` down to ``dest`` is created or entered without
+    following links, and a link on the way raises LinkInTheWay naming it: nothing is written outside
+    ``root``. ``root`` itself may be a link (an admin's choice). Remote stores have no links.
+    """
     local = local_path(dest)
     if local is not None:
-        with atomic_writer(local, "wb") as handle:
-            return fill(handle)
+        base = local_path(root) if root is not None else None
+        return _write_local(local, fill, base)
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -78,6 +96,61 @@ def write_atomic(dest: ObjectStoragePath, fill: Callable[[IO[bytes]], T]) -> T:
     except BaseException:
         with contextlib.suppress(Exception):
             temporary.unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _write_local(path: Path, fill: Callable[[IO[bytes]], T], root: Path | None) -> T:
+    top = root if root is not None else path.parent
+    try:
+        parts = path.parent.relative_to(top).parts
+    except ValueError:
+        raise ConfigError(f"{path} is not inside {top}: refusing to write it") from None
+    if ".." in parts or not path.name or path.name in (".", ".."):
+        raise ConfigError(f"{path} is not a plain path below {top}: refusing to write it")
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, part in enumerate(parts):
+            child = _enter_folder(fd, part, top.joinpath(*parts[: index + 1]), top)
+            os.close(fd)
+            fd = child
+        return _replace_in(fd, path.name, fill)
+    finally:
+        os.close(fd)
+
+
+def _enter_folder(parent_fd: int, name: str, where: Path, root: Path) -> int:
+    """The folder ``name`` of ``parent_fd``, created if absent, opened without following a link."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=parent_fd)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except OSError:
+        if stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+            raise LinkInTheWay(
+                f"{where} is a symbolic link (to {os.path.realpath(where)}): the publish never writes through "
+                f"a link below {root}; replace the link with a real folder or remove it"
+            ) from None
+        raise
+
+
+def _replace_in(folder_fd: int, name: str, fill: Callable[[IO[bytes]], T]) -> T:
+    """Write ``name`` in the open folder: a temporary, flushed to disk, renamed over whatever ``name`` was."""
+    temporary = f".{name}.{uuid.uuid4().hex}.tmp"
+    # 0666: the umask decides, as for any file (mkstemp's 0600 would make outputs private).
+    out = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder_fd
+    )
+    try:
+        with os.fdopen(out, "wb") as handle:
+            result = fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=folder_fd)
         raise
     return result
 
@@ -161,7 +234,9 @@ def remove_tree(path: ObjectStoragePath) -> None:
     """Delete ``path`` and everything under it, if it exists; best effort (cleanup must not hide the cause)."""
     try:
         local = local_path(path)
-        if local is not None:
+        if local is not None and local.is_symlink():
+            local.unlink()  # the link itself, never what it points to
+        elif local is not None:
             shutil.rmtree(local, ignore_errors=True)
         elif path.exists():
             path.fs.rm(path.path, recursive=True)

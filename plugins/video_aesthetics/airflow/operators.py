@@ -81,12 +81,16 @@ class VideoAestheticScoringOperator(BaseOperator):
     :param input_conn_id: the Airflow connection of a remote ``input_path`` (None: the store's defaults).
     :param output_conn_id: the Airflow connection of a remote ``output_path`` and ``rejects_path``.
     :param frames_conn_id: the Airflow connection of a remote ``figure_root``.
+    :param embeddings: also write every scored frame's CLIP embedding to this Parquet file (templated;
+        reached through ``output_conn_id``; see video_aesthetics.embeddings). None: not written.
+    :param embeddings_dtype: their storage type, "float16" (the default) or "float32".
     """
 
     template_fields: Sequence[str] = (
         "input_path",
         "output_path",
         "rejects_path",
+        "embeddings",
         "figure_root",
         "clip_model",
         "mlp_checkpoint",
@@ -121,6 +125,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         input_conn_id: str | None = None,
         output_conn_id: str | None = None,
         frames_conn_id: str | None = None,
+        embeddings: str | None = None,
+        embeddings_dtype: str = "float16",
         # Named here, not left to **kwargs, so that a DAG's default_args still override them.
         retries: int | None = 2,
         retry_delay: timedelta | float = timedelta(minutes=1),
@@ -161,6 +167,8 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.input_conn_id = input_conn_id
         self.output_conn_id = output_conn_id
         self.frames_conn_id = frames_conn_id
+        self.embeddings = embeddings
+        self.embeddings_dtype = embeddings_dtype
 
     def scoring_config(self) -> ScoringConfig:
         """The (rendered) parameters as a ScoringConfig; raises ConfigError naming a bad one."""
@@ -184,6 +192,7 @@ class VideoAestheticScoringOperator(BaseOperator):
             if not isinstance(self.init_distributed, bool):
                 raise ConfigError(f"init_distributed must be true or false, got {self.init_distributed!r}")
             stats, digest, size = self._score(config)
+            embedded = self._embeddings_summary(stats)
         except VideoAestheticsError as err:
             # Retrying cannot fix a bad parameter, a malformed input or missing weights.
             raise AirflowFailException(str(err)) from err
@@ -212,7 +221,13 @@ class VideoAestheticScoringOperator(BaseOperator):
             "clips_per_s": stats.clips_per_s,
             "model": stats.model,
             "version": __version__,
+            "embeddings": embedded,
         }
+
+    def _embeddings_summary(self, stats: RunStats) -> dict[str, Any] | None:
+        if stats.embeddings is None:
+            return None
+        return {**stats.embeddings, "path": str(self.embeddings)}
 
     def _score(self, config: ScoringConfig) -> tuple[RunStats, str, int]:
         from video_aesthetics.runner import score_file
@@ -231,9 +246,16 @@ class VideoAestheticScoringOperator(BaseOperator):
             object_store.local_input(object_store.store_path_with(self.input_path, input_conn)) as source,
             object_store.local_output(object_store.store_path_with(self.output_path, output_conn)) as target,
             _optional_output(rejects_target, output_conn) as rejects,
+            _optional_output(self.embeddings, output_conn) as embedded,
         ):
             stats = score_file(
-                source, target, config, rejects_path=rejects, nproc=self.nproc, distributed=self.init_distributed
+                source,
+                target,
+                config,
+                rejects_path=rejects,
+                nproc=self.nproc,
+                distributed=self.init_distributed,
+                embeddings=_embeddings_output(embedded, self.embeddings_dtype),
             )
             if stats is None:
                 raise ConfigError(
@@ -241,6 +263,9 @@ class VideoAestheticScoringOperator(BaseOperator):
                     "run the operator in a plain Airflow task and let init_distributed start the ranks"
                 )
             digest, size = sha256_file(target), Path(target).stat().st_size
+            if stats.embeddings is not None and embedded is not None:
+                stats.embeddings["sha256"] = sha256_file(embedded)
+                stats.embeddings["bytes"] = Path(embedded).stat().st_size
         stats.output = str(self.output_path)
         if stats.rejects is not None:
             stats.rejects = str(rejects_target)
@@ -251,6 +276,14 @@ class VideoAestheticScoringOperator(BaseOperator):
         from video_aesthetics.processes import stop_children
 
         stop_children()
+
+
+def _embeddings_output(path: Path | None, dtype: str) -> Any:
+    if path is None:
+        return None
+    from video_aesthetics.embeddings import EmbeddingsOutput
+
+    return EmbeddingsOutput(path, dtype)
 
 
 def _optional_output(location: str | None, conn_id: str | None) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 from video_aesthetics.airflow import preflight
+from video_aesthetics.airflow.links import PARTITIONS_ROUTE, TAB_ROUTE
 from video_aesthetics.airflow.views import PREFIX, create_app
 
 
@@ -28,13 +29,13 @@ class VideoAestheticsPlugin(AirflowPlugin):
             "name": "Aesthetic scores",
             "href": PREFIX + "/runs/{DAG_ID}/{RUN_ID}",
             "destination": "dag_run",
-            "url_route": "aesthetic-scores",
+            "url_route": TAB_ROUTE,
         },
         {
             "name": "Aesthetic partitions",
             "href": PREFIX + "/partitions",
             "destination": "nav",
             "category": "browse",
-            "url_route": "aesthetic-partitions",
+            "url_route": PARTITIONS_ROUTE,
         },
     ]

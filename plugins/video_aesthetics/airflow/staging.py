@@ -5,8 +5,15 @@ folder. A failed run's folder is kept so that clearing its tasks can still finis
 shards, but not forever: each plan of a later run of the same DAG removes the folders of other
 runs whose stamp (written here at plan time) is older than the setting ``staging_retention``
 (default 7 days). Never the planning run's own folder, never one younger than the retention, and
-never one whose run is still queued or running. A folder without a stamp (a plan that failed
-before writing it) is aged by its newest file.
+never one whose run is still queued or running.
+
+Staging never deletes what it did not create: a folder is pruned only when it carries this
+project's stamp (``STAMP_NAME``, a small regular file) naming the DAG and the run that its place in
+the layout says (``<safe dag id>/<safe run id>``). A folder without such a stamp is never removed,
+whatever its age: it is not ours, or its stamp was damaged, and a person must look at it. (A plan
+writes its stamp before anything else, so a folder of ours that lacks one holds nothing either.)
+``dag_tasks.run_layout`` also refuses a work_root whose DAG folder would lie among output_root's
+published partitions, so no published version can ever sit where staging is pruned.
 
 Works on a local folder and an object store alike (``object_store``): the age is the stamp's
 content, not a folder's modification time, which object stores do not keep.
@@ -18,14 +25,14 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from video_aesthetics import settings
+from video_aesthetics import settings, sharding
 from video_aesthetics.airflow import object_store
 from video_aesthetics.airflow.conf import setting
 from video_aesthetics.errors import ConfigError
@@ -33,6 +40,8 @@ from video_aesthetics.errors import ConfigError
 log = logging.getLogger(__name__)
 
 STAMP_NAME = "_staged.json"
+# A stamp is a few dozen bytes of JSON; anything much larger is not one of ours.
+MAX_STAMP_BYTES = 4096
 NEVER = frozenset({"never", "none", "off"})
 # Runs in these states may still read their shards.
 ACTIVE_STATES = frozenset({"queued", "running"})
@@ -90,8 +99,8 @@ def prune(
     now = time.time() if now is None else now
     removed = []
     for folder in sorted(dag_dir.iterdir(), key=lambda p: p.name):
-        if folder.name == current.name or not folder.is_dir():
-            continue
+        if folder.name == current.name or _is_link(folder) or not folder.is_dir():
+            continue  # a link is not a folder this project made: its target is never pruned
         owner, since = _staged(folder)
         if since is None or now - since < retention_s:
             continue
@@ -143,34 +152,43 @@ def _active(run_id: str, run_state: RunState) -> bool:
 
 
 def _staged(folder: ObjectStoragePath) -> tuple[str | None, float | None]:
-    """The run that owns ``folder`` and when it was planned, from its stamp; else the newest file's time."""
+    """The run that owns ``folder`` and when it was planned, from its stamp; (None, None) when the folder
+    carries no valid stamp of ours for this place in the layout (then it is never pruned)."""
     marker = folder / STAMP_NAME
     try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-        return str(data["run_id"]), float(data["planned_at"])
+        data = json.loads(_read_stamp(marker))
+        dag_id, run_id, planned_at = str(data["dag_id"]), str(data["run_id"]), float(data["planned_at"])
     except FileNotFoundError:
-        pass
-    except (ValueError, KeyError, TypeError) as err:
-        log.warning("ignoring the unreadable stamp %s: %s", marker, err)
-    return None, _newest_mtime(folder)
+        log.info("keeping %s: it has no staging stamp, so this project did not create it", folder)
+        return None, None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("keeping %s: its stamp %s is not valid (%s)", folder, marker, err)
+        return None, None
+    if sharding.safe_name(run_id) != folder.name or sharding.safe_name(dag_id) != folder.parent.name:
+        log.warning(
+            "keeping %s: its stamp names run %r of DAG %r, which would be staged elsewhere", folder, run_id, dag_id
+        )
+        return None, None
+    return run_id, planned_at
 
 
-def _newest_mtime(folder: ObjectStoragePath) -> float | None:
-    """The newest modification time under ``folder`` (the folder's own when empty and local); None if unknown."""
-    local = object_store.local_path(folder)
-    if local is not None:
-        times = [p.stat().st_mtime for p in local.rglob("*")]
-        return max(times, default=local.stat().st_mtime)
-    times = [t for p in folder.rglob("*") if (t := _mtime(p)) is not None]
-    return max(times, default=None)
+def _is_link(path: ObjectStoragePath) -> bool:
+    local = object_store.local_path(path)
+    return local is not None and local.is_symlink()
 
 
-def _mtime(path: ObjectStoragePath) -> float | None:
-    info = path.stat()  # fsspec's info, whose time key differs between stores
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+def _read_stamp(marker: ObjectStoragePath) -> bytes:
+    """The stamp's bytes, read only when it is a small regular file: a FIFO, a device or a link in its
+    place would block the plan or feed it without end."""
+    local = object_store.local_path(marker)
+    if local is None:
+        size = marker.stat().get("size")
+        if not isinstance(size, int) or size > MAX_STAMP_BYTES:
+            raise ValueError(f"a stamp is at most {MAX_STAMP_BYTES} bytes, this one is {size}")
+        return marker.read_bytes()
+    info = os.lstat(local)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_STAMP_BYTES:
+        raise ValueError(f"a stamp is a regular file of at most {MAX_STAMP_BYTES} bytes")
+    fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(MAX_STAMP_BYTES + 1)

@@ -8,6 +8,7 @@ column in whole-video mode. Every other column is the input's own, values and dt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -17,7 +18,9 @@ import pandas as pd
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
+from video_aesthetics.outputs import check_outputs
 from video_aesthetics.records import ERROR, FILTERED, FRAME_SCORES, SCORE, samples_of
+from video_aesthetics.runner import check_nproc
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,19 @@ class VideoAestheticEvaluator:
         nproc: int | None = None,
         aes_min: float | None = None,
         aes_max: float | None = None,
+        embeddings: str | None = None,
+        embeddings_dtype: str = "float16",
     ) -> None:
         # The seed's parameters and our extras, by name: the one mapping onto the config.
         self.config = ScoringConfig.from_params(
             {name: value for name, value in locals().items() if name in PARAM_NAMES}
         )
+        check_nproc(nproc, self.config.device)
         self.init_distributed = init_distributed
         self.nproc = nproc
+        # A Parquet file for every scored frame's CLIP embedding (video_aesthetics.embeddings), when set.
+        self.embeddings = embeddings
+        self.embeddings_dtype = embeddings_dtype
         self.last_stats: Any = None
         self._scorer: Any = None
         self._scorer_key: tuple[str, str | None, str] | None = None
@@ -116,6 +125,8 @@ class VideoAestheticEvaluator:
         nproc: int | None = None,
         aes_min: float | None = None,
         aes_max: float | None = None,
+        embeddings: str | None = None,
+        embeddings_dtype: str | None = None,
     ) -> list[str]:
         """Score ``storage.read("dataframe")`` and ``storage.write()`` the result.
 
@@ -129,7 +140,9 @@ class VideoAestheticEvaluator:
         config = self.config.replace(**{name: value for name, value in locals().items() if name in PARAM_NAMES})
         distributed = self.init_distributed if init_distributed is None else init_distributed
         nproc = self.nproc if nproc is None else nproc
+        check_nproc(nproc, config.device)
 
+        check_storage_output(storage)
         frame = storage.read("dataframe")
         if not isinstance(frame, pd.DataFrame):
             raise ConfigError(f"storage.read('dataframe') returned {type(frame).__name__}, not a pandas DataFrame")
@@ -139,17 +152,25 @@ class VideoAestheticEvaluator:
         from video_aesthetics.runner import score_records
 
         scored: list[dict[str, Any]] = []
-        stats = score_records(
-            records,
-            config,
-            scored.extend,
-            nproc=nproc,
-            distributed=distributed,
-            load_scorer=lambda device: self._load_scorer(config, device),
-        )
-        if stats is None:
-            return []
-        storage.write(scored_frame(frame, records, scored, config))
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(
+                embeddings_writer(embeddings or self.embeddings, embeddings_dtype or self.embeddings_dtype, config)
+            )
+            stats = score_records(
+                records,
+                config,
+                scored.extend,
+                nproc=nproc,
+                distributed=distributed,
+                load_scorer=lambda device: self._load_scorer(config, device),
+                embeddings=writer,
+            )
+            if stats is None:
+                return []
+            storage.write(scored_frame(frame, records, scored, config))
+            if writer is not None:
+                # After the storage's write: the embeddings' lines are its rows, and a failed write publishes neither.
+                writer.commit(len(scored))
         self.last_stats = stats
         log.info("aesthetic scoring done: %s", stats.to_json())
         if config.whole_video:
@@ -166,6 +187,31 @@ class VideoAestheticEvaluator:
             self._scorer = Scorer.load(config, device)
             self._scorer_key = key
         return self._scorer
+
+
+def embeddings_writer(path: str | None, dtype: str, config: ScoringConfig) -> Any:
+    """An EmbeddingWriter for ``path`` (checked like every output), or a null context when none is asked for."""
+    if not path:
+        return contextlib.nullcontext(None)
+    from video_aesthetics.embeddings import EmbeddingsOutput, EmbeddingWriter
+
+    output = EmbeddingsOutput(path, dtype)
+    check_outputs([("embeddings", output.path)])
+    return EmbeddingWriter(output, config, None)
+
+
+def check_storage_output(storage: Any) -> None:
+    """Hold the file a JSONL storage will write to outputs.check_outputs, before the model loads.
+
+    Storages that name their files (this project's JsonlStorage: ``file_path(step)`` and
+    ``operator_step``) are checked: the next step's file must not be this step's input (a
+    first_entry_file_name that is the cache's own step file, or a link or hard link to it), must not
+    be a link out of its folder, and must be writable. Other storages keep their own rules.
+    """
+    file_path, step = getattr(storage, "file_path", None), getattr(storage, "operator_step", None)
+    if not callable(file_path) or not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return
+    check_outputs([("storage's next step file", file_path(step + 1))], [("storage's input", file_path(step))])
 
 
 def resolve_figure_root(figure_root: str, storage: Any) -> str:

@@ -1,0 +1,485 @@
+"""CLIP embeddings beside the scores: one Parquet row per scored frame, written streaming and atomically.
+
+A file holds the frames of one scored JSONL file, in input order. Its columns are the frame's key
+(``line``: the 1-based line of its record in the scored JSONL; ``video``; ``clip``: the clip's index
+in its record, null in whole-video mode; ``clip_id``; ``frame``: the frame's file name, or ``#N``
+for frame N of a video) and ``embedding``, the L2-normalised image embedding the head saw, as a
+fixed-size list of float16 (the default) or float32. ``line`` and ``clip`` together name one clip
+without ambiguity, even when two records hold clips with the same id.
+
+The file's Parquet metadata (key ``video_aesthetics.embeddings``, JSON) names the CLIP model (the
+identity a run summary records, with its weights' SHA-256s), the width, the storage type, the
+number of records of the scored file and the project's version. A folder of such files (the DAG's
+``embeddings/part-NNNNN.parquet``) is one dataset: its parts, in name order, follow each other,
+and each part's lines count from the records of the parts before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from video_aesthetics import __version__
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.files import PendingFile, sha256_file, write_target
+from video_aesthetics.records import Sample, SampleResult, clip_id, video_path, video_stem
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+META_KEY = "video_aesthetics.embeddings"
+DTYPES = ("float16", "float32")
+DEFAULT_DTYPE = "float16"
+# Rows per row group: about 25 MB of float16 ViT-L/14 embeddings, so writer and reader hold one at a time.
+ROW_GROUP_ROWS = 16384
+COLUMNS = ("line", "video", "clip", "clip_id", "frame", "embedding")
+PART_SUFFIX = ".parquet"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# clip_loader.DIR_WEIGHT_FILENAMES (open_clip's order), copied: importing clip_loader imports open_clip,
+# which rescore must not load. tests/test_embeddings.py checks that the two agree.
+DIR_WEIGHT_FILENAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+)
+
+
+def check_dtype(dtype: Any) -> str:
+    """The storage type named by ``dtype`` (float16 or float32); ConfigError otherwise."""
+    if dtype is True:
+        return DEFAULT_DTYPE
+    text = str(dtype).strip().lower() if isinstance(dtype, str) else None
+    if text not in DTYPES:
+        raise ConfigError(
+            f"embeddings_dtype must be float16 (half the size, scores within 1e-3) or float32, got {dtype!r}"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class EmbeddingsOutput:
+    """Where a scoring run writes its embeddings, and in which storage type."""
+
+    path: Path
+    dtype: str = DEFAULT_DTYPE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+
+
+def check_output_path(path: Path | str, *others: tuple[str, Path | str | None]) -> None:
+    """Refuse an embeddings path that is a folder or not a regular file, or that is another of the run's files."""
+    target = write_target(Path(path))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as err:
+        raise ConfigError(f"cannot use {path} as the embeddings file: {err.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ConfigError(f"the embeddings path {path} is a folder; give a file path such as {path}/embeddings.parquet")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ConfigError(
+            f"the embeddings path {path} is not a regular file (a device, FIFO or socket) and cannot be "
+            "replaced atomically; give a file path"
+        )
+    for role, other in others:
+        if other is None or str(other) == "-":
+            continue
+        if os.path.realpath(target) == os.path.realpath(other):
+            raise ConfigError(f"the embeddings path {path} is also the {role}; choose another --embeddings path")
+
+
+def clip_digests(clip_identity: Mapping[str, Any] | None) -> list[str]:
+    """The SHA-256s of a CLIP model's weight files, from its identity (clip_loader's ``files``)."""
+    files = (clip_identity or {}).get("files") or {}
+    return sorted({str(d) for d in files.values()}) if isinstance(files, Mapping) else []
+
+
+class EmbeddingWriter:
+    """Rows for one scored JSONL file, streamed into row groups of a temporary file beside ``path``.
+
+    ``add`` is merge_results' ``on_sample`` hook; ``commit`` writes the metadata and renames the file
+    into place, and leaving the ``with`` block without it removes the temporary (a failed or killed
+    run leaves no partial file behind).
+    """
+
+    def __init__(self, output: EmbeddingsOutput, config: ScoringConfig, model: Mapping[str, Any] | None) -> None:
+        import pyarrow as pa
+
+        self.output = output
+        self.config = config
+        self.model = dict(model or {})
+        self.value_type = pa.float16() if output.dtype == "float16" else pa.float32()
+        self.numpy_type = np.float16 if output.dtype == "float16" else np.float32
+        self.pending = PendingFile(output.path, "wb")
+        self.writer: Any = None
+        self.dim: int | None = None
+        self.rows = 0
+        self.clips = 0
+        self.records = 0
+        self._last_record = -1
+        self._clear()
+
+    def _clear(self) -> None:
+        self._lines: list[int] = []
+        self._videos: list[str | None] = []
+        self._clip_index: list[int | None] = []
+        self._clip_ids: list[str | None] = []
+        self._frames: list[str] = []
+        self._vectors: list[np.ndarray] = []
+        self._buffered = 0
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.pending.committed:
+            self.discard()
+
+    def add(self, record: dict[str, Any], sample: Sample, result: SampleResult) -> None:
+        """Buffer the frames of one scored sample; its embeddings are dropped from ``result`` once buffered."""
+        vectors, frames = result.embeddings, result.frames
+        result.embeddings, result.frames = None, None
+        if vectors is None or result.error is not None or not len(vectors):
+            return
+        vectors = np.asarray(vectors)
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(frames or []) != len(vectors):
+            raise RuntimeError(f"internal error: embeddings of sample {sample.seq} have shape {vectors.shape}")
+        count = len(vectors)
+        video = video_path(record, self.config.input_video_key)
+        if self.config.whole_video:
+            cid = None
+        else:
+            stem = video_stem(record, self.config.input_video_key) or ""
+            clips = record[self.config.video_clips_key or ""]
+            clips = clips["clips"] if isinstance(clips, dict) else clips
+            cid = clip_id(clips[sample.clip], stem, int(sample.clip or 0))
+        self._lines.extend([sample.record + 1] * count)
+        self._videos.extend([video] * count)
+        self._clip_index.extend([sample.clip] * count)
+        self._clip_ids.extend([cid] * count)
+        self._frames.extend(frames or [])
+        self._vectors.append(vectors)
+        self._buffered += count
+        self.clips += 1
+        if self._buffered >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _schema(self) -> Any:
+        import pyarrow as pa
+
+        return pa.schema(
+            [
+                pa.field("line", pa.int64(), nullable=False),
+                pa.field("video", pa.string()),
+                pa.field("clip", pa.int32()),
+                pa.field("clip_id", pa.string()),
+                pa.field("frame", pa.string(), nullable=False),
+                pa.field("embedding", pa.list_(self.value_type, self.dim or 0), nullable=False),
+            ]
+        )
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        # Dictionary encoding and statistics only for the key columns, which repeat: tried on the
+        # embeddings they never pay, and a dictionary-encoded page reads 5x slower.
+        self.writer = pq.ParquetWriter(
+            self.pending.handle,
+            self._schema(),
+            compression="snappy",
+            use_dictionary=["video", "clip_id", "frame"],
+            write_statistics=["line", "clip"],
+        )
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._buffered:
+            return
+        if self.writer is None:
+            self._open()
+        flat = np.concatenate(self._vectors).astype(self.numpy_type, copy=False).reshape(-1)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=self.value_type), self.dim or 0)
+        table = pa.Table.from_arrays(
+            [
+                pa.array(self._lines, pa.int64()),
+                pa.array(self._videos, pa.string()),
+                pa.array(self._clip_index, pa.int32()),
+                pa.array(self._clip_ids, pa.string()),
+                pa.array(self._frames, pa.string()),
+                embedding,
+            ],
+            schema=self._schema(),
+        )
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += self._buffered
+        self._clear()
+
+    def metadata(self, records: int) -> dict[str, Any]:
+        clip = self.model.get("clip") or {}
+        return {
+            "format": FORMAT,
+            "producer": "video-aesthetics",
+            "version": __version__,
+            "clip": clip,
+            "clip_sha256": clip_digests(clip),
+            "head": self.model.get("head") or {},
+            "dim": self.dim or 0,
+            "dtype": self.output.dtype,
+            "records": records,
+            "clips": self.clips,
+            "rows": self.rows,
+            "whole_video": self.config.whole_video,
+            "input_video_key": self.config.input_video_key,
+            "video_clips_key": self.config.video_clips_key,
+        }
+
+    def finish(self, records: int) -> PendingFile:
+        """Complete the file for a scored JSONL of ``records`` records; it is renamed into place by committing
+        the returned PendingFile (with the run's other outputs: files.publish_together)."""
+        self._flush()
+        if self.writer is None:
+            self._open()  # no frame was scored: an empty file still says so, with its metadata
+        self.records = records
+        meta = self.metadata(records)
+        self.writer.add_key_value_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+        self.writer.close()
+        self.writer = None
+        self.pending.finish()
+        log.info("wrote %d embeddings (%d clips, %s) for %s", self.rows, self.clips, self.output.dtype, self.output.path)
+        return self.pending
+
+    def commit(self, records: int) -> dict[str, Any]:
+        """Finish the file and rename it into place; its summary."""
+        self.finish(records).commit()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """What a run summary says of its embeddings: where, how many rows and clips, the storage type."""
+        return {"path": str(self.output.path), "rows": self.rows, "clips": self.clips, "dtype": self.output.dtype}
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                log.debug("closing a discarded embeddings writer failed", exc_info=True)
+        self.pending.discard()
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Parquet file of a dataset: its metadata and the records of the parts before it."""
+
+    path: Path
+    meta: dict[str, Any]
+    first_line: int
+
+
+class EmbeddingsDataset:
+    """An embeddings file, or a folder of them (read in name order), checked to belong together."""
+
+    def __init__(self, location: Path | str) -> None:
+        self.location = Path(location)
+        files = _part_files(self.location)
+        parts: list[Part] = []
+        offset = 0
+        for path in files:
+            meta = read_metadata(path)
+            parts.append(Part(path, meta, offset))
+            offset += int(meta["records"])
+        # A part without rows (a shard with no frame to score) cannot know the width: it fits any.
+        reference = next((part for part in parts if part.meta.get("rows")), parts[0])
+        for part in parts:
+            keys = ("clip_sha256", "dim", "dtype", "whole_video") if part.meta.get("rows") else ("whole_video",)
+            for key in keys:
+                if part.meta.get(key) != reference.meta.get(key):
+                    raise InputError(
+                        f"embeddings {part.path} differs from {reference.path} in {key} "
+                        f"({part.meta.get(key)!r} vs {reference.meta.get(key)!r}): a dataset's parts must come "
+                        "from one run"
+                    )
+        self.parts = parts
+        self.reference = reference
+        self.records = offset
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.reference.meta
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray, Any, np.ndarray]]:
+        """(line, clip, key table, embeddings) per row group in order; lines count over the whole dataset.
+
+        ``clip`` is -1 where null (whole-video); ``key table`` holds video and clip_id as pyarrow columns;
+        the embeddings are a (rows, dim) numpy array of the stored type.
+        """
+        import pyarrow.parquet as pq
+
+        for part in self.parts:
+            with pq.ParquetFile(part.path) as handle:
+                _check_schema(handle.schema_arrow, part)
+                for batch in handle.iter_batches(batch_size=ROW_GROUP_ROWS, columns=list(COLUMNS)):
+                    line = batch.column("line").to_numpy(zero_copy_only=False).astype(np.int64)
+                    if len(line) and (line.min() < 1 or line.max() > int(part.meta["records"])):
+                        raise InputError(
+                            f"embeddings {part.path} name line {int(line.min())}..{int(line.max())} of a file of "
+                            f"{part.meta['records']} records: the file is damaged"
+                        )
+                    clip = batch.column("clip").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+                    vectors = _vectors(batch.column("embedding"), self.dim, part.meta["dtype"])
+                    keys = batch.select(["video", "clip_id", "frame"])
+                    yield line + part.first_line, clip, keys, vectors
+
+
+def _vectors(column: Any, dim: int, dtype: str) -> np.ndarray:
+    """A fixed-size-list column as a (rows, dim) numpy view of its values, without copying them.
+
+    pyarrow's own to_numpy converts float16 element by element, several times slower than reading the file.
+    """
+    values = column.flatten()  # the rows' values, honouring a sliced column's offset
+    if values.null_count:
+        raise InputError("embeddings hold null values; the file is damaged")
+    kind = np.float16 if dtype == "float16" else np.float32
+    flat = np.frombuffer(values.buffers()[1], dtype=kind, count=values.offset + len(values))[values.offset :]
+    return flat.reshape(len(column), dim)
+
+
+def _part_files(location: Path) -> list[Path]:
+    try:
+        mode = os.stat(location).st_mode
+    except FileNotFoundError:
+        raise InputError(f"embeddings {location} do not exist; pass the file (or folder) score --embeddings wrote") from None
+    except OSError as err:
+        raise InputError(f"cannot read embeddings {location}: {err.strerror}") from None
+    if stat.S_ISREG(mode):
+        return [location]
+    if not stat.S_ISDIR(mode):
+        raise InputError(f"embeddings {location} is a device, FIFO or socket, not a Parquet file or a folder of them")
+    files = sorted(
+        path for path in location.iterdir() if path.name.endswith(PART_SUFFIX) and not path.name.startswith(".")
+    )
+    files = [path for path in files if path.is_file()]
+    if not files:
+        raise InputError(f"embeddings folder {location} holds no *.parquet files")
+    return files
+
+
+def read_metadata(path: Path | str) -> dict[str, Any]:
+    """The embeddings metadata of one Parquet file; InputError for anything else (not Parquet, another tool's file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        kv = pq.read_metadata(path).metadata or {}
+    except (OSError, ValueError) as err:
+        raise InputError(f"embeddings {path} is not a readable Parquet file ({err})") from None
+    raw = kv.get(META_KEY.encode())
+    if raw is None:
+        raise InputError(f"{path} is a Parquet file without video-aesthetics embeddings metadata ({META_KEY})")
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"embeddings {path}: its {META_KEY} metadata is not JSON; the file is damaged") from None
+    problems = [
+        key
+        for key, kind in (("format", int), ("dim", int), ("records", int), ("dtype", str), ("whole_video", bool))
+        if not isinstance(meta.get(key) if isinstance(meta, dict) else None, kind)
+    ]
+    if problems:
+        raise InputError(f"embeddings {path}: metadata lacks or mistypes {problems}; the file is damaged")
+    if meta["format"] != FORMAT:
+        raise InputError(f"embeddings {path} are in format {meta['format']}; this version reads format {FORMAT}")
+    if meta["dtype"] not in DTYPES or meta["dim"] < 0 or meta["records"] < 0:
+        raise InputError(f"embeddings {path}: metadata dtype/dim/records out of range; the file is damaged")
+    return meta
+
+
+def _check_schema(schema: Any, part: Part) -> None:
+    import pyarrow as pa
+
+    missing = [name for name in COLUMNS if schema.get_field_index(name) < 0]
+    if missing:
+        raise InputError(f"embeddings {part.path} lack the column(s) {missing}; the file is not ours or is damaged")
+    kind = schema.field("embedding").type
+    if (
+        not pa.types.is_fixed_size_list(kind)
+        or kind.list_size != part.meta["dim"]
+        or str(kind.value_type) != {"float16": "halffloat", "float32": "float"}[part.meta["dtype"]]
+    ):
+        raise InputError(
+            f"embeddings {part.path}: column embedding is {kind}, the metadata says {part.meta['dim']} x "
+            f"{part.meta['dtype']}; the file is damaged"
+        )
+
+
+def check_clip(meta: Mapping[str, Any], clip_model: str | None, where: Path | str) -> None:
+    """Refuse embeddings made by another CLIP than ``clip_model`` (None: any); the message names both."""
+    if clip_model is None or not str(clip_model).strip():
+        return
+    stored = [str(d) for d in meta.get("clip_sha256") or []]
+    spec = str((meta.get("clip") or {}).get("spec", "?"))
+    named = clip_checksum(clip_model)
+    if named is None:
+        # A name the loader would fetch (ViT-L/14): without loading it, only its spelling can be compared.
+        if clip_model.strip() == spec.strip():
+            return
+        raise ConfigError(
+            f"the embeddings {where} were made by CLIP {spec!r} (sha256 {', '.join(stored) or 'unknown'}), "
+            f"not by --clip-model {clip_model!r}: rescore them without --clip-model, or with that model"
+        )
+    if named not in stored:
+        raise ConfigError(
+            f"the embeddings {where} were made by CLIP {spec!r} (sha256 {', '.join(stored) or 'unknown'}), "
+            f"not by --clip-model {clip_model!r} (sha256 {named}): a head sees only its own CLIP's embeddings; "
+            "score the clips again with that model, or rescore without --clip-model"
+        )
+
+
+def clip_checksum(clip_model: str) -> str | None:
+    """The SHA-256 of the weights ``clip_model`` names without loading them: a digest, a file, or a checkpoint folder.
+
+    None for a name the loader would resolve through its cache or a hub (ViT-L/14, hf-hub:...).
+    """
+    text = clip_model.strip()
+    if _SHA256.match(text.lower()):
+        return text.lower()
+    for prefix in ("local-dir:",):
+        text = text.removeprefix(prefix)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        for name in DIR_WEIGHT_FILENAMES:
+            if (path / name).is_file():
+                return sha256_file(path / name)
+        raise ConfigError(f"--clip-model {clip_model}: the folder holds none of {', '.join(DIR_WEIGHT_FILENAMES)}")
+    _, colon, rest = text.partition(":")
+    if colon and Path(rest).expanduser().is_file():
+        return sha256_file(Path(rest).expanduser())
+    return None

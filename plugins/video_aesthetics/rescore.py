@@ -1,0 +1,484 @@
+"""Rescoring: another head, reduction or threshold applied to stored CLIP embeddings, without a frame or CLIP.
+
+``rescore_file`` reads a scored (or input) JSONL file and the embeddings a scoring run wrote beside
+it (video_aesthetics.embeddings), and writes what a full scoring run with the new head would: the
+same records through the same writer (records.with_results, runner.write_lines), published
+atomically with the rejects. Only the head is loaded; open_clip is never imported.
+
+The head is LAION's MLP without activations, an affine map: it is folded once into one weight
+vector and a bias in float64, and each row group of embeddings is scored with one matrix-vector
+product. Records and embeddings are read side by side, a chunk at a time, so memory does not grow
+with the number of clips. Before a record is written its clips are matched with the embeddings'
+keys (line, clip index, video, clip id); any mismatch stops the run, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.embeddings import EmbeddingsDataset, check_clip
+from video_aesthetics.errors import ConfigError, InputError
+from video_aesthetics.files import PendingFile, exclusive, looks_like_url, publish_together, same_file, write_target
+from video_aesthetics.records import (
+    ERROR,
+    INVALID_CLIP,
+    INVALID_VIDEO,
+    SCORE,
+    UNSAFE_PATH,
+    UNSCORED,
+    JsonlSource,
+    RecordCounts,
+    Sample,
+    SampleResult,
+    clip_id,
+    clip_list,
+    default_rejects_path,
+    is_safe_component,
+    record_check,
+    video_invalid,
+    video_path,
+    video_stem,
+)
+
+log = logging.getLogger(__name__)
+
+# Records read per step: their embeddings are scored together (a few MB of them at ViT-L/14 sizes).
+CHUNK_RECORDS = 1024
+_CLIP_SHIFT = 1 << 32
+
+
+@dataclass(frozen=True)
+class AffineHead:
+    """The head folded into ``score = embedding @ weight + bias`` (float64), and its identity."""
+
+    weight: np.ndarray
+    bias: float
+    identity: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def weight32(self) -> np.ndarray:
+        return self.weight.astype(np.float32)
+
+    @property
+    def bias32(self) -> float:
+        return float(np.float32(self.bias))
+
+
+def load_affine_head(mlp_checkpoint: str | None, embed_dim: int) -> AffineHead:
+    """The head in ``mlp_checkpoint`` (None: LAION's official one), folded for ``embed_dim``-wide embeddings."""
+    import torch
+
+    from video_aesthetics.head import load_head
+
+    loaded = load_head(mlp_checkpoint, embed_dim=embed_dim)
+    # Dropout is the identity in eval mode and the layers have no activation between them, so the
+    # head is exactly affine: its value at 0 is the bias, at each unit vector the bias plus a weight.
+    module = copy.deepcopy(loaded.module).double().eval()
+    with torch.inference_mode():
+        bias = module(torch.zeros(1, embed_dim, dtype=torch.float64))[0, 0]
+        weight = module(torch.eye(embed_dim, dtype=torch.float64))[:, 0] - bias
+    return AffineHead(weight.numpy().copy(), float(bias), loaded.identity)
+
+
+def frame_scores(head: AffineHead, vectors: np.ndarray) -> np.ndarray:
+    """Each row's score, float32 as the scoring run's head returns it.
+
+    One float32 matrix-vector product (the folded weights rounded once): its rounding error, about
+    1e-7 of the score, is far below float16 storage's and within float32 storage's 1e-5. Float64
+    would double the bytes converted and halve the speed for digits float32 storage does not hold.
+    """
+    import torch
+
+    if not len(vectors):
+        return np.zeros(0, dtype=np.float32)
+    # torch converts float16 with the CPU's vector instructions; numpy's conversion is several times slower.
+    x = torch.from_numpy(np.ascontiguousarray(vectors)).float()
+    scores = torch.mv(x, torch.from_numpy(head.weight32)) + head.bias32
+    return scores.numpy()
+
+
+@dataclass
+class _Rows:
+    """Embedding rows of a chunk of records: keys, their groups (one per clip) and the clips' scores."""
+
+    lines: np.ndarray
+    clips: np.ndarray
+    keys: Any  # pyarrow table: video, clip_id, frame
+    vectors: np.ndarray
+
+
+class _RowStream:
+    """The dataset's rows, handed out through a given line, in order; checks that rows come in input order."""
+
+    def __init__(self, dataset: EmbeddingsDataset) -> None:
+        self.dataset = dataset
+        self.batches = dataset.batches()
+        self.pending: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
+        self.last_key = -1
+        self.done = False
+
+    def _pull(self) -> bool:
+        try:
+            line, clip, keys, vectors = next(self.batches)
+        except StopIteration:
+            self.done = True
+            return False
+        key = line * _CLIP_SHIFT + (clip + 1)
+        if len(key) and (key[0] < self.last_key or np.any(key[1:] < key[:-1])):
+            raise InputError(
+                f"embeddings {self.dataset.location}: rows are not in input order (line {int(line[0])}); "
+                "the file is damaged or was not written by video-aesthetics score"
+            )
+        if len(key):
+            self.last_key = int(key[-1])
+            self.pending.append((line, clip, keys, vectors))
+        return True
+
+    def through(self, last_line: int) -> _Rows:
+        """Every remaining row whose line is at most ``last_line``."""
+        import pyarrow as pa
+
+        while not self.done and (not self.pending or self.pending[-1][0][-1] <= last_line):
+            self._pull()
+        taken: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
+        rest: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
+        for line, clip, keys, vectors in self.pending:
+            cut = int(np.searchsorted(line, last_line, side="right"))
+            if cut:
+                taken.append((line[:cut], clip[:cut], keys.slice(0, cut), vectors[:cut]))
+            if cut < len(line):
+                rest.append((line[cut:], clip[cut:], keys.slice(cut), vectors[cut:]))
+        self.pending = rest
+        if not taken:
+            return _Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), None, np.zeros((0, self.dataset.dim)))
+        return _Rows(
+            np.concatenate([t[0] for t in taken]),
+            np.concatenate([t[1] for t in taken]),
+            pa.Table.from_batches([t[2] for t in taken]),
+            np.concatenate([t[3] for t in taken]),
+        )
+
+    def leftover_line(self) -> int | None:
+        """The first line of a row not yet handed out (rows beyond the input's records), or None."""
+        while not self.pending and not self.done:
+            self._pull()
+        return int(self.pending[0][0][0]) if self.pending else None
+
+
+def rescore_records(
+    records: Iterator[tuple[int, dict[str, Any]]],
+    dataset: EmbeddingsDataset,
+    head: AffineHead,
+    config: ScoringConfig,
+    counts: RecordCounts,
+    label: str,
+) -> Iterator[dict[str, Any]]:
+    """The rescored records, in order; InputError at the first record that does not match the embeddings."""
+    from video_aesthetics.records import with_results
+
+    stream = _RowStream(dataset)
+    seq = 0
+    while chunk := list(itertools.islice(records, CHUNK_RECORDS)):
+        last_line = chunk[-1][0] + 1
+        rows = stream.through(last_line)
+        groups = _scored_groups(rows, head, config.reduction)
+        for record_no, record in chunk:
+            samples = record_samples(record, record_no, config, seq)
+            seq += len(samples)
+            counts.records += 1
+            if not samples:
+                counts.passthrough += 1
+                yield record
+                continue
+            results = []
+            keys = _RecordKeys(record, config)
+            for sample in samples:
+                key = (record_no + 1, -1 if sample.clip is None else sample.clip)
+                group = groups.pop(key, None)
+                result = _result(keys, sample, group, config, label, dataset)
+                counts.clips += 1
+                counts.count_result(result)
+                results.append(result)
+            yield with_results(record, results, config, owned=True)
+        if groups:
+            line, clip = min(groups)
+            raise _mismatch(label, line - 1, dataset, f"has no clip {clip}, but the embeddings hold one")
+    extra = stream.leftover_line()
+    if extra is not None or counts.records != dataset.records:
+        raise InputError(
+            f"{label} holds {counts.records} records but the embeddings {dataset.location} were written for "
+            f"{dataset.records}: rescore the scored file those embeddings were written with; nothing was written"
+        )
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One clip's rows in a chunk: its key columns, frame scores and reduced score."""
+
+    video: str | None
+    clip_id: str | None
+    score: float
+    scores: np.ndarray
+
+
+def _scored_groups(rows: _Rows, head: AffineHead, reduction: str) -> dict[tuple[int, int], _Group]:
+    """Each clip's rows of the chunk, with its frame scores and its reduced score."""
+    if not len(rows.lines):
+        return {}
+    scores = frame_scores(head, rows.vectors)
+    key = rows.lines * _CLIP_SHIFT + (rows.clips + 1)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    sizes = np.diff(np.r_[starts, len(key)])
+    wide = scores.astype(np.float64)
+    if reduction == "mean":
+        reduced = np.add.reduceat(wide, starts) / sizes
+    elif reduction == "min":
+        reduced = np.minimum.reduceat(wide, starts)
+    else:
+        reduced = np.maximum.reduceat(wide, starts)
+    # Rounded to float32 as the scoring run's torch reduction returns it.
+    reduced = reduced.astype(np.float32)
+    lines, clips = rows.lines[starts].tolist(), rows.clips[starts].tolist()
+    firsts = rows.keys.take(starts)
+    videos, ids = firsts.column("video").to_pylist(), firsts.column("clip_id").to_pylist()
+    bounds = zip(starts.tolist(), (starts + sizes).tolist(), strict=True)
+    return {
+        (line, clip): _Group(video, cid, value, scores[start:end])
+        for line, clip, video, cid, value, (start, end) in zip(
+            lines, clips, videos, ids, reduced.tolist(), bounds, strict=True
+        )
+    }
+
+
+class _RecordKeys:
+    """What one record says of its clips, looked up once per record: the video, clip ids, earlier results."""
+
+    def __init__(self, record: dict[str, Any], config: ScoringConfig) -> None:
+        self.video = video_path(record, config.input_video_key)
+        self.whole_video = config.whole_video
+        self.record = record
+        if config.whole_video:
+            self.clips: list[Any] = []
+            self.stem = ""
+            self.scored: list[Any] | None = None
+        else:
+            self.clips = clip_list(record, config.video_clips_key or "") or []
+            self.stem = video_stem(record, config.input_video_key) or ""
+            self.scored = clip_list(record, config.output_key)
+
+    def clip_id(self, index: int | None) -> str | None:
+        return None if index is None else clip_id(self.clips[index], self.stem, index)
+
+    def prior(self, index: int | None) -> tuple[float | None, str | None]:
+        """The score and error the input already holds for a sample (a scored file), else (None, None)."""
+        if self.whole_video:
+            target: Any = self.record
+        else:
+            target = (
+                self.scored[index]
+                if self.scored is not None and index is not None and index < len(self.scored)
+                else None
+            )
+        if not isinstance(target, dict):
+            return None, None
+        score, error = target.get(SCORE), target.get(ERROR)
+        finite = isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
+        return (float(score) if finite else None), (error if isinstance(error, str) and error else None)
+
+
+def _result(
+    keys: _RecordKeys,
+    sample: Sample,
+    group: _Group | None,
+    config: ScoringConfig,
+    label: str,
+    dataset: EmbeddingsDataset,
+) -> SampleResult:
+    prior_score, prior_error = keys.prior(sample.clip)
+    if group is None:
+        if prior_score is not None:
+            raise _mismatch(label, sample.record, dataset, f"{_what(sample)} has a score but no embeddings")
+        # No embeddings: the clip keeps the reason it had none (or, from an unscored input, "unscored").
+        return SampleResult(sample.seq, None, prior_error or sample.error or UNSCORED)
+    if prior_error is not None:
+        raise _mismatch(label, sample.record, dataset, f"{_what(sample)} failed ({prior_error}) but has embeddings")
+    video, cid = group.video, group.clip_id
+    expected_video, expected_id = keys.video, keys.clip_id(sample.clip)
+    if video != expected_video or cid != expected_id:
+        raise _mismatch(
+            label,
+            sample.record,
+            dataset,
+            f"{_what(sample)} is video {expected_video!r} clip {expected_id!r}, the embeddings hold video "
+            f"{video!r} clip {cid!r}",
+        )
+    frame_list = group.scores.tolist() if config.frame_scores else None
+    return SampleResult(sample.seq, group.score, None, frame_list)
+
+
+def record_samples(record: dict[str, Any], record_no: int, config: ScoringConfig, seq: int) -> list[Sample]:
+    """records.samples_of without the frame folders' paths, which rescore never opens and which cost
+    more than the rest of a clip's work: the same samples, clip indices and errors (a test holds them equal)."""
+    if config.whole_video:
+        path = video_path(record, config.input_video_key)
+        if path is None:
+            return (
+                [Sample(seq, record_no, None, None, INVALID_VIDEO)]
+                if video_invalid(record, config.input_video_key)
+                else []
+            )
+        unsafe = looks_like_url(path) or "\x00" in path
+        return [Sample(seq, record_no, None, None, UNSAFE_PATH if unsafe else None)]
+    clips = clip_list(record, config.video_clips_key or "")
+    if clips is None:
+        return []
+    stem = video_stem(record, config.input_video_key)
+    if stem is None:
+        if not video_invalid(record, config.input_video_key):
+            return []
+        return [
+            Sample(seq + index, record_no, index, None, INVALID_VIDEO if isinstance(clip, dict) else INVALID_CLIP)
+            for index, clip in enumerate(clips)
+        ]
+    safe_stem = is_safe_component(stem)
+    samples = []
+    for index, clip in enumerate(clips):
+        if not isinstance(clip, dict):
+            error: str | None = INVALID_CLIP
+        else:
+            error = None if safe_stem and is_safe_component(clip_id(clip, stem, index)) else UNSAFE_PATH
+        samples.append(Sample(seq + index, record_no, index, None, error))
+    return samples
+
+
+def _what(sample: Any) -> str:
+    return "its video" if sample.clip is None else f"its clip {sample.clip}"
+
+
+def _mismatch(label: str, record_no: int, dataset: EmbeddingsDataset, problem: str) -> InputError:
+    return InputError(
+        f"{label}: record {record_no + 1} does not match the embeddings {dataset.location}: it {problem}; "
+        "rescore the scored file these embeddings were written with (same records, same order, same field "
+        "names); nothing was written"
+    )
+
+
+def rescore_file(
+    input_path: Path | str,
+    embeddings_path: Path | str,
+    output_path: Path | str,
+    config: ScoringConfig,
+    *,
+    clip_model: str | None = None,
+    rejects_path: Path | str | None = None,
+    also_writes: list[tuple[str, Path | str | None]] | None = None,
+) -> Any:
+    """Rescore ``input_path`` from ``embeddings_path`` into ``output_path``; the run's RunStats.
+
+    ``config`` gives the head (mlp_checkpoint), the reduction, the thresholds and the field names;
+    its clip_model is not used. ``clip_model``, when given, must be the CLIP the embeddings came from.
+    """
+    from video_aesthetics.runner import RunStats, check_run_paths, write_bad_lines, write_lines
+
+    started = time.monotonic()
+    dataset = EmbeddingsDataset(embeddings_path)
+    check_clip(dataset.meta, clip_model, embeddings_path)
+    if dataset.meta["whole_video"] != config.whole_video:
+        mode = "whole videos" if dataset.meta["whole_video"] else "clips"
+        raise ConfigError(
+            f"the embeddings {embeddings_path} hold {mode}: set --video-clips-key as the scoring run did "
+            f"({dataset.meta.get('video_clips_key')!r})"
+        )
+    output = Path(output_path)
+    rejects = (
+        (Path(rejects_path) if rejects_path else default_rejects_path(output)) if config.skip_bad_records else None
+    )
+    if same_file(output, embeddings_path) or (rejects is not None and same_file(rejects, embeddings_path)):
+        raise ConfigError(f"the output {output} is the embeddings {embeddings_path}; choose another --output")
+    if check_run_paths(input_path, output, rejects, also_writes or []):
+        raise InputError(f"rescore reads --input {input_path} as a file: save the stream to a file first")
+    head = load_affine_head(config.mlp_checkpoint, dataset.dim)
+    label = str(input_path)
+    counts = RecordCounts()
+    rejected = 0
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(exclusive([output, *([rejects] if rejects is not None else [])]))
+        try:
+            out_file = stack.enter_context(PendingFile(output))
+            rej_file = stack.enter_context(PendingFile(rejects)) if rejects is not None else None
+        except OSError as err:
+            raise ConfigError(f"cannot write beside {write_target(output)}: {err.strerror}") from None
+        source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records, check=record_check(config))
+        write_lines(out_file.handle, rescore_records(enumerate(source), dataset, head, config, counts, label))
+        if rej_file is not None:
+            rejected = write_bad_lines(rej_file.handle, source)
+        publish_together([f for f in (rej_file, out_file) if f is not None])
+    seconds = time.monotonic() - started
+    stats = RunStats(
+        records=counts.records,
+        clips=counts.clips,
+        scored=counts.scored,
+        failed=counts.failed,
+        passthrough=counts.passthrough,
+        rejected=rejected,
+        seconds=round(seconds, 3),
+        clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
+        errors=dict(sorted(counts.errors.items())),
+        output=str(output),
+        rejects=str(rejects) if rejects is not None else None,
+        model={"clip": dataset.meta.get("clip") or {}, "head": head.identity},
+    )
+    log.info("rescored %d clips of %d records from %s in %.1fs", counts.clips, counts.records, embeddings_path, seconds)
+    return stats
+
+
+def rescore_command(args: Any) -> dict[str, Any]:
+    """``video-aesthetics rescore``: rescore, write the report if asked; the counts to print."""
+    params = {
+        "mlp_checkpoint": args.mlp_checkpoint,
+        "reduction": args.reduction,
+        "input_video_key": args.input_video_key,
+        "video_clips_key": args.video_clips_key,
+        "output_key": args.output_key,
+        "frame_scores": args.frame_scores,
+        "skip_bad_records": args.skip_bad_records,
+        "aes_min": args.aes_min,
+        "aes_max": args.aes_max,
+        "figure_root": args.figure_root,
+    }
+    config = ScoringConfig.from_params(params)
+    if args.report and Path(args.report).is_dir():
+        raise ConfigError(f"report path {args.report} is a directory; pass a file name such as report.html")
+    stats = rescore_file(
+        args.input,
+        args.embeddings,
+        args.output,
+        config,
+        clip_model=args.clip_model,
+        rejects_path=args.rejects,
+        also_writes=[("--report", args.report)],
+    )
+    result = stats.as_dict()
+    if args.report:
+        from video_aesthetics.report import write_report
+
+        run = {"input": args.input, "output": args.output, "embeddings": args.embeddings}
+        write_report(args.output, args.report, config, model=stats.model, run=run, rejected=stats.rejected)
+        result["report"] = args.report
+    return result
