@@ -411,7 +411,7 @@ def test_a_linked_work_root_is_judged_where_it_leads(tmp_path: Path) -> None:
         tasks.run_layout(params(tmp_path, input_path="/x.jsonl", work_root=str(tmp_path / "work_link")), MANUAL)
 
 
-@pytest.mark.parametrize("param", ["input_path", "input_root", "output_root", "work_root", "figure_root", "video_root"])
+@pytest.mark.parametrize("param", tasks.LOCATION_PARAMS)
 def test_every_location_param_outside_the_allowed_roots_fails_the_first_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, param: str
 ) -> None:

@@ -293,6 +293,17 @@ def test_scoring_env_reaches_every_airflow_container(compose: dict[str, Any], se
         assert env["HF_HOME"].startswith(cache.rsplit("/", 1)[0])
 
 
+def test_runs_may_use_only_the_data_mount(services: dict[str, Any]) -> None:
+    """Whoever may trigger a run sets its paths: the compose file confines them to the data mount (SECURITY.md)."""
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        roots = [root.strip() for root in env["VIDEO_AESTHETICS_ALLOWED_ROOTS"].split(",")]
+        assert roots == ["/opt/airflow/data"], name
+        data_mount = next(target for target in mounts(services[name]) if target == "/opt/airflow/data")
+        for key in ("VIDEO_AESTHETICS_INPUT_ROOT", "VIDEO_AESTHETICS_OUTPUT_ROOT", "VIDEO_AESTHETICS_FIGURE_ROOT"):
+            assert env[key].startswith(data_mount + "/"), (name, key)
+
+
 def test_no_code_but_the_dag_is_mounted(services: dict[str, Any]) -> None:
     # The package exists once, installed in the image: a mounted plugins/ copy would come after
     # site-packages on sys.path and never be imported, so edits to it would silently do nothing.

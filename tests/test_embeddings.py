@@ -113,7 +113,10 @@ def test_float16_is_the_default_and_half_the_size(
     assert EmbeddingsOutput(tmp_path / "e.parquet").dtype == "float16"
     out = tmp_path / "out.jsonl"
     score_file(
-        scored["root"] / "in.jsonl", out, _config(model_args, scored["frames"]), embeddings=EmbeddingsOutput(tmp_path / "e.parquet")
+        scored["root"] / "in.jsonl",
+        out,
+        _config(model_args, scored["frames"]),
+        embeddings=EmbeddingsOutput(tmp_path / "e.parquet"),
     )
     column = pq.read_table(tmp_path / "e.parquet").column("embedding")
     assert str(column.type.value_type) == "halffloat"
@@ -129,11 +132,18 @@ def test_other_storage_types_are_refused(tmp_path: Path, dtype: Any) -> None:
         EmbeddingsOutput(tmp_path / "e.parquet", dtype)
 
 
-def test_rows_stream_in_row_groups(tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_stream_in_row_groups(
+    tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(embeddings, "ROW_GROUP_ROWS", 3)
     out = tmp_path / "out.jsonl"
     path = tmp_path / "e.parquet"
-    score_file(scored["root"] / "in.jsonl", out, _config(model_args, scored["frames"], load_num=3), embeddings=EmbeddingsOutput(path, "float32"))
+    score_file(
+        scored["root"] / "in.jsonl",
+        out,
+        _config(model_args, scored["frames"], load_num=3),
+        embeddings=EmbeddingsOutput(path, "float32"),
+    )
     assert pq.ParquetFile(path).metadata.num_row_groups >= 3
     assert pq.read_table(path).equals(pq.read_table(scored["path"]))
     # Read back in batches, with the same keys and vectors.
@@ -166,7 +176,13 @@ def test_a_failed_cli_run_publishes_neither_output_nor_embeddings(
     """A record scoring refuses (output_key clobbering text) stops the run before anything is published."""
     from video_aesthetics.cli import main
 
-    source = write_jsonl(tmp_path / "in.jsonl", [*read_jsonl(scored["root"] / "in.jsonl"), '{"video": "x.mp4", "video_clips": [{"id": "x"}], "scores": "text"}'])
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            *read_jsonl(scored["root"] / "in.jsonl"),
+            '{"video": "x.mp4", "video_clips": [{"id": "x"}], "scores": "text"}',
+        ],
+    )
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     args = ["score", "--input", str(source), "--output", str(outputs / "o.jsonl"), "--figure-root", str(scored["frames"]),
@@ -176,11 +192,18 @@ def test_a_failed_cli_run_publishes_neither_output_nor_embeddings(
     assert list(outputs.iterdir()) == []
 
 
-def test_reruns_replace_the_file_with_the_same_rows(tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str]) -> None:
+def test_reruns_replace_the_file_with_the_same_rows(
+    tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str]
+) -> None:
     path = tmp_path / "e.parquet"
     tables = []
     for _ in range(2):
-        score_file(scored["root"] / "in.jsonl", tmp_path / "o.jsonl", _config(model_args, scored["frames"], load_num=3), embeddings=EmbeddingsOutput(path, "float32"))
+        score_file(
+            scored["root"] / "in.jsonl",
+            tmp_path / "o.jsonl",
+            _config(model_args, scored["frames"], load_num=3),
+            embeddings=EmbeddingsOutput(path, "float32"),
+        )
         tables.append(pq.read_table(path))
     assert tables[0].equals(tables[1])
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["e.parquet", "o.jsonl"]
@@ -191,7 +214,9 @@ def _fifo(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["folder", "fifo", "same as output", "same as input", "link out of its folder", "file as folder"])
+@pytest.mark.parametrize(
+    "kind", ["folder", "fifo", "same as output", "same as input", "link out of its folder", "file as folder"]
+)
 def test_unusable_embeddings_paths_are_refused_before_scoring(
     tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str], kind: str
 ) -> None:
@@ -219,10 +244,16 @@ def test_unusable_embeddings_paths_are_refused_before_scoring(
     assert source.read_text().count("\n") == 4
 
 
-def test_several_processes_with_embeddings_are_refused(tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str]) -> None:
+def test_several_processes_with_embeddings_are_refused(
+    tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str]
+) -> None:
     with pytest.raises(ConfigError, match="one process"):
         score_file(
-            scored["root"] / "in.jsonl", tmp_path / "o.jsonl", _config(model_args, scored["frames"]), nproc=2, embeddings=EmbeddingsOutput(tmp_path / "e.parquet")
+            scored["root"] / "in.jsonl",
+            tmp_path / "o.jsonl",
+            _config(model_args, scored["frames"]),
+            nproc=2,
+            embeddings=EmbeddingsOutput(tmp_path / "e.parquet"),
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -232,7 +263,12 @@ def test_whole_video_frames_are_named_by_index(tmp_path: Path, model_args: dict[
 
     video = write_video(tmp_path / "v.mp4", frames=10)
     source = write_jsonl(tmp_path / "in.jsonl", [{"video": str(video)}])
-    score_file(source, tmp_path / "o.jsonl", _config(model_args, tmp_path, video_clips_key="", load_num=3), embeddings=EmbeddingsOutput(tmp_path / "e.parquet"))
+    score_file(
+        source,
+        tmp_path / "o.jsonl",
+        _config(model_args, tmp_path, video_clips_key="", load_num=3),
+        embeddings=EmbeddingsOutput(tmp_path / "e.parquet"),
+    )
     keys = pq.read_table(tmp_path / "e.parquet").drop_columns(["embedding"]).to_pylist()
     # Frames 0, 4 and 9 of 10: frames.select_evenly's choice.
     assert [(k["line"], k["video"], k["clip"], k["clip_id"], k["frame"]) for k in keys] == [
@@ -243,17 +279,29 @@ def test_whole_video_frames_are_named_by_index(tmp_path: Path, model_args: dict[
 
 def test_a_run_without_a_scored_frame_writes_an_empty_file(tmp_path: Path, model_args: dict[str, str]) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["absent"])])
-    score_file(source, tmp_path / "o.jsonl", _config(model_args, tmp_path), embeddings=EmbeddingsOutput(tmp_path / "e.parquet"))
+    score_file(
+        source, tmp_path / "o.jsonl", _config(model_args, tmp_path), embeddings=EmbeddingsOutput(tmp_path / "e.parquet")
+    )
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
     assert read_metadata(tmp_path / "e.parquet")["records"] == 1
 
 
-def test_the_cli_flag_writes_embeddings(tmp_path: Path, model_args: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_flag_writes_embeddings(
+    tmp_path: Path, model_args: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from helpers.cli import score_args
     from video_aesthetics.cli import main
 
     source, root = frame_dataset(tmp_path, videos=1, clips_per_video=2, frames_per_clip=2)
-    args = score_args(source, tmp_path / "o.jsonl", model_args, figure_root=root, num_workers=0, embeddings=tmp_path / "e.parquet", embeddings_dtype="float32")
+    args = score_args(
+        source,
+        tmp_path / "o.jsonl",
+        model_args,
+        figure_root=root,
+        num_workers=0,
+        embeddings=tmp_path / "e.parquet",
+        embeddings_dtype="float32",
+    )
     assert main(args) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["embeddings"] == {"path": str(tmp_path / "e.parquet"), "rows": 4, "clips": 2, "dtype": "float32"}
@@ -262,7 +310,9 @@ def test_the_cli_flag_writes_embeddings(tmp_path: Path, model_args: dict[str, st
 # --- reading files that are not what they claim ----------------------------------------------------
 
 
-def _rewrite(source: Path, target: Path, table: pa.Table | None = None, meta: dict[str, Any] | str | None = "keep") -> Path:
+def _rewrite(
+    source: Path, target: Path, table: pa.Table | None = None, meta: dict[str, Any] | str | None = "keep"
+) -> Path:
     original = pq.read_table(source)
     kv = dict(pq.read_metadata(source).metadata)
     kv.pop(b"ARROW:schema", None)
@@ -397,3 +447,21 @@ def test_the_operator_writes_embeddings_locally_and_to_an_object_store(
     (tmp_path / "remote.parquet").write_bytes(remote.read_bytes())
     assert pq.read_table(tmp_path / "remote.parquet").equals(pq.read_table(scored["path"]))
     assert summary["embeddings"]["path"] == str(remote)
+
+
+def test_a_clip_written_as_an_error_has_no_rows(tmp_path: Path, model_args: dict[str, str]) -> None:
+    """A non-finite score is written as non_finite_score: the writer keeps no rows that would contradict it."""
+    from video_aesthetics.records import Sample, SampleResult
+
+    config = _config(model_args, tmp_path)
+    record = clip_record("v.mp4", ["a", "b"])
+    with EmbeddingWriter(EmbeddingsOutput(tmp_path / "e.parquet", "float32"), config, None) as writer:
+        for index, score in enumerate((float("nan"), 1.5)):
+            result = SampleResult(index, score, None)
+            result.embeddings = np.full((2, 768), 0.036, dtype=np.float32)
+            result.frames = ["f0.jpg", "f1.jpg"]
+            writer.add(record, Sample(index, 0, index, None), result)
+            assert result.embeddings is None  # dropped once handed over
+        writer.commit(1)
+    keys = pq.read_table(tmp_path / "e.parquet").drop_columns(["embedding"]).to_pylist()
+    assert [(k["clip"], k["clip_id"]) for k in keys] == [(1, "b"), (1, "b")]

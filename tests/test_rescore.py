@@ -130,7 +130,10 @@ def test_rescore_with_the_same_head_matches_the_direct_run(
             assert a.keys() == b.keys()
             assert a.get("aesthetic_error") == b.get("aesthetic_error")
             if a.get("aesthetic_frame_scores"):
-                assert max(map(abs, map(float.__sub__, a["aesthetic_frame_scores"], b["aesthetic_frame_scores"]))) <= tolerance
+                assert (
+                    max(map(abs, map(float.__sub__, a["aesthetic_frame_scores"], b["aesthetic_frame_scores"])))
+                    <= tolerance
+                )
     assert stats.errors == {"corrupt_frames": 1, "no_frames": 1}
     assert (stats.records, stats.clips, stats.scored, stats.passthrough) == (6, 14, 12, 1)
 
@@ -150,7 +153,9 @@ def test_another_head_or_reduction_equals_a_full_run_with_it(
     first = _score(dataset, tmp_path / "first.jsonl", model_args, dtype)
     full = _score(dataset, tmp_path / "full.jsonl", model_args, None, aes_min=0.0, **changes)
     rescored = tmp_path / "rescored.jsonl"
-    rescore_file(first, first.with_suffix(".parquet"), rescored, _config(model_args, dataset[1], aes_min=0.0, **changes))
+    rescore_file(
+        first, first.with_suffix(".parquet"), rescored, _config(model_args, dataset[1], aes_min=0.0, **changes)
+    )
     gap = _max_gap(_scores(full), _scores(rescored))
     print(f"\n{change}, {dtype}: largest difference from a full run: {gap:.3g}")
     assert gap <= tolerance
@@ -290,7 +295,10 @@ def test_a_head_for_another_width_is_refused(tmp_path: Path, dataset: tuple[Path
     narrow = save_head(build_head(512, seed=1), tmp_path / "narrow.pth")
     with pytest.raises(WeightsError, match="512"):
         rescore_file(
-            direct, direct.with_suffix(".parquet"), tmp_path / "o.jsonl", _config(model_args, dataset[1], mlp_checkpoint=str(narrow))
+            direct,
+            direct.with_suffix(".parquet"),
+            tmp_path / "o.jsonl",
+            _config(model_args, dataset[1], mlp_checkpoint=str(narrow)),
         )
 
 
@@ -320,7 +328,12 @@ def test_a_dataset_of_parts_rescores_the_concatenated_file(
     for index, chunk in enumerate((records[:2], records[2:5], records[5:])):
         shard = write_jsonl(tmp_path / f"shard{index}.jsonl", chunk)
         out = tmp_path / f"scored{index}.jsonl"
-        score_file(shard, out, _config(model_args, frames), embeddings=EmbeddingsOutput(parts / f"part-{index:05d}.parquet", "float32"))
+        score_file(
+            shard,
+            out,
+            _config(model_args, frames),
+            embeddings=EmbeddingsOutput(parts / f"part-{index:05d}.parquet", "float32"),
+        )
         outputs.append(out)
     merged = tmp_path / "merged.jsonl"
     merged.write_bytes(b"".join(out.read_bytes() for out in outputs))
@@ -359,7 +372,9 @@ def test_whole_video_embeddings_rescore(tmp_path: Path, model_args: dict[str, st
     from helpers.media import write_video
 
     videos = [write_video(tmp_path / f"v{i}.mp4", frames=12, seed=i) for i in range(2)]
-    source = write_jsonl(tmp_path / "in.jsonl", [{"video": str(v)} for v in videos] + [{"video": str(tmp_path / "gone.mp4")}])
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [{"video": str(v)} for v in videos] + [{"video": str(tmp_path / "gone.mp4")}]
+    )
     out = tmp_path / "out.jsonl"
     config = _config(model_args, tmp_path, video_clips_key="")
     score_file(source, out, config, embeddings=EmbeddingsOutput(tmp_path / "e.parquet", "float32"))
@@ -377,7 +392,10 @@ def test_whole_video_embeddings_rescore(tmp_path: Path, model_args: dict[str, st
 
 @pytest.fixture(scope="module")
 def dag_runs(
-    tmp_path_factory: pytest.TempPathFactory, dataset: tuple[Path, Path], model_args: dict[str, str], heads: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    dataset: tuple[Path, Path],
+    model_args: dict[str, str],
+    heads: dict[str, Path],
 ) -> dict[str, Any]:
     """dag.test() runs in one process: scoring with embeddings, without, and rescore runs of both."""
     from helpers.airflow_env import airflow_env, dag_test, new_home
@@ -408,12 +426,16 @@ def dag_runs(
         ("refused", {**rescore, "partition": "refused", "rescore_from": str(out / "plain" / "_manifest.json")}),
     ]
     env = airflow_env(new_home(tmp_path_factory, "dag_rescore_home"))
-    results = dag_test(env, "video_aesthetic_scoring", [{"conf": conf, "logical_date": None} for _, conf in plan], timeout=1200)
+    results = dag_test(
+        env, "video_aesthetic_scoring", [{"conf": conf, "logical_date": None} for _, conf in plan], timeout=1200
+    )
     return {"out": out, "runs": dict(zip([name for name, _ in plan], results, strict=True)), "rescore": rescore}
 
 
 @pytest.mark.slow
-def test_the_dag_publishes_embeddings_named_in_the_manifest(dag_runs: dict[str, Any], dataset: tuple[Path, Path], model_args: dict) -> None:
+def test_the_dag_publishes_embeddings_named_in_the_manifest(
+    dag_runs: dict[str, Any], dataset: tuple[Path, Path], model_args: dict
+) -> None:
     from helpers.airflow_env import published
     from video_aesthetics.files import sha256_file
 
@@ -448,7 +470,15 @@ def test_a_rescore_run_publishes_what_a_full_run_with_its_head_would(
     states = {t["task_id"]: t["state"] for t in run["tasks"]}
     assert states["merge"] == "success" and states.get("score_shard") in (None, "skipped")
     manifest, rescored = published(dag_runs["out"] / "rescored")
-    direct = _score(dataset, tmp_path / "direct.jsonl", model_args, None, mlp_checkpoint=str(heads["scaled"]), reduction="max", aes_min=-14.0)
+    direct = _score(
+        dataset,
+        tmp_path / "direct.jsonl",
+        model_args,
+        None,
+        mlp_checkpoint=str(heads["scaled"]),
+        reduction="max",
+        aes_min=-14.0,
+    )
     assert _max_gap(_scores(direct), _scores(rescored)) <= 1e-5
     assert [r.keys() for r in read_jsonl(direct)] == [r.keys() for r in read_jsonl(rescored)]
     flags = [[c.get("filtered") for c in clip_list(r, "video_clips") or []] for r in read_jsonl(rescored)]
@@ -463,3 +493,33 @@ def test_a_rescore_run_publishes_what_a_full_run_with_its_head_would(
     assert refused.get("state") == "failed"
     assert "published without embeddings" in refused["log"]
     assert not (dag_runs["out"] / "refused" / "_manifest.json").exists()
+
+
+@pytest.mark.parametrize("whole_video", [False, True])
+def test_rescores_samples_are_the_scoring_runs(whole_video: bool) -> None:
+    """rescore.record_samples (no paths) numbers and classifies clips exactly as records.samples_of does."""
+    from video_aesthetics.records import samples_of
+    from video_aesthetics.rescore import record_samples
+
+    records: list[dict[str, Any]] = [
+        clip_record("a.mp4", ["a_0", "", "../up", "x/y", "ok"]),
+        {"video": ["a.mp4"], "video_clips": [{"id": "bare"}, "text", 3, None, {"id": None}]},
+        {"video": ["one.mp4", "two.mp4"], "video_clips": {"clips": [{"id": "x"}, "y"]}},
+        {"video": "..", "video_clips": {"clips": [{"id": "x"}]}},
+        {"video": "C:\\videos\\win.mp4", "video_clips": {"clips": [{"id": "w"}]}},
+        {"video": "http://host/v.mp4", "video_clips": {"clips": [{"id": "u"}]}},
+        {"video": "nul\x00.mp4"},
+        {"video": 7},
+        {"video": None, "video_clips": {"clips": [{"id": "x"}]}},
+        {"caption": "nothing"},
+        {"video": ["v.mp4"], "video_clips": "not clips"},
+    ]
+    config = ScoringConfig(video_clips_key="" if whole_video else "video_clips")
+    seq = 0
+    for number, record in enumerate(records):
+        expected = samples_of(record, number, config, seq)
+        got = record_samples(record, number, config, seq)
+        assert [(s.seq, s.record, s.clip, s.error) for s in got] == [
+            (s.seq, s.record, s.clip, s.error) for s in expected
+        ], record
+        seq += len(expected)

@@ -32,7 +32,7 @@ from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import PendingFile, sha256_file, write_target
-from video_aesthetics.records import Sample, SampleResult, clip_id, video_path, video_stem
+from video_aesthetics.records import Sample, SampleResult, clip_id, outcome, video_path, video_stem
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,9 @@ class EmbeddingWriter:
         """Buffer the frames of one scored sample; its embeddings are dropped from ``result`` once buffered."""
         vectors, frames = result.embeddings, result.frames
         result.embeddings, result.frames = None, None
-        if vectors is None or result.error is not None or not len(vectors):
+        # Only clips written with a score: one whose score is not finite is written as an error, and a
+        # rescore keeps that error (the rows would contradict the scored file).
+        if vectors is None or outcome(result)[1] is not None or not len(vectors):
             return
         vectors = np.asarray(vectors)
         if self.dim is None:
@@ -266,7 +268,9 @@ class EmbeddingWriter:
         self.writer.close()
         self.writer = None
         self.pending.finish()
-        log.info("wrote %d embeddings (%d clips, %s) for %s", self.rows, self.clips, self.output.dtype, self.output.path)
+        log.info(
+            "wrote %d embeddings (%d clips, %s) for %s", self.rows, self.clips, self.output.dtype, self.output.path
+        )
         return self.pending
 
     def commit(self, records: int) -> dict[str, Any]:
@@ -343,9 +347,10 @@ class EmbeddingsDataset:
         import pyarrow.parquet as pq
 
         for part in self.parts:
-            with pq.ParquetFile(part.path) as handle:
+            # No read-ahead: pyarrow's background reading runs ahead of a slower consumer without bound.
+            with pq.ParquetFile(part.path, pre_buffer=False) as handle:
                 _check_schema(handle.schema_arrow, part)
-                for batch in handle.iter_batches(batch_size=ROW_GROUP_ROWS, columns=list(COLUMNS)):
+                for batch in handle.iter_batches(batch_size=ROW_GROUP_ROWS, columns=list(COLUMNS), use_threads=False):
                     line = batch.column("line").to_numpy(zero_copy_only=False).astype(np.int64)
                     if len(line) and (line.min() < 1 or line.max() > int(part.meta["records"])):
                         raise InputError(
@@ -375,7 +380,9 @@ def _part_files(location: Path) -> list[Path]:
     try:
         mode = os.stat(location).st_mode
     except FileNotFoundError:
-        raise InputError(f"embeddings {location} do not exist; pass the file (or folder) score --embeddings wrote") from None
+        raise InputError(
+            f"embeddings {location} do not exist; pass the file (or folder) score --embeddings wrote"
+        ) from None
     except OSError as err:
         raise InputError(f"cannot read embeddings {location}: {err.strerror}") from None
     if stat.S_ISREG(mode):

@@ -21,3 +21,12 @@ class WeightsError(VideoAestheticsError):
 
 class RankFailedError(VideoAestheticsError):
     """A process of a multi-process run raised or died; the run wrote nothing."""
+
+
+class StoreAccessError(OSError):
+    """An object store refused or failed a read (denied, expired credentials, unreachable, 5xx after retries).
+
+    Not a VideoAestheticsError: nothing about the input is wrong, and a retry later (fixed credentials,
+    a store back up) can succeed, so the Airflow wing lets it fail the task for a retry. Never a damaged
+    frame: a clip whose frames could not be read is not marked corrupt_frames.
+    """

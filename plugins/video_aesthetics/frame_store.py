@@ -3,8 +3,12 @@
 The library reaches the store through fsspec alone, with the storage options the config carries
 (the Airflow wing makes them from a connection). A clip's frames are listed, the selected ones
 fetched side by side on a small per-process thread pool, and handed to the same decoders as local
-files, as frames.FetchedFrame: what cannot be fetched fails to decode like a damaged file, so a
-missing or corrupt frame is skipped exactly as a local one.
+files, as frames.FetchedFrame: a frame that is missing (gone between listing and fetching) or does
+not decode is skipped exactly as a local one.
+
+A store that refuses or fails a read (access denied, expired credentials, unreachable, server errors
+after the client's retries) is no damaged frame: it raises StoreAccessError, which fails the run (the
+Airflow task, for a retry) instead of marking every clip corrupt_frames while the store is down.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from video_aesthetics.errors import ConfigError
+from video_aesthetics.errors import ConfigError, StoreAccessError
 from video_aesthetics.files import is_remote_url
 from video_aesthetics.frames import IMAGE_SUFFIXES, FetchedFrame, is_readable, natural_key, select_frames
 
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 FETCH_THREADS = 8
 # A remote frame is read into memory whole (a local one can be streamed): larger objects are refused.
 MAX_REMOTE_FRAME_BYTES = 256 << 20
+# Errors that concern one object, not the store: it is gone, or a folder where a file was listed.
+# Every other error of a read is the store's (StoreAccessError).
+_OBJECT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
 
 class RemoteFrames:
@@ -42,7 +49,8 @@ class RemoteFrames:
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root = root.rstrip("/")
         self.folded = Path(root)
-        self.storage_options = dict(storage_options or {})
+        # Kept as given, read once per process: a mapping may build a session of its own in each one.
+        self.storage_options: Mapping[str, Any] = storage_options if storage_options is not None else {}
         self._opened: tuple[int, Any, str] | None = None
         self.fs  # noqa: B018 - a store fsspec cannot open is a ConfigError here, not a skipped frame per clip
 
@@ -78,10 +86,13 @@ class RemoteFrames:
         """The image files directly in ``folder``, in frame order; empty when there are none (as list_frames)."""
         relative = self.relative(folder)
         target = self.root_path.rstrip("/") if relative == "." else f"{self.root_path.rstrip('/')}/{relative}"
+        fs = self.fs  # a store fsspec cannot open stays a ConfigError
         try:
-            entries = self.fs.ls(target, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
+            entries = fs.ls(target, detail=True)
+        except _OBJECT_ERRORS:
             return []
+        except Exception as err:
+            raise self.access_error("list", target, err) from err
         frames = []
         for entry in entries:
             name = posixpath.basename(str(entry.get("name", "")).rstrip("/"))
@@ -107,8 +118,18 @@ class RemoteFrames:
                     location, None, f"larger than {MAX_REMOTE_FRAME_BYTES >> 20} MiB, not a video frame"
                 )
             return FetchedFrame(location, data)
-        except Exception as err:  # noqa: BLE001 - any store error makes this one frame unreadable, not the clip
+        except _OBJECT_ERRORS as err:
             return FetchedFrame(location, None, f"{type(err).__name__}: {err}")
+        except Exception as err:
+            raise self.access_error("read", location, err) from err
+
+    def access_error(self, action: str, what: str, err: BaseException) -> StoreAccessError:
+        """The error for a store that refused or failed a request: names the store and the cause, not a frame's fault."""
+        return StoreAccessError(
+            f"figure_root {self.root}: the store failed to {action} {what} ({type(err).__name__}: {err}); "
+            "this is a store or credentials problem, not a damaged frame: no clip was marked, retry once "
+            "the store is reachable with valid credentials"
+        )
 
 
 _pool_lock = threading.Lock()
@@ -132,8 +153,11 @@ def remote_frames(config: ScoringConfig) -> RemoteFrames | None:
     """
     if not is_remote_url(config.figure_root):
         return None
-    options = dict(config.frames_storage_options or {})
-    key = (config.figure_root, json.dumps(options, sort_keys=True, default=repr))
+    given = config.frames_storage_options
+    options: Mapping[str, Any] = {} if given is None else given
+    # A plain dict is keyed by its values; another mapping (one that builds its session per process,
+    # whose values are not to be read here) by itself.
+    key = (config.figure_root, json.dumps(options, sort_keys=True, default=repr) if type(options) is dict else options)
     with _pool_lock:
         store = _stores.get(key)
     if store is None:
@@ -145,7 +169,7 @@ def remote_frames(config: ScoringConfig) -> RemoteFrames | None:
     return store
 
 
-_stores: dict[tuple[str, str], RemoteFrames] = {}
+_stores: dict[tuple[str, Any], RemoteFrames] = {}
 
 
 def remote_has_frames(store: RemoteFrames, folder: Path, load_num: int) -> bool:

@@ -55,7 +55,7 @@ from video_aesthetics.records import (
 log = logging.getLogger(__name__)
 
 # Records read per step: their embeddings are scored together (a few MB of them at ViT-L/14 sizes).
-CHUNK_RECORDS = 1024
+CHUNK_RECORDS = 256
 _CLIP_SHIFT = 1 << 32
 
 

@@ -32,7 +32,7 @@ from video_aesthetics.decoding import (
     pack_for_device,
     resolve_decode,
 )
-from video_aesthetics.errors import ConfigError
+from video_aesthetics.errors import ConfigError, StoreAccessError
 from video_aesthetics.frame_store import RemoteFrames, remote_frames
 from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
 from video_aesthetics.processes import children_allowed, die_with_parent
@@ -290,6 +290,8 @@ def load_sample(
         if config.whole_video:
             return _video_pixels(sample.path, config.load_num, pp, decode)
         return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config))
+    except StoreAccessError:
+        raise  # the store failed, not the sample: the run fails (and is retried), no clip is marked
     except Exception:
         log.exception("could not load sample %s", sample.path)
         return [], [], DECODE_ERROR
@@ -408,11 +410,21 @@ def _synchronous(loader: DataLoader) -> Iterator[dict[str, Any]]:
             batch = next(iterator)
         except StopIteration:
             return
+        except StoreAccessError as err:
+            # Raised by a worker's read, not its machinery: the main process would meet the same store.
+            raise StoreAccessError(_worker_message(err)) from err
         except Exception as err:
             if loader.num_workers == 0:
                 raise
             raise WorkerFailure() from err
         yield batch
+
+
+def _worker_message(err: StoreAccessError) -> str:
+    """The worker's own message of an error DataLoader re-raised with the worker's traceback around it."""
+    text = str(err)
+    marker = f"{StoreAccessError.__name__}: "
+    return text.rsplit(marker, 1)[1].strip() if marker in text else text
 
 
 def _sample_results(

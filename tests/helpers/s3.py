@@ -99,3 +99,122 @@ def s3_server() -> Iterator[S3Server]:
             else:
                 os.environ[name] = value
         server.stop()
+
+
+# --- a server that checks credentials -------------------------------------------------------------
+#
+# moto checks signatures, access keys and IAM policies only when told to (its INITIAL_NO_AUTH_ACTION_COUNT
+# setting, process-wide): so this server runs in a process of its own, and s3_server above stays open.
+# It is set up while open (users, a role, a bucket), then closed with moto's reset-auth call.
+
+ACCOUNT = "123456789012"  # moto's default account
+AUTH_BUCKET = "va-auth"
+ROLE_NAME = "frames-reader"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
+
+
+@dataclass(frozen=True)
+class AuthS3Server:
+    """moto's S3, STS and IAM on ``endpoint``, enforcing IAM; keys of a reader, a denied user, and a role."""
+
+    endpoint: str
+    reader: tuple[str, str]  # may read AUTH_BUCKET and assume ROLE_ARN
+    denied: tuple[str, str]  # a valid user with no permission at all
+
+    def connection(self, conn_id: str, login: str | None, password: str | None, **extra: Any) -> dict[str, str]:
+        """The environment variable defining an aws connection ``conn_id`` to this server (STS included)."""
+        body = {
+            "conn_type": "aws",
+            "login": login,
+            "password": password,
+            "extra": {
+                "endpoint_url": self.endpoint,
+                "region_name": REGION,
+                # The provider never sends AssumeRole to the global endpoint_url: STS's own is needed.
+                "service_config": {"sts": {"endpoint_url": self.endpoint}},
+                **extra,
+            },
+        }
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(body)}
+
+    def client(self, service: str, key: tuple[str, str]) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=key[0],
+            aws_secret_access_key=key[1],
+            region_name=REGION,
+        )
+
+
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def _allow(action: str | list[str], resource: str = "*") -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": action, "Resource": resource}
+
+
+def _user_key(iam: Any, name: str, policy: str | None) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    if policy is not None:
+        iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=policy)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture(scope="session")
+def auth_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthS3Server]:
+    """moto in a process of its own, enforcing IAM once set up; stopped after the session."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("moto_auth") / "server.log"
+    with log_file.open("wb") as log_handle:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"moto server exited: {log_file.read_text()[-2000:]}") from None
+                time.sleep(0.1)
+        anyone = ("setup", "setup")  # not checked until reset-auth below
+        iam = AuthS3Server(endpoint, anyone, anyone).client("iam", anyone)
+        reader = _user_key(iam, "reader", _policy(_allow(["s3:*", "sts:AssumeRole"])))
+        denied = _user_key(iam, "denied", None)
+        trust = _policy(
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+        )
+        iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=trust)
+        iam.put_role_policy(
+            RoleName=ROLE_NAME,
+            PolicyName="read-frames",
+            PolicyDocument=_policy(_allow(["s3:GetObject", "s3:ListBucket"])),
+        )
+        server_ = AuthS3Server(endpoint, reader, denied)
+        server_.client("s3", anyone).create_bucket(Bucket=AUTH_BUCKET)
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        yield server_
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

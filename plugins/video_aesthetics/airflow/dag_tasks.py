@@ -23,7 +23,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from video_aesthetics import report, sharding
-from video_aesthetics.airflow import dag_embeddings, object_store, preflight, roots, staging
+from video_aesthetics.airflow import credentials, dag_embeddings, object_store, preflight, roots, staging
 from video_aesthetics.config import ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
@@ -361,8 +361,11 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
             if is_remote_url(config.figure_root):
                 from video_aesthetics.extraction import check_remote_frames
 
-                options = object_store.storage_options(config.figure_root, frames_conn_id(params))
-                report = check_remote_frames(local_inputs, config.replace(frames_storage_options=options), policy)
+                frames_conn = frames_conn_id(params)
+                options = object_store.storage_options(config.figure_root, frames_conn)
+                # A store refusing reads fails check_frames for a retry, naming the connection.
+                with credentials.naming_connection(frames_conn, "frames_conn_id"):
+                    report = check_remote_frames(local_inputs, config.replace(frames_storage_options=options), policy)
             else:
                 report = check(local_inputs, config, policy, Path(video_root).expanduser() if video_root else None)
     return {**report.as_dict(), "partition": layout.partition, "inputs": len(inputs)}
@@ -429,7 +432,12 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
             max_shards,
         )
     return [
-        {"input_path": shard.input, "output_path": shard.output, **shared, **dag_embeddings.shard_kwargs(params, shard.output)}
+        {
+            "input_path": shard.input,
+            "output_path": shard.output,
+            **shared,
+            **dag_embeddings.shard_kwargs(params, shard.output),
+        }
         for shard in plan.shards
     ]
 

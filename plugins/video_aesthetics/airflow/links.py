@@ -44,11 +44,6 @@ TAB_ROUTE = "aesthetic-scores"
 PARTITIONS_ROUTE = "aesthetic-partitions"
 
 
-def run_url(base_url: str, dag_id: str, run_id: str) -> str:
-    """The results view of one run: what the extra links and the run page's tab open."""
-    return f"{base_url.rstrip('/')}{VIEW_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
-
-
 def run_tab_url(base_url: str, dag_id: str, run_id: str) -> str:
     """The run's "Aesthetic scores" tab inside the Airflow UI: its navigation stays around the report."""
     return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{TAB_ROUTE}"

@@ -19,7 +19,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -304,29 +304,20 @@ def store_path_with(location: str | os.PathLike[str] | ObjectStoragePath, conn_i
     return store_path(location)
 
 
-def storage_options(location: str, conn_id: str | None) -> dict[str, Any]:
-    """Plain fsspec storage options that reach ``location`` as connection ``conn_id`` does, for the library.
+def storage_options(location: str, conn_id: str | None) -> Mapping[str, Any]:
+    """fsspec storage options that reach ``location`` as connection ``conn_id`` does, for the library.
 
-    The library (the decoding workers) opens the store with fsspec alone, so it gets credentials
-    and endpoint as plain values that pickle into worker processes, not Airflow's session objects.
+    S3 (and GCS, where the Google provider is installed) get their provider's own options, rebuilt in
+    each decoding process with refreshable credentials (credentials.storage_options); other stores
+    get the options of Airflow's file system for them, without its session objects.
     """
     if not conn_id:
         return {}
     path = store_path_with(location, conn_id)
-    if path.protocol in ("s3", "s3a"):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from video_aesthetics.airflow import credentials
 
-        hook = S3Hook(aws_conn_id=conn_id)
-        credentials = hook.get_credentials()
-        options: dict[str, Any] = {"key": credentials.access_key, "secret": credentials.secret_key}
-        if credentials.token:
-            options["token"] = credentials.token
-        client_kwargs = {"region_name": hook.conn_region_name} if hook.conn_region_name else {}
-        endpoint = hook.conn_config.endpoint_url
-        if endpoint:
-            options["endpoint_url"] = endpoint
-        if client_kwargs:
-            options["client_kwargs"] = client_kwargs
+    options = credentials.storage_options(path.protocol, conn_id)
+    if options is not None:
         return options
     return {key: value for key, value in dict(path.fs.storage_options).items() if key != "session"}
 

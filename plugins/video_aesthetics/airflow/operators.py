@@ -18,10 +18,10 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from video_aesthetics import __version__
-from video_aesthetics.airflow import object_store
+from video_aesthetics.airflow import credentials, object_store
 from video_aesthetics.airflow.links import ScoredOutputLink
 from video_aesthetics.airflow.task_process import cpu_threads, die_with_supervisor
-from video_aesthetics.config import PARAM_NAMES, ScoringConfig
+from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.files import is_remote_url, sha256_file
 from video_aesthetics.records import rejects_location
@@ -191,7 +191,9 @@ class VideoAestheticScoringOperator(BaseOperator):
                 raise ConfigError("input_path and output_path must both be set")
             if not isinstance(self.init_distributed, bool):
                 raise ConfigError(f"init_distributed must be true or false, got {self.init_distributed!r}")
-            stats, digest, size = self._score(config)
+            # A store refusing frames fails this attempt for a retry (not AirflowFailException), naming the connection.
+            with credentials.naming_connection(optional_text(self.frames_conn_id), "frames_conn_id"):
+                stats, digest, size = self._score(config)
             embedded = self._embeddings_summary(stats)
         except VideoAestheticsError as err:
             # Retrying cannot fix a bad parameter, a malformed input or missing weights.
