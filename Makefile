@@ -25,6 +25,8 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Types of the library, the Airflow wing and the DAG ([tool.mypy] in pyproject.toml).
+	$(BIN)/mypy
 
 # The documentation (mkdocs.yml, docs/), built into the ignored build/site; --strict fails on any warning.
 docs: install

@@ -20,7 +20,9 @@ only), pool and queue (where score_shard runs: a "gpu" pool or Celery queue boun
 Every scoring parameter is a param: the seed's ten (record field names input_video_key and
 video_clips_key, output_key, init_distributed...) and ours (frame_scores, decode, the filter). An
 empty video_clips_key scores whole videos: check_frames has nothing to check, the scoring tasks
-decode the videos, merge and report work as for clips. The trigger form groups them in sections;
+decode the videos (relative paths against video_root, else the input file's folder, as frame
+extraction takes them), merge and report work as for clips. Every scoring param is generated
+from its one declaration, video_aesthetics.parameters. The trigger form groups them in sections;
 the input ones sit in the section the form opens.
 
 A run's conf is user input: every task refuses a location param outside the deployment's
@@ -33,6 +35,7 @@ Nothing here imports torch: the model is loaded inside the scoring tasks.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk import conf as airflow_conf
@@ -41,8 +44,9 @@ from video_aesthetics.airflow import dag_tasks as tasks
 from video_aesthetics.airflow.conf import int_setting, setting
 from video_aesthetics.airflow.object_store import location_uri
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
-from video_aesthetics.config import DECODES, DEVICES, REDUCTIONS, ScoringConfig
-from video_aesthetics.report import DEFAULT_TOP, MAX_TOP
+from video_aesthetics.airflow.params import form
+from video_aesthetics.airflow.payloads import FrameCheck, RescoreCheck
+from video_aesthetics.parameters import CONNECTIONS, EMBEDDING_DTYPES, OUTPUT
 
 OUTPUT_ROOT = str(setting("output_root"))
 SCHEDULE = str(setting("schedule"))
@@ -51,238 +55,100 @@ SCORED = Asset(name="video_aesthetic_scores", uri=location_uri(OUTPUT_ROOT))
 _SHARD_PLACEMENT = {key: value for key, value in (("pool", setting("pool")), ("queue", setting("queue"))) if value}
 
 
-_DEFAULTS = ScoringConfig()
-# A closed set, so the trigger form offers a list and names the field of a bad value.
-DEVICE_CHOICES = [*DEVICES, *(f"cuda:{index}" for index in range(8))]
-
-# Trigger form sections, in the order the form shows them (a section appears where its first param
-# is). The input params carry none: they land in Airflow's own "Run Parameters" section, the only one
-# the form opens by default, because a manual run cannot do without input_path.
-OUTPUT, MODEL, FILTER, PERFORMANCE, CONNECTIONS = (
-    "Output",
-    "Model",
-    "Filter and report",
-    "Performance",
-    "Connections",
-)
-# Upper bounds where an absurd value costs a worker's memory or the scheduler's map length, not
-# just time: a form value of 10**9 workers or frames must be refused at the trigger, by field name.
-MAX_LOAD_NUM = 64
-MAX_BATCH_SIZE = 4096
-MAX_NUM_WORKERS = 64
-MAX_NPROC = 64
-MAX_CHUNK_SIZE = 10**7
+# The form's params that are not scoring parameters: locations, the output's partition, connections
+# and run control. Every scoring parameter's Param is generated from its one declaration
+# (video_aesthetics.parameters) by ``form``, which also orders the form's sections.
 
 
 def _optional_text(default: str | None, description: str, section: str | None = None) -> Param:
     return Param(default, type=["null", "string"], description=description, **_section(section))
 
 
-def _switch(default: bool, description: str, section: str | None = None) -> Param:
-    """A true/false param. ["boolean", "null"], not "boolean": Airflow's form stars every param whose type
-    excludes null as required, and an unticked switch is a valid answer (null counts as the default)."""
-    return Param(default, type=["boolean", "null"], description=description, **_section(section))
-
-
-def _count(default: int, minimum: int, maximum: int, description: str, section: str | None = None) -> Param:
-    return Param(
-        default, type="integer", minimum=minimum, maximum=maximum, description=description, **_section(section)
-    )
-
-
-def _section(section: str | None) -> dict[str, str]:
+def _section(section: str | None) -> dict[str, Any]:
     return {"section": section} if section else {}
 
 
-PARAMS = {
-    # --- input: Airflow's default section, open in the form -------------------------------------
-    "input_path": _optional_text(
-        setting("input_path"),
-        "Required for manual runs unless input_root is set and the run has a logical date: a JSONL file, "
-        "a folder of *.jsonl files or a glob. Empty: read <input_root>/<logical date>/ (scheduled runs, backfills).",
-    ),
-    "input_root": _optional_text(
-        setting("input_root"), "Folder of daily partitions <YYYY-MM-DD>/*.jsonl, read by scheduled runs and backfills."
-    ),
-    "figure_root": Param(
-        setting("figure_root"),
-        type="string",
-        minLength=1,
-        description="Extracted frames: <figure_root>/<video stem>/<clip id>/img/*.jpg; a folder or a URL (s3://...). "
-        "Unused when video_clips_key is empty (whole videos).",
-    ),
-    "video_root": _optional_text(
-        setting("video_root"),
-        "Folder relative video paths are taken against when frames are extracted. Empty: the input file's folder.",
-    ),
-    "input_video_key": Param(
-        _DEFAULTS.input_video_key,
-        type="string",
-        minLength=1,
-        description="The record field holding the video path.",
-    ),
-    "video_clips_key": _optional_text(
-        _DEFAULTS.video_clips_key,
-        "The record field holding the clips. Empty: score each record's whole video instead (frames decoded "
-        "from the video by the scoring tasks; give absolute video paths).",
-    ),
-    "on_missing_frames": Param(
-        "extract",
-        type="string",
-        enum=["extract", "skip", "fail"],
-        description="extract: decode missing frames from the videos; skip: score the rest, those clips get null; "
-        "fail: fail the run listing the first missing clips.",
-    ),
-    "skip_bad_records": _switch(
-        _DEFAULTS.skip_bad_records, "Send malformed input lines to rejects.jsonl instead of failing."
-    ),
-    # --- output ---------------------------------------------------------------------------------
-    "output_root": Param(
-        OUTPUT_ROOT,
-        type="string",
-        minLength=1,
-        description="Output store: a local folder or a URL (s3://, gs://, ...).",
-        section=OUTPUT,
-    ),
-    "partition": _optional_text(
-        None,
-        "Output partition to write. Empty: the logical date for scheduled runs and backfills, the run id otherwise.",
-        OUTPUT,
-    ),
-    "output_key": _optional_text(
-        None, "The record field the scored clips go to. Empty: the same as video_clips_key.", OUTPUT
-    ),
-    "frame_scores": _switch(
-        _DEFAULTS.frame_scores, "Also write each clip's per-frame scores (aesthetic_frame_scores).", OUTPUT
-    ),
-    "embeddings": Param(
-        "off",
-        type="string",
-        enum=["off", "float16", "float32"],
-        description="Also publish every scored frame's CLIP embedding, one Parquet file per shard in the version's "
-        "embeddings/ folder (for search, deduplication, rescoring): off, float16 (half the size) or float32.",
-        section=OUTPUT,
-    ),
-    "rescore_from": _optional_text(
-        None,
-        "Rescore instead of score: a published partition's folder or _manifest.json, published with embeddings. "
-        "No frame is read and no shard scored: its records are rescored from their embeddings with this run's "
-        "mlp_checkpoint, reduction and thresholds, and published as a new version of this run's partition.",
-        OUTPUT,
-    ),
-    "work_root": _optional_text(
-        setting("work_root"),
-        "Staging for shard files, reached by all workers: a shared folder or a URL (s3://...: no shared disk). "
-        "Empty: <output_root>/_staging (local stores). Never output_root itself nor inside one of its partitions.",
-        OUTPUT,
-    ),
-    # --- model ----------------------------------------------------------------------------------
-    "clip_model": Param(
-        setting("clip_model"),
-        type="string",
-        minLength=1,
-        description="CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder.",
-        section=MODEL,
-    ),
-    "mlp_checkpoint": _optional_text(
-        setting("mlp_checkpoint"),
-        "Aesthetic head weights (.pth or .safetensors). Empty: LAION's official sac+logos+ava1-l14-linearMSE.pth.",
-        MODEL,
-    ),
-    "load_num": _count(_DEFAULTS.load_num, 1, MAX_LOAD_NUM, "Frames read per clip.", MODEL),
-    "reduction": Param(
-        _DEFAULTS.reduction,
-        type="string",
-        enum=list(REDUCTIONS),
-        description="How a clip's frame scores make its score.",
-        section=MODEL,
-    ),
-    # --- filter and report ----------------------------------------------------------------------
-    "aes_min": Param(
-        _DEFAULTS.aes_min,
-        type=["null", "number"],
-        description="Aesthetic filter: clips scoring at least this get filtered: true (DataFlow-MM's aes_min); "
-        "with a threshold the run also publishes kept.jsonl. Empty: no filter.",
-        section=FILTER,
-    ),
-    "aes_max": Param(
-        _DEFAULTS.aes_max,
-        type=["null", "number"],
-        description="Aesthetic filter's upper bound.",
-        section=FILTER,
-    ),
-    "report_top": _count(DEFAULT_TOP, 1, MAX_TOP, "Best and worst clips shown in the report.", FILTER),
-    # --- performance ----------------------------------------------------------------------------
-    "chunk_size": _count(
-        int_setting("chunk_size"),
-        1,
-        MAX_CHUNK_SIZE,
-        "Records per shard (grown when needed to stay within core.max_map_length).",
-        PERFORMANCE,
-    ),
-    "batch_size": _count(_DEFAULTS.batch_size, 1, MAX_BATCH_SIZE, "Clips per forward batch.", PERFORMANCE),
-    "num_workers": _count(
-        int_setting("num_workers"),
-        0,
-        MAX_NUM_WORKERS,
-        "Decoding worker processes per shard (0: decode in the task process).",
-        PERFORMANCE,
-    ),
-    "device": Param(
-        setting("device"),
-        type="string",
-        enum=DEVICE_CHOICES,
-        description="auto (CUDA when present), cpu, cuda or cuda:N.",
-        section=PERFORMANCE,
-    ),
-    "decode": Param(
-        _DEFAULTS.decode,
-        type="string",
-        enum=list(DECODES),
-        description="How frames become pixels: auto (gpu on CUDA, else fast), exact (PIL, the reference), "
-        "fast (libjpeg-turbo and torch's resize on the CPU), gpu (nvJPEG in batches).",
-        section=PERFORMANCE,
-    ),
-    "init_distributed": _switch(
-        False,
-        "Score each shard with several processes: one per GPU, or nproc CPU processes.",
-        PERFORMANCE,
-    ),
-    "nproc": Param(
-        None,
-        type=["null", "integer"],
-        minimum=1,
-        maximum=MAX_NPROC,
-        description="Scoring processes per shard with init_distributed. Empty: one per GPU.",
-        section=PERFORMANCE,
-    ),
-    # --- connections: last, collapsed like every section but the input ---------------------------
-    "input_conn_id": _optional_text(
-        setting("input_conn_id"),
-        "Airflow connection of a remote input_path or input_root. Empty: the store's defaults.",
-        CONNECTIONS,
-    ),
-    "output_conn_id": _optional_text(
-        setting("output_conn_id"),
-        "Airflow connection of a remote output_root and work_root. Empty: the store's defaults.",
-        CONNECTIONS,
-    ),
-    "frames_conn_id": _optional_text(
-        setting("frames_conn_id"),
-        "Airflow connection of a remote figure_root. Empty: the store's defaults.",
-        CONNECTIONS,
-    ),
-}
+PARAMS = form(
+    {
+        # --- input: Airflow's default section, open in the form -------------------------------------
+        "input_path": _optional_text(
+            setting("input_path"),
+            "Required for manual runs unless input_root is set and the run has a logical date: a JSONL file, "
+            "a folder of *.jsonl files or a glob. Empty: read <input_root>/<logical date>/ (scheduled runs, backfills).",
+        ),
+        "input_root": _optional_text(
+            setting("input_root"),
+            "Folder of daily partitions <YYYY-MM-DD>/*.jsonl, read by scheduled runs and backfills.",
+        ),
+        "on_missing_frames": Param(
+            "extract",
+            type="string",
+            enum=["extract", "skip", "fail"],
+            description="extract: decode missing frames from the videos; skip: score the rest, those clips get null; "
+            "fail: fail the run listing the first missing clips.",
+        ),
+        # --- output ---------------------------------------------------------------------------------
+        "output_root": Param(
+            OUTPUT_ROOT,
+            type="string",
+            minLength=1,
+            description="Output store: a local folder or a URL (s3://, gs://, ...).",
+            section=OUTPUT,
+        ),
+        "partition": _optional_text(
+            None,
+            "Output partition to write. Empty: the logical date for scheduled runs and backfills, the run id otherwise.",
+            OUTPUT,
+        ),
+        "embeddings": Param(
+            "off",
+            type="string",
+            enum=["off", *EMBEDDING_DTYPES],
+            description="Also publish every scored frame's CLIP embedding, one Parquet file per shard in the version's "
+            "embeddings/ folder (for search, deduplication, rescoring): off, float16 (half the size) or float32.",
+            section=OUTPUT,
+        ),
+        "rescore_from": _optional_text(
+            None,
+            "Rescore instead of score: a published partition's folder or _manifest.json, published with embeddings. "
+            "No frame is read and no shard scored: its records are rescored from their embeddings with this run's "
+            "mlp_checkpoint, reduction and thresholds, and published as a new version of this run's partition.",
+            OUTPUT,
+        ),
+        "work_root": _optional_text(
+            setting("work_root"),
+            "Staging for shard files, reached by all workers: a shared folder or a URL (s3://...: no shared disk). "
+            "Empty: <output_root>/_staging (local stores). Never output_root itself nor inside one of its partitions.",
+            OUTPUT,
+        ),
+        # --- connections: last, collapsed like every section but the input ---------------------------
+        "input_conn_id": _optional_text(
+            setting("input_conn_id"),
+            "Airflow connection of a remote input_path or input_root. Empty: the store's defaults.",
+            CONNECTIONS,
+        ),
+        "output_conn_id": _optional_text(
+            setting("output_conn_id"),
+            "Airflow connection of a remote output_root and work_root. Empty: the store's defaults.",
+            CONNECTIONS,
+        ),
+        "frames_conn_id": _optional_text(
+            setting("frames_conn_id"),
+            "Airflow connection of a remote figure_root. Empty: the store's defaults.",
+            CONNECTIONS,
+        ),
+    }
+)
 
 
 @task(multiple_outputs=False)
-def check_frames() -> dict:
+def check_frames() -> FrameCheck | RescoreCheck:
     context = get_current_context()
     return tasks.check_frames(context["params"], context)
 
 
 @task(multiple_outputs=False)
-def plan_shards() -> list[dict[str, str]]:
+def plan_shards() -> list[dict[str, Any]]:
     context = get_current_context()
     return tasks.plan_shards(context["params"], context, airflow_conf.getint("core", "max_map_length"))
 

@@ -25,7 +25,7 @@ from helpers.s3 import AUTH_BUCKET, ROLE_ARN, AuthS3Server, auth_s3_server  # no
 use_private_airflow_home()
 
 from video_aesthetics.airflow import credentials
-from video_aesthetics.airflow.credentials import ConnectionFields, ProviderStorageOptions
+from video_aesthetics.airflow.credentials import ProviderStorageOptions
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import StoreAccessError
 from video_aesthetics.frame_store import RemoteFrames
@@ -40,7 +40,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, auth_s3_server: AuthS3Serv
     source, figure_root = frame_dataset(tmp_path_factory.mktemp("cred_data"), videos=2, clips_per_video=2)
     s3 = auth_s3_server.client("s3", auth_s3_server.reader)
     for path in sorted(figure_root.rglob("*.jpg")):
-        s3.put_object(Bucket=AUTH_BUCKET, Key=f"frames/{path.relative_to(figure_root).as_posix()}", Body=path.read_bytes())
+        s3.put_object(
+            Bucket=AUTH_BUCKET, Key=f"frames/{path.relative_to(figure_root).as_posix()}", Body=path.read_bytes()
+        )
     return source, figure_root
 
 
@@ -113,12 +115,14 @@ def test_options_pickle_as_the_connection_and_rebuild_a_session_per_process(conn
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
-        os.write(write, b"1" if options["session"] is not session else b"0")
-        os._exit(0)
+        try:
+            os.write(write, b"1" if options["session"] is not session else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)  # a child that wrote nothing gives b"", not a hang
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     os.close(read)
-    os.close(write)
 
 
 def test_a_connection_without_keys_reads_through_the_default_chain_or_anonymously(
@@ -157,20 +161,32 @@ def test_other_stores_get_no_provider_options() -> None:
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["in_process", "decoding_worker"])
 def test_denied_credentials_fail_the_run_and_mark_no_clip(
-    connection, dataset, auth_s3_server: AuthS3Server, model_args: dict, tmp_path: Path, workers: int  # noqa: F811
+    connection,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
+    tmp_path: Path,
+    workers: int,
 ) -> None:
     source, _ = dataset
     conn = connection("va_denied", *auth_s3_server.denied)
     options = credentials.storage_options("s3", conn)
     out = tmp_path / "out.jsonl"
-    with pytest.raises(StoreAccessError, match=rf"figure_root {FRAMES}: the store failed to list .*AccessDenied") as err:
+    with pytest.raises(
+        StoreAccessError, match=rf"figure_root {FRAMES}: the store failed to list .*AccessDenied"
+    ) as err:
         score_file(source, out, _config(model_args, options, num_workers=workers))
-    assert "not a damaged frame" in str(err.value)
+    # The worker's own message, not the traceback DataLoader wraps a worker's error in.
+    assert str(err.value).startswith(f"figure_root {FRAMES}: ") and "not a damaged frame" in str(err.value)
     assert not out.exists()  # nothing published: no clip marked corrupt_frames or no_frames
 
 
 def test_a_session_token_the_store_refuses_fails_like_an_expired_one(
-    connection, dataset, auth_s3_server: AuthS3Server, model_args: dict, tmp_path: Path  # noqa: F811
+    connection,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
+    tmp_path: Path,
 ) -> None:
     """moto does not expire tokens: a token it never issued is refused the same way (403), as an expired one is."""
     sts = auth_s3_server.client("sts", auth_s3_server.reader)
@@ -188,7 +204,10 @@ def test_a_session_token_the_store_refuses_fails_like_an_expired_one(
 
 
 def test_the_frame_check_fails_instead_of_counting_clips_missing(
-    connection, dataset, auth_s3_server: AuthS3Server, model_args: dict  # noqa: F811
+    connection,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
 ) -> None:
     from video_aesthetics.extraction import check_remote_frames
 
@@ -214,9 +233,16 @@ def test_an_unreachable_store_is_an_access_error_not_missing_frames(model_args: 
         store.list(Path(FRAMES) / "video0" / "video0_0" / "img")
 
 
+@pytest.mark.parametrize("ranks", [None, 2], ids=["one_process", "spawned_ranks"])
 def test_the_operator_fails_the_shard_for_a_retry_naming_store_and_connection(
-    connection, dataset, auth_s3_server: AuthS3Server, model_args: dict, tmp_path: Path  # noqa: F811
+    connection,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
+    tmp_path: Path,
+    ranks: int | None,
 ) -> None:
+    """Spawned ranks get the options pickled (the connection's fields) and rebuild the session themselves."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
@@ -233,15 +259,55 @@ def test_the_operator_fails_the_shard_for_a_retry_naming_store_and_connection(
         num_workers=1,
         device="cpu",
         batch_size=2,
+        **({"init_distributed": True, "nproc": ranks} if ranks else {}),
         **model_args,
     )
     with pytest.raises(StoreAccessError) as err:
         op.execute(context={})
     assert not isinstance(err.value, AirflowFailException)  # retried, unlike a bad parameter
     message = str(err.value)
-    assert f"figure_root {FRAMES}" in message and "Airflow connection 'va_denied_op'" in message
+    assert f"figure_root {FRAMES}" in message and "AccessDenied" in message
+    assert "Airflow connection 'va_denied_op'" in message
     assert "frames_conn_id" in message
     assert not out.exists()
+
+
+def test_a_dag_run_retries_the_refused_task_and_marks_no_clip(
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """dag.test() with a denied frames connection: check_frames fails after its retry (not at once, as a bad
+    parameter does), naming the store and the connection; nothing is published."""
+    from helpers.airflow_env import airflow_env, dag_test, new_home
+
+    source, _ = dataset
+    root = tmp_path_factory.mktemp("cred_dag")
+    env = airflow_env(
+        new_home(tmp_path_factory, "cred_dag_home"),
+        **auth_s3_server.connection("va_denied_dag", *auth_s3_server.denied),
+        VIDEO_AESTHETICS_RETRIES="1",
+    )
+    conf = {
+        "input_path": str(source),
+        "output_root": str(root / "out"),
+        "work_root": str(root / "work"),
+        "figure_root": FRAMES,
+        "frames_conn_id": "va_denied_dag",
+        "partition": "denied",
+        "on_missing_frames": "skip",
+        "num_workers": 1,
+        "device": "cpu",
+        **model_args,
+    }
+    [result] = dag_test(env, "video_aesthetic_scoring", [{"conf": conf}], timeout=600, cwd=root)
+    assert result.get("state") == "failed", result.get("log", "")[-4000:]
+    check = next(t for t in result["tasks"] if t["task_id"] == "check_frames")
+    assert check["state"] == "failed" and check["try_number"] == 2  # retried: the store may come back
+    assert f"figure_root {FRAMES}: the store failed to list" in result["log"]
+    assert "Airflow connection 'va_denied_dag'" in result["log"] and "AccessDenied" in result["log"]
+    assert not (root / "out").exists() or not any((root / "out").rglob("*.jsonl"))
 
 
 # --- refreshable credentials ---------------------------------------------------------------------------
@@ -261,9 +327,11 @@ def role_connection(connection, auth_s3_server: AuthS3Server) -> str:  # noqa: F
 
 
 def test_an_assumed_role_is_refreshed_while_frames_are_read(
-    role_connection: str, dataset, auth_s3_server: AuthS3Server  # noqa: F811
+    role_connection: str,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
 ) -> None:
-    source, figure_root = dataset
+    _, figure_root = dataset
     options = credentials.storage_options("s3", role_connection)
     store = RemoteFrames(FRAMES, options)
     before = _assumed_roles(auth_s3_server)
@@ -279,7 +347,11 @@ def test_an_assumed_role_is_refreshed_while_frames_are_read(
 
 
 def test_scoring_through_a_refreshed_role_in_a_worker_equals_local_scoring(
-    role_connection: str, dataset, auth_s3_server: AuthS3Server, model_args: dict, tmp_path: Path  # noqa: F811
+    role_connection: str,
+    dataset,
+    auth_s3_server: AuthS3Server,  # noqa: F811
+    model_args: dict,
+    tmp_path: Path,
 ) -> None:
     source, figure_root = dataset
     local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"

@@ -60,7 +60,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
             records.append({"caption": "a record without a video passes through", "n": v})
     source = write_jsonl(root / "input" / "clips.jsonl", records)
     other = write_jsonl(root / "input" / "other.jsonl", records[:2])
-    # The same records under other field names, and whole videos (records with only a video, absolute paths).
+    # The same records under other field names, and whole videos (records with only a video, paths relative
+    # to the input file's folder, as frame extraction takes them: the scoring shards must too).
     renamed = [
         {("clip_path" if k == "video" else "segments" if k == "video_clips" else k): v for k, v in r.items()}
         for r in records
@@ -68,8 +69,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_args: dict[str, str]) 
     custom = write_jsonl(root / "input" / "custom.jsonl", renamed)
     videos = write_jsonl(
         root / "input" / "videos.jsonl",
-        [{"video": str(root / "input" / "videos" / f"video{v}.mp4"), "n": v} for v in range(VIDEOS)]
-        + [{"video": str(root / "input" / "videos" / "missing.mp4"), "n": VIDEOS}, {"caption": "no video"}],
+        [{"video": f"videos/video{v}.mp4", "n": v} for v in range(VIDEOS)]
+        + [{"video": "videos/missing.mp4", "n": VIDEOS}, {"caption": "no video"}],
     )
     non_utf8 = root / "input" / "latin1.jsonl"
     non_utf8.write_bytes(source.read_bytes() + b'{"caption": "caf\xe9"}\n')
@@ -350,6 +351,8 @@ def test_every_scoring_parameter_matches_the_cli(
     source, changes = FIELD_RUNS[name]
     out = tmp_path / "cli.jsonl"
     options = {k: ("" if v is None else v) for k, v in changes.items()}
+    if name == "whole_video":  # the CLI takes relative paths as they are; the DAG against the input's folder
+        options["video_root"] = str(world["videos"].parent)
     command = score_args(
         world[source], out, model_args, figure_root=world["conf"]["figure_root"], num_workers=0, **options
     )

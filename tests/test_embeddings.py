@@ -18,7 +18,13 @@ import pytest
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, write_jsonl
 from video_aesthetics import __version__, embeddings
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.embeddings import EmbeddingsDataset, EmbeddingsOutput, EmbeddingWriter, read_metadata
+from video_aesthetics.embeddings import (
+    EmbeddingsDataset,
+    EmbeddingsOutput,
+    EmbeddingWriter,
+    read_metadata,
+    vectors_of,
+)
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import sha256_file
 from video_aesthetics.runner import score_file, score_records
@@ -74,7 +80,7 @@ def test_the_embedding_is_what_the_head_saw(scored: dict[str, Any], model_args: 
     from video_aesthetics.head import load_head
 
     table = pq.read_table(scored["path"])
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    vectors = vectors_of(table.column("embedding"), 768, "float32").astype(np.float32)
     assert vectors.shape == (10, 768) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
     head = load_head(model_args["mlp_checkpoint"]).module
@@ -119,9 +125,9 @@ def test_float16_is_the_default_and_half_the_size(
         embeddings=EmbeddingsOutput(tmp_path / "e.parquet"),
     )
     column = pq.read_table(tmp_path / "e.parquet").column("embedding")
-    assert str(column.type.value_type) == "halffloat"
-    full = np.stack(pq.read_table(scored["path"]).column("embedding").to_numpy(zero_copy_only=False))
-    half = np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
+    assert column.type.byte_width == 768 * 2
+    full = vectors_of(pq.read_table(scored["path"]).column("embedding"), 768, "float32")
+    half = vectors_of(column, 768, "float16").astype(np.float32)
     assert np.abs(half - full).max() < 1e-3
     assert os.path.getsize(tmp_path / "e.parquet") < 0.7 * os.path.getsize(scored["path"])
 
@@ -389,7 +395,11 @@ def test_the_docs_nearest_neighbour_snippet_runs(tmp_path: Path, scored: dict[st
     assert block is not None, "docs/embeddings.md lost its nearest-neighbours example"
     code = block.group(1)
     assert len(code.strip().splitlines()) == 5
-    (tmp_path / "scored.parquet").write_bytes(scored["path"].read_bytes())
+    # The example reads the default storage, float16: the fixture's float32 vectors, stored so.
+    table = pq.read_table(scored["path"])
+    half = vectors_of(table.column("embedding"), 768, "float32").astype("<f2")
+    column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(768 * 2), len(half), [None, pa.py_buffer(half.tobytes())])
+    pq.write_table(table.set_column(5, "embedding", column), tmp_path / "scored.parquet")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.strip().splitlines()

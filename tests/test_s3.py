@@ -148,8 +148,10 @@ def test_storage_options_from_a_connection_reach_the_store(s3_server: S3Server) 
     from video_aesthetics.airflow import object_store as store
 
     options = store.storage_options(f"s3://{BUCKET}/frames", s3_server.conn_id)
-    assert options["endpoint_url"] == s3_server.endpoint
-    fs, _ = fsspec.core.url_to_fs(f"s3://{BUCKET}", skip_instance_cache=True, **options)
+    # The Amazon provider's own session and endpoint (tests/test_airflow_credentials.py checks the rest).
+    assert options["endpoint_url"] == s3_server.endpoint and options["session"] is not None
+    assert options["skip_instance_cache"] is True
+    fs, _ = fsspec.core.url_to_fs(f"s3://{BUCKET}", **options)
     assert fs.exists(f"{BUCKET}/frames")
 
 

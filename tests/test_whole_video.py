@@ -15,6 +15,7 @@ from helpers.cli import score_args
 from helpers.media import decode_rgb, read_jsonl, write_jsonl, write_video
 from helpers.reference import reference_clip_score
 from video_aesthetics.config import ScoringConfig
+from video_aesthetics.errors import ConfigError
 from video_aesthetics.runner import score_file
 from video_aesthetics.scoring import Scorer, iter_results
 
@@ -111,6 +112,34 @@ def test_cli_with_an_empty_clips_key_scores_whole_videos(tmp_path: Path, model_a
     assert all(isinstance(r["aesthetic_score"], float) for r in got[:3])
     assert (got[3]["aesthetic_score"], got[3]["aesthetic_error"]) == (None, "unreadable_video")
     assert '"clips": 4, "scored": 3, "failed": 1' in done.stdout
+
+
+def test_relative_video_paths_are_taken_against_video_root(tmp_path: Path, model_args: dict) -> None:
+    """--video-root (the DAG: the input file's folder) places relative paths; absolute ones stay as they are."""
+    videos = tmp_path / "data" / "videos"
+    absolute = str(write_video(videos / "a.mp4", frames=8, seed=1))
+    write_video(videos / "b.mp4", frames=8, seed=2)
+    records = [{"video": absolute}, {"video": "videos/b.mp4"}, {"video": ["./videos/a.mp4"]}]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def score(out: Path, **options: object) -> list[dict]:
+        command = [sys.executable, "-m", "video_aesthetics", *score_args(source, out, model_args, **options)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return read_jsonl(out)
+
+    placed = score(tmp_path / "placed.jsonl", video_clips_key="", num_workers=0, video_root=tmp_path / "data")
+    assert [r["video"] for r in placed] == [r["video"] for r in records]  # the records keep their own paths
+    assert all(isinstance(r["aesthetic_score"], float) for r in placed)
+    assert placed[2]["aesthetic_score"] == placed[0]["aesthetic_score"]  # one file by either path
+    # Without it, relative paths are taken as they are: against the current folder, where they are not.
+    unplaced = score(tmp_path / "unplaced.jsonl", video_clips_key="", num_workers=0)
+    assert unplaced[0]["aesthetic_score"] == placed[0]["aesthetic_score"]
+    assert [r.get("aesthetic_error") for r in unplaced[1:]] == ["unreadable_video"] * 2
+    with pytest.raises(ConfigError, match="video_root must be a folder or None"):
+        _config(model_args, video_root=3)
 
 
 def test_hostile_video_fields_are_marked_per_record_and_nothing_else_is_opened(

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from video_aesthetics.config import DECODES, DEVICES, PARAM_NAMES, REDUCTIONS, ScoringConfig
+from video_aesthetics import parameters
+from video_aesthetics.config import PARAM_NAMES, REDUCTIONS, ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 
 log = logging.getLogger("video_aesthetics")
@@ -52,64 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--input", required=True, metavar="IN.jsonl", help="input records, one JSON object per line")
     score.add_argument("--output", required=True, metavar="OUT.jsonl", help="output file, written atomically")
-    score.add_argument(
-        "--figure-root",
-        metavar="DIR",
-        default=None,
-        help="root of the extracted frames: <DIR>/<video stem>/<clip id>/img/*.jpg "
-        "(required unless --video-clips-key is empty)",
-    )
-    score.add_argument(
-        "--clip-model",
-        default=_DEFAULTS.clip_model,
-        help="ViT-L/14 (OpenAI names), an open_clip name[:tag], hf-hub:org/repo, a checkpoint "
-        "file, NAME:/path/to/checkpoint or a directory with open_clip_config.json",
-    )
-    score.add_argument(
-        "--mlp-checkpoint",
-        default=None,
-        help="aesthetic head weights (.pth or .safetensors) in LAION's layout; "
-        "default: the official sac+logos+ava1-l14-linearMSE.pth from the cache",
-    )
-    score.add_argument(
-        "--load-num",
-        type=int,
-        default=_DEFAULTS.load_num,
-        help="frames per clip, evenly spaced over its extracted frames",
-    )
-    score.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips per forward batch")
-    score.add_argument(
-        "--num-workers",
-        type=int,
-        default=_DEFAULTS.num_workers,
-        help="decoding worker processes (0 decodes in the main process)",
-    )
-    score.add_argument("--device", default=_DEFAULTS.device, help=f"one of {', '.join(DEVICES)} or cuda:N")
-    score.add_argument(
-        "--decode",
-        choices=DECODES,
-        default=_DEFAULTS.decode,
-        help="how frames become pixels: exact (PIL, the reference), fast (torchvision + torch resize, "
-        "within 1 pixel level of exact when frames are scaled down, 2 when scaled up), gpu (JPEGs decoded on the GPU with nvJPEG), auto (gpu on "
-        "CUDA, else the CPU default)",
-    )
-    score.add_argument(
-        "--reduction", choices=REDUCTIONS, default=_DEFAULTS.reduction, help="how frame scores make a clip score"
-    )
-    _add_record_fields(score, whole_video='"" scores each record\'s whole video instead')
-    score.add_argument(
-        "--frame-scores", action="store_true", help="also write each clip's per-frame scores as aesthetic_frame_scores"
-    )
-    score.add_argument(
-        "--skip-bad-records", action="store_true", help="send malformed lines to a rejects file instead of stopping"
-    )
+    # Every scoring parameter of the command, from its one declaration (video_aesthetics.parameters).
+    for param in parameters.on_face("cli", command="score"):
+        add_parameter(score, param)
     score.add_argument(
         "--rejects",
         metavar="PATH",
         default=None,
         help="rejects file for --skip-bad-records (default: OUT.rejects.jsonl)",
     )
-    _add_filter_options(score)
     score.add_argument(
         "--report",
         metavar="REPORT.html",
@@ -122,19 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write every scored frame's CLIP embedding (the vector the head sees) to this Parquet file, "
         "for search, deduplication or `video-aesthetics rescore`",
-    )
-    score.add_argument(
-        "--embeddings-dtype",
-        choices=("float16", "float32"),
-        default="float16",
-        help="storage type of --embeddings: float16 (half the size; rescored scores within 1e-3) or float32",
-    )
-    score.add_argument(
-        "--nproc",
-        type=int,
-        default=None,
-        help="score with N processes (one per GPU; gloo processes on CPU); "
-        "under torchrun the launcher's world size is used",
     )
     score.add_argument(
         "--log-level",
@@ -201,15 +140,12 @@ def _add_rescore_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_filter_options(parser: argparse.ArgumentParser, *, report: bool = False) -> None:
-    if report:
-        low = "the report's lower threshold: clips scoring at least SCORE count as kept (the file is not changed)"
-        high = "the report's upper threshold: clips scoring above SCORE count as filtered out"
-    else:
-        low = (
-            "aesthetic filter (DataFlow-MM VideoAestheticFilter): mark each clip filtered=true when its score "
-            "is at least SCORE, false when below or unscored; a clip already false stays false; none is removed"
-        )
-        high = "upper threshold of the aesthetic filter: a score above SCORE is marked filtered=false"
+    if not report:  # rescore filters as score does
+        for name in ("aes_min", "aes_max"):
+            add_parameter(parser, parameters.BY_NAME[name])
+        return
+    low = "the report's lower threshold: clips scoring at least SCORE count as kept (the file is not changed)"
+    high = "the report's upper threshold: clips scoring above SCORE count as filtered out"
     parser.add_argument("--aes-min", type=float, default=None, metavar="SCORE", help=low)
     parser.add_argument("--aes-max", type=float, default=None, metavar="SCORE", help=high)
 
@@ -232,7 +168,7 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
         help="root of the extracted frames the clips were scored from, for the thumbnails "
         "(required unless --video-clips-key is empty)",
     )
-    report.add_argument("--top", type=int, default=12, metavar="N", help="how many best and worst clips to show")
+    add_parameter(report, parameters.BY_NAME["report_top"])
     report.add_argument(
         "--skip-bad-records", action="store_true", help="leave malformed lines out of the report instead of stopping"
     )
@@ -253,6 +189,21 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="verbosity on stderr"
     )
+
+
+def add_parameter(parser: argparse.ArgumentParser, param: parameters.Parameter) -> None:
+    """The option of one declared scoring parameter: its flag, type, default, closed choices and help."""
+    options: dict[str, Any] = {"default": param.default_for("cli"), "help": as_flags(param.help)}
+    if param.kind is bool:
+        options["action"] = "store_true"
+    else:
+        if param.kind is not str:
+            options["type"] = param.kind
+        if param.choices is not None and not param.open_choices:
+            options["choices"] = param.choices
+        if param.metavar:
+            options["metavar"] = param.metavar
+    parser.add_argument(param.cli_flag, dest=param.name, **options)
 
 
 def _add_record_fields(parser: argparse.ArgumentParser, *, whole_video: str) -> None:
@@ -365,9 +316,9 @@ def as_flags(message: str) -> str:
 
     Only names with an underscore: "device" or "decode" are also words of the messages' prose.
     """
-    # nproc is no scoring parameter (not in PARAM_NAMES) but a bound the library checks: --nproc here.
-    names = "|".join(sorted([*(name for name in PARAM_NAMES if "_" in name), "nproc"], key=len, reverse=True))
-    return re.sub(rf"(?<![\w./-])({names})(?![\w/-])", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    flags = {p.name: p.cli_flag for p in parameters.on_face("cli") if "_" in p.name or p.name == "nproc"}
+    names = "|".join(sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w./<-])({names})(?![\w/>-])", lambda m: flags[m.group(1)], message)
 
 
 def report_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -393,7 +344,7 @@ def report_command(args: argparse.Namespace) -> dict[str, Any]:
     config = ScoringConfig.from_params(params)
     if args.figure_root and not Path(args.figure_root).is_dir():
         log.warning("--figure-root %s is not a folder: the report will have no thumbnails", args.figure_root)
-    summary = write_report(args.scored, args.output, config, top=args.top, **run_info(args.run_info))
+    summary = write_report(args.scored, args.output, config, top=args.report_top, **run_info(args.run_info))
     return {"report": args.output, **headline(summary)}
 
 

@@ -25,6 +25,7 @@ from open_clip.model import build_model_from_openai_state_dict
 from video_aesthetics.errors import ConfigError, WeightsError
 from video_aesthetics.files import sha256_file
 from video_aesthetics.frames import PreprocessConfig
+from video_aesthetics.parameters import CLIP_MODEL
 from video_aesthetics.settings import cache_dir
 from video_aesthetics.weights_cache import LOCAL_WEIGHTS_HELP, offline, offline_reason, verify
 
@@ -40,7 +41,7 @@ __all__ = [
     "preprocess_config",
 ]
 
-DEFAULT_CLIP_MODEL = "ViT-L/14"
+DEFAULT_CLIP_MODEL = CLIP_MODEL  # declared with the other parameters (video_aesthetics.parameters)
 # OpenAI's own names (the openai-clip package's, which the seed used) and their open_clip architectures.
 OPENAI_NAMES = {
     "ViT-B/32": "ViT-B-32",
@@ -474,8 +475,10 @@ def _read_openai_state(path: Path) -> dict[str, torch.Tensor]:
 
 def _openai_preprocess(model: torch.nn.Module) -> dict[str, Any]:
     defaults = PreprocessConfig()
+    # open_clip's tower is untyped; Module.__getattr__ would type it Tensor | Module.
+    visual: Any = model.visual
     return {
-        "size": model.visual.image_size,
+        "size": visual.image_size,
         "mode": "RGB",
         "mean": open_clip.OPENAI_DATASET_MEAN,
         "std": open_clip.OPENAI_DATASET_STD,
@@ -567,9 +570,11 @@ def _embed_dim(model: torch.nn.Module, preprocess: PreprocessConfig) -> int:
     width = getattr(getattr(model, "visual", None), "output_dim", None)
     if isinstance(width, int):
         return width
-    # Towers without output_dim (timm ones): one forward pass on a blank image tells.
+    # Towers without output_dim (timm ones): one forward pass on a blank image tells. open_clip's
+    # models are untyped; Module.__getattr__ would type encode_image Tensor | Module.
+    encode_image: Any = model.encode_image
     with torch.no_grad():
-        return int(model.encode_image(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[-1])
+        return int(encode_image(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[-1])
 
 
 def _triple(value: Any, default: tuple[float, float, float]) -> tuple[float, float, float]:

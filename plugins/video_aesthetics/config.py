@@ -1,8 +1,9 @@
 """The parameters of a scoring run: one self-validating config, and the one mapping onto it.
 
 Every face of the project (CLI, seed-compatible evaluator, Airflow operator, DAG tasks) hands its
-parameters to ``ScoringConfig.from_params``; defaults are stated here and nowhere else. A
-ScoringConfig checks itself on construction, so an invalid one cannot exist.
+parameters to ``ScoringConfig.from_params``. Each field's default, bounds and help are declared
+once, in ``video_aesthetics.parameters``. A ScoringConfig checks itself on construction, so an
+invalid one cannot exist.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from video_aesthetics.errors import ConfigError
+from video_aesthetics.parameters import BY_NAME, CLIPS_KEY, DECODES, DEFAULTS, DEVICES, REDUCTIONS
 
-REDUCTIONS = ("mean", "min", "max")
-DEVICES = ("auto", "cpu", "cuda")
-# How frames become pixels (video_aesthetics.decoding): auto is gpu on CUDA, else the measured CPU default.
-DECODES = ("auto", "exact", "fast", "gpu")
-DEFAULT_CLIPS_KEY = "video_clips"
+__all__ = ["DECODES", "DEFAULT_CLIPS_KEY", "DEVICES", "PARAM_NAMES", "REDUCTIONS", "ScoringConfig", "optional_text"]
+
+DEFAULT_CLIPS_KEY = CLIPS_KEY
 _UNSET_TEXT = frozenset({"", "None", "null"})
 
 
@@ -33,32 +33,33 @@ class ScoringConfig:
     switches to whole-video scoring: one sample per record, frames decoded from the video.
     """
 
-    figure_root: str = "extract_frames"
-    input_video_key: str = "video"
-    video_clips_key: str | None = DEFAULT_CLIPS_KEY
-    clip_model: str = "ViT-L/14"
-    mlp_checkpoint: str | None = None
-    load_num: int = 3
-    batch_size: int = 64
-    num_workers: int = 4
-    output_key: str = DEFAULT_CLIPS_KEY
-    device: str = "auto"
-    decode: str = "auto"
-    reduction: str = "mean"
-    frame_scores: bool = False
-    skip_bad_records: bool = False
-    aes_min: float | None = None
-    aes_max: float | None = None
+    # Defaults, bounds and help live in video_aesthetics.parameters, the one declaration of each parameter.
+    figure_root: str = DEFAULTS.figure_root
+    input_video_key: str = DEFAULTS.input_video_key
+    video_clips_key: str | None = DEFAULTS.video_clips_key
+    clip_model: str = DEFAULTS.clip_model
+    mlp_checkpoint: str | None = DEFAULTS.mlp_checkpoint
+    load_num: int = DEFAULTS.load_num
+    batch_size: int = DEFAULTS.batch_size
+    num_workers: int = DEFAULTS.num_workers
+    output_key: str = DEFAULTS.output_key
+    device: str = DEFAULTS.device
+    decode: str = DEFAULTS.decode
+    reduction: str = DEFAULTS.reduction
+    frame_scores: bool = DEFAULTS.frame_scores
+    skip_bad_records: bool = DEFAULTS.skip_bad_records
+    aes_min: float | None = DEFAULTS.aes_min
+    aes_max: float | None = DEFAULTS.aes_max
+    # Relative video paths (whole-video scoring) are taken against this folder; None: as they are.
+    video_root: str | None = DEFAULTS.video_root
     # fsspec storage options for a figure_root URL (s3://...): credentials, endpoint. Not a scoring
     # parameter: kept out of as_dict (manifests) and PARAM_NAMES, and out of comparisons.
     frames_storage_options: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("load_num", "batch_size"):
-            _integer(name, getattr(self, name), minimum=1)
-        _integer("num_workers", self.num_workers, minimum=0, hint=" (0 decodes in the main process)")
-        if self.reduction not in REDUCTIONS:
-            raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        # Types, bounds and closed choices as declared (parameters.PARAMETERS); the finer rules follow.
+        for name in ("load_num", "batch_size", "num_workers", "reduction", "frame_scores", "skip_bad_records"):
+            BY_NAME[name].check(getattr(self, name))
         if not isinstance(self.device, str) or not _is_device(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
         if self.decode not in DECODES:
@@ -73,13 +74,12 @@ class ScoringConfig:
             raise ConfigError(
                 f"video_clips_key must be a string (empty for whole-video scoring), got {self.video_clips_key!r}"
             )
+        if self.video_root is not None and (not isinstance(self.video_root, str) or not self.video_root):
+            raise ConfigError(f"video_root must be a folder or None (paths as given), got {self.video_root!r}")
         if self.mlp_checkpoint is not None and (not isinstance(self.mlp_checkpoint, str) or not self.mlp_checkpoint):
             raise ConfigError(
                 f"mlp_checkpoint must be a path or None (LAION's official head), got {self.mlp_checkpoint!r}"
             )
-        for name in ("frame_scores", "skip_bad_records"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_thresholds(self.aes_min, self.aes_max)
         if self.frames_storage_options is not None and not isinstance(self.frames_storage_options, Mapping):
             raise ConfigError(
@@ -104,8 +104,9 @@ class ScoringConfig:
         if unknown:
             raise ConfigError(f"unknown scoring parameter(s) {unknown}; known: {sorted(known)}")
         given: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
-        if "mlp_checkpoint" in given:
-            given["mlp_checkpoint"] = optional_text(given["mlp_checkpoint"])
+        for name in ("mlp_checkpoint", "video_root"):
+            if name in given:
+                given[name] = optional_text(given[name])
         if "video_clips_key" in params:
             # The seed's switch: None or "" means whole-video scoring, not "the default key".
             given["video_clips_key"] = optional_text(params["video_clips_key"]) or ""
@@ -181,11 +182,6 @@ def _is_device(name: str) -> bool:
     kind, _, index = name.partition(":")
     # ASCII digits only, and a plausible count: str.isdigit() also accepts "٣" and "²".
     return kind == "cuda" and re.fullmatch(r"[0-9]{1,3}", index) is not None
-
-
-def _integer(name: str, value: Any, *, minimum: int, hint: str = "") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
 
 
 # The parameters every face passes by name: the seed's ten, then our extras.

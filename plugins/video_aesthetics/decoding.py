@@ -354,17 +354,17 @@ class DeviceDecoder:
 
     def _resized(self, full: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
         # Frames of one video share a size: resize each size's frames in one call.
-        by_shape: dict[tuple[int, ...], list[int]] = {}
+        by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
         for index, image in enumerate(full):
             if image is not None:
-                by_shape.setdefault(tuple(image.shape), []).append(index)
+                by_shape.setdefault(tuple(image.shape), []).append((index, image))
         out: list[torch.Tensor | None] = [None] * len(full)
-        for indices in by_shape.values():
+        for group in by_shape.values():
             # The float kernel everywhere: on CUDA there is no other, and on the CPU (tests) this then
             # computes what the GPU computes.
-            stack = torch.stack([full[i] for i in indices])  # type: ignore[misc]
+            stack = torch.stack([image for _, image in group])
             resized = resize_crop(stack, self.pp, float_kernel=True)
-            for index, pixels in zip(indices, resized, strict=True):
+            for (index, _), pixels in zip(group, resized, strict=True):
                 out[index] = pixels
         return out
 

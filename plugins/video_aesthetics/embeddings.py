@@ -3,8 +3,11 @@
 A file holds the frames of one scored JSONL file, in input order. Its columns are the frame's key
 (``line``: the 1-based line of its record in the scored JSONL; ``video``; ``clip``: the clip's index
 in its record, null in whole-video mode; ``clip_id``; ``frame``: the frame's file name, or ``#N``
-for frame N of a video) and ``embedding``, the L2-normalised image embedding the head saw, as a
-fixed-size list of float16 (the default) or float32. ``line`` and ``clip`` together name one clip
+for frame N of a video) and ``embedding``, the L2-normalised image embedding the head saw: ``dim``
+little-endian float16 (the default) or float32 values as one fixed-size binary value. Not a Parquet
+list: a list column is decoded value by value with its nesting levels, about 10x slower to read than
+the same bytes as one flat value (measured with pyarrow on this project's 768-wide vectors), and
+``rescore`` reads nothing else. ``vectors`` turns the column into a (rows, dim) array without copying. ``line`` and ``clip`` together name one clip
 without ambiguity, even when two records hold clips with the same id.
 
 The file's Parquet metadata (key ``video_aesthetics.embeddings``, JSON) names the CLIP model (the
@@ -32,14 +35,17 @@ from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import PendingFile, sha256_file, write_target
+from video_aesthetics.parameters import DEFAULTS, EMBEDDING_DTYPES
 from video_aesthetics.records import Sample, SampleResult, clip_id, outcome, video_path, video_stem
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 META_KEY = "video_aesthetics.embeddings"
-DTYPES = ("float16", "float32")
-DEFAULT_DTYPE = "float16"
+DTYPES = EMBEDDING_DTYPES  # declared with the other parameters (video_aesthetics.parameters)
+# Stored little-endian whatever the machine, so that a file reads the same everywhere.
+NUMPY_TYPES = {"float16": "<f2", "float32": "<f4"}
+DEFAULT_DTYPE: str = DEFAULTS.embeddings_dtype
 # Rows per row group: about 25 MB of float16 ViT-L/14 embeddings, so writer and reader hold one at a time.
 ROW_GROUP_ROWS = 16384
 COLUMNS = ("line", "video", "clip", "clip_id", "frame", "embedding")
@@ -121,13 +127,11 @@ class EmbeddingWriter:
     """
 
     def __init__(self, output: EmbeddingsOutput, config: ScoringConfig, model: Mapping[str, Any] | None) -> None:
-        import pyarrow as pa
 
         self.output = output
         self.config = config
         self.model = dict(model or {})
-        self.value_type = pa.float16() if output.dtype == "float16" else pa.float32()
-        self.numpy_type = np.float16 if output.dtype == "float16" else np.float32
+        self.numpy_type = np.dtype(NUMPY_TYPES[output.dtype])
         self.pending = PendingFile(output.path, "wb")
         self.writer: Any = None
         self.dim: int | None = None
@@ -196,7 +200,7 @@ class EmbeddingWriter:
                 pa.field("clip", pa.int32()),
                 pa.field("clip_id", pa.string()),
                 pa.field("frame", pa.string(), nullable=False),
-                pa.field("embedding", pa.list_(self.value_type, self.dim or 0), nullable=False),
+                pa.field("embedding", _embedding_type(self.dim, self.numpy_type), nullable=False),
             ]
         )
 
@@ -208,7 +212,15 @@ class EmbeddingWriter:
         self.writer = pq.ParquetWriter(
             self.pending.handle,
             self._schema(),
-            compression="snappy",
+            # Random-looking floats do not compress: snappy on them only costs reading time.
+            compression={
+                "line": "snappy",
+                "video": "snappy",
+                "clip": "snappy",
+                "clip_id": "snappy",
+                "frame": "snappy",
+                "embedding": "none",
+            },
             use_dictionary=["video", "clip_id", "frame"],
             write_statistics=["line", "clip"],
         )
@@ -220,8 +232,9 @@ class EmbeddingWriter:
             return
         if self.writer is None:
             self._open()
-        flat = np.concatenate(self._vectors).astype(self.numpy_type, copy=False).reshape(-1)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=self.value_type), self.dim or 0)
+        flat = np.ascontiguousarray(np.concatenate(self._vectors), dtype=self.numpy_type)
+        width = _embedding_type(self.dim, self.numpy_type)
+        embedding = pa.FixedSizeBinaryArray.from_buffers(width, len(flat), [None, pa.py_buffer(flat.tobytes())])
         table = pa.Table.from_arrays(
             [
                 pa.array(self._lines, pa.int64()),
@@ -358,22 +371,42 @@ class EmbeddingsDataset:
                             f"{part.meta['records']} records: the file is damaged"
                         )
                     clip = batch.column("clip").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-                    vectors = _vectors(batch.column("embedding"), self.dim, part.meta["dtype"])
+                    vectors = vectors_of(batch.column("embedding"), self.dim, part.meta["dtype"])
                     keys = batch.select(["video", "clip_id", "frame"])
                     yield line + part.first_line, clip, keys, vectors
 
 
-def _vectors(column: Any, dim: int, dtype: str) -> np.ndarray:
-    """A fixed-size-list column as a (rows, dim) numpy view of its values, without copying them.
+def _embedding_type(dim: int | None, kind: np.dtype) -> Any:
+    """The embedding column's type: ``dim`` values of ``kind`` as one fixed-size binary value.
 
-    pyarrow's own to_numpy converts float16 element by element, several times slower than reading the file.
+    A file without rows never learnt the width, and Parquet has no fixed-size binary of 0 bytes: its
+    column is plain binary, which the reader accepts only when the metadata says there are no rows.
     """
-    values = column.flatten()  # the rows' values, honouring a sliced column's offset
-    if values.null_count:
-        raise InputError("embeddings hold null values; the file is damaged")
-    kind = np.float16 if dtype == "float16" else np.float32
-    flat = np.frombuffer(values.buffers()[1], dtype=kind, count=values.offset + len(values))[values.offset :]
-    return flat.reshape(len(column), dim)
+    import pyarrow as pa
+
+    return pa.binary(dim * kind.itemsize) if dim else pa.binary()
+
+
+def vectors_of(column: Any, dim: int, dtype: str = DEFAULT_DTYPE) -> np.ndarray:
+    """The ``embedding`` column (an array or a chunked array) as a (rows, dim) numpy array of ``dtype``.
+
+    A view of the column's bytes where it has one chunk; the file's metadata says ``dim`` and ``dtype``.
+    """
+    kind = np.dtype(NUMPY_TYPES[dtype])
+    chunks = column.chunks if hasattr(column, "chunks") else [column]
+    arrays = []
+    for chunk in chunks:
+        if chunk.null_count:
+            raise InputError("embeddings hold null values; the file is damaged")
+        if chunk.type.byte_width != dim * kind.itemsize:
+            raise InputError(
+                f"embeddings of {chunk.type.byte_width} bytes are not {dim} x {dtype}; the file is damaged"
+            )
+        data = np.frombuffer(chunk.buffers()[1], dtype=kind, count=(chunk.offset + len(chunk)) * dim)
+        arrays.append(data[chunk.offset * dim :].reshape(len(chunk), dim))
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=kind)
 
 
 def _part_files(location: Path) -> list[Path]:
@@ -434,11 +467,9 @@ def _check_schema(schema: Any, part: Part) -> None:
     if missing:
         raise InputError(f"embeddings {part.path} lack the column(s) {missing}; the file is not ours or is damaged")
     kind = schema.field("embedding").type
-    if (
-        not pa.types.is_fixed_size_list(kind)
-        or kind.list_size != part.meta["dim"]
-        or str(kind.value_type) != {"float16": "halffloat", "float32": "float"}[part.meta["dtype"]]
-    ):
+    width = part.meta["dim"] * np.dtype(NUMPY_TYPES[part.meta["dtype"]]).itemsize
+    empty = not part.meta.get("rows") and pa.types.is_binary(kind)
+    if not empty and (not pa.types.is_fixed_size_binary(kind) or kind.byte_width != width):
         raise InputError(
             f"embeddings {part.path}: column embedding is {kind}, the metadata says {part.meta['dim']} x "
             f"{part.meta['dtype']}; the file is damaged"

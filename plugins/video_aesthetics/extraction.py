@@ -192,11 +192,11 @@ def _groups(
                 continue
             seq += len(samples)
             report.clips += len(samples)
-            source = resolve_video(record, config, base)
-            if group is None or group.video != source:
+            video = resolve_video(record, config, base)
+            if group is None or group.video != video:
                 if group is not None:
                     yield group
-                group = _Group(source)
+                group = _Group(video)
             stem = video_stem(record, config.input_video_key) or ""
             clips = clip_list(record, config.video_clips_key or "") or []
             for sample in samples:
@@ -249,7 +249,8 @@ def _process_group(group: _Group, load_num: int, extract: bool, root: Path) -> _
         done += len(batch)
         # Write errors (a full disk, no permission) are not the video's fault: they fail the task, to be retried.
         for item in batch:
-            folder: Path = item.sample.path  # type: ignore[assignment]
+            folder = item.sample.path
+            assert folder is not None  # todo holds only samples with a folder (above)
             try:
                 for local, index in clip_indices(item.clip).items():
                     _write_jpeg(images[index], root, folder.relative_to(root).parts, f"frame_{local:06d}.jpg")
@@ -348,6 +349,7 @@ def check_remote_frames(inputs: Sequence[Path], config: ScoringConfig, policy: s
     """extraction.check_frames for a remote figure_root, read-only: counts, or fails, never extracts.
 
     "extract" cannot write into the store: it is refused with ConfigError when a clip lacks frames.
+    A store that refuses or fails a read raises StoreAccessError (frame_store): no clip is counted missing.
     """
     if policy not in POLICIES:
         raise ConfigError(f"on_missing_frames must be one of {', '.join(POLICIES)}, got {policy!r}")

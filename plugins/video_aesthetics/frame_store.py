@@ -13,6 +13,7 @@ Airflow task, for a retry) instead of marking every clip corrupt_frames while th
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import posixpath
@@ -57,6 +58,14 @@ class RemoteFrames:
     @property
     def fs(self) -> Any:
         """The fsspec file system, opened once per process: a forked decoding worker must not share its connections."""
+        return self._open()[1]
+
+    @property
+    def root_path(self) -> str:
+        return self._open()[2]
+
+    def _open(self) -> tuple[int, Any, str]:
+        """This process's (pid, file system, root path), opened here the first time the process asks."""
         if self._opened is None or self._opened[0] != os.getpid():
             try:
                 import fsspec
@@ -68,12 +77,7 @@ class RemoteFrames:
                     "(s3fs for s3://: pip install 'video-aesthetics[s3]') or give a local folder"
                 ) from err
             self._opened = (os.getpid(), fs, path)
-        return self._opened[1]
-
-    @property
-    def root_path(self) -> str:
-        self.fs  # noqa: B018
-        return self._opened[2]  # type: ignore[index]
+        return self._opened
 
     def relative(self, folder: Path | str) -> str:
         return Path(folder).relative_to(self.folded).as_posix()
@@ -102,7 +106,8 @@ class RemoteFrames:
                 frames.append(PurePosixPath(str(entry["name"])))
         return sorted(frames, key=natural_key)
 
-    def fetch(self, paths: Sequence[PurePosixPath | str]) -> list[FetchedFrame]:
+    # builtins.list: in this class body, "list" is the method above.
+    def fetch(self, paths: Sequence[PurePosixPath | str]) -> builtins.list[FetchedFrame]:
         """The frames at ``paths``, fetched concurrently (at most FETCH_THREADS at once), in order."""
         if len(paths) <= 1:
             return [self._fetch_one(path) for path in paths]
@@ -126,10 +131,21 @@ class RemoteFrames:
     def access_error(self, action: str, what: str, err: BaseException) -> StoreAccessError:
         """The error for a store that refused or failed a request: names the store and the cause, not a frame's fault."""
         return StoreAccessError(
-            f"figure_root {self.root}: the store failed to {action} {what} ({type(err).__name__}: {err}); "
+            f"figure_root {self.root}: the store failed to {action} {what} ({_describe(err)}); "
             "this is a store or credentials problem, not a damaged frame: no clip was marked, retry once "
             "the store is reachable with valid credentials"
         )
+
+
+def _describe(err: BaseException) -> str:
+    """An error and, where the store's client gave one, the store's own code (AccessDenied, ExpiredToken...)."""
+    text = f"{type(err).__name__}: {err}"
+    for cause in (err, err.__cause__, err.__context__):
+        response = getattr(cause, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code:
+            return f"{text}; the store said {code}"
+    return text
 
 
 _pool_lock = threading.Lock()

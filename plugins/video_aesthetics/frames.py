@@ -18,8 +18,8 @@ import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+
+# A frame's path: a local Path, or a PurePosixPath inside an object store (frame_store).
+FramePath = TypeVar("FramePath", bound=PurePath)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 # What Image.open may try, so that no other plugin (EPS runs Ghostscript) ever sees a frame file.
@@ -109,7 +112,7 @@ def select_evenly(count: int, load_num: int) -> list[int]:
     return [round(i * step) for i in range(load_num)]
 
 
-def select_frames(frames: Sequence[Path], load_num: int) -> list[Path]:
+def select_frames(frames: Sequence[FramePath], load_num: int) -> list[FramePath]:
     return [frames[i] for i in select_evenly(len(frames), load_num)]
 
 

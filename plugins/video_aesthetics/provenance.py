@@ -45,7 +45,9 @@ def _clip(clip: Any) -> tuple[bool, str, str | None]:
         return False, "not recorded", "the CLIP model was not recorded"
     architecture = str(clip.get("architecture") or "unknown architecture")
     source = str(clip.get("source") or "unknown weights")
-    files = clip.get("files") if isinstance(clip.get("files"), Mapping) else {}
+    files = clip.get("files")
+    if not isinstance(files, Mapping):
+        files = {}
     digests = {str(digest).lower() for digest in files.values()}
     named = f"{clip.get('spec') or architecture} ({architecture}, {source})"
     detail = "; ".join(f"{path} sha256 {digest}" for path, digest in files.items()) or "no weight file recorded"

@@ -46,7 +46,7 @@ import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.errors import ConfigError, RankFailedError, VideoAestheticsError
+from video_aesthetics.errors import ConfigError, RankFailedError, StoreAccessError, VideoAestheticsError
 from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import SampleResult, count_records
 from video_aesthetics.scoring import RankShare, Scored, Scorer, iter_results, resolve_device
@@ -351,7 +351,11 @@ def _wait_for_ranks(processes: list[Any], scratch: Path) -> None:
                 deadline = time.monotonic() + _FAILURE_GRACE_SECONDS
                 for other in processes:
                     other.join(max(0.0, deadline - time.monotonic()))
-                raise RankFailedError(_failure_message(processes, scratch))
+                message = _failure_message(processes, scratch)
+                if _store_refused(scratch):
+                    # A store that refused a rank's reads is retryable, as in a single process.
+                    raise StoreAccessError(message)
+                raise RankFailedError(message)
     if not (scratch / _RESULTS_FILE).is_file():
         raise RankFailedError("rank 0 exited without delivering the gathered results; nothing was written")
 
@@ -374,6 +378,15 @@ def _failure_message(processes: list[Any], scratch: Path) -> str:
             failures.append((0, f"rank {rank} (pid {process.pid}) exited with code {code}"))
     causes = "; ".join(text for _, text in sorted(failures, key=itemgetter(0)))
     return f"{causes}; the run was stopped and no output was written"
+
+
+def _store_refused(scratch: Path) -> bool:
+    """Whether a rank failed because the frame store refused or failed its reads (StoreAccessError)."""
+    for error_file in scratch.glob("rank*.error"):
+        report = json.loads(error_file.read_text(encoding="utf-8"))
+        if str(report.get("error", "")).startswith(f"{StoreAccessError.__name__}: "):
+            return True
+    return False
 
 
 def _signal_name(number: int) -> str:

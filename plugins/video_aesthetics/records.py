@@ -25,7 +25,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
@@ -454,7 +454,11 @@ def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, se
         if looks_like_url(path) or "\x00" in path:
             # FFmpeg would open "http://...", "pipe:0", "concat:..." as protocols: only local files are read.
             return [Sample(seq, record_no, None, None, UNSAFE_PATH)]
-        return [Sample(seq, record_no, None, Path(path))]
+        video = Path(path).expanduser()
+        # A relative path is taken against video_root when set (the DAG sets the input file's folder).
+        if config.video_root and not video.is_absolute():
+            video = Path(config.video_root).expanduser() / video
+        return [Sample(seq, record_no, None, video)]
     clips = clip_list(record, config.video_clips_key or "")
     if clips is None:
         return []
@@ -580,7 +584,7 @@ def passes_filter(target: Any, aes_min: float | None, aes_max: float | None) -> 
     return (aes_min is None or score >= aes_min) and (aes_max is None or score <= aes_max)
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[float]:
     """Whether ``value`` is a score: an int or float (not a bool) that is a finite 64-bit float.
 
     A JSON integer of hundreds of digits is a Python int that no float holds (math.isfinite raises).

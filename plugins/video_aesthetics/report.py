@@ -29,12 +29,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
+from video_aesthetics.parameters import BY_NAME
 from video_aesthetics.records import (
     FILTERED,
     UNSCORED,
@@ -54,8 +55,9 @@ from video_aesthetics.report_html import render_html
 log = logging.getLogger(__name__)
 
 SUMMARY_FORMAT = 1
-DEFAULT_TOP = 12
-MAX_TOP = 500
+# Declared with the other parameters (video_aesthetics.parameters: report_top).
+DEFAULT_TOP: int = BY_NAME["report_top"].default
+MAX_TOP: int = BY_NAME["report_top"].maximum or 0
 DEFAULT_VIDEO_ROWS = 50
 MAX_VIDEO_ROWS = 5000
 HISTOGRAM_BINS = 16384
@@ -607,7 +609,18 @@ def write_html(path: Path | str, page: str) -> Path:
     return Path(path)
 
 
-def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+class Headline(TypedDict):
+    """The few numbers a list of runs shows (the DAG's merge returns them in its summary)."""
+
+    records: int
+    clips: int
+    scored: int
+    failed: int
+    median: float | None
+    kept: int | None
+
+
+def headline(summary: Mapping[str, Any]) -> Headline:
     """The few numbers a list of runs shows: clips, scored, failed, median, kept."""
     counts, scores, kept = summary["counts"], summary.get("scores") or {}, summary.get("filter") or {}
     return {

@@ -16,6 +16,7 @@ import math
 import os
 import stat
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from video_aesthetics import __version__
@@ -384,7 +385,7 @@ def _thumbnail_image(entry: Mapping[str, Any], summary: Mapping[str, Any], px: i
             return None
         from video_aesthetics.frames import open_frame
 
-        with open_frame(frame) as opened:
+        with open_frame(Path(frame)) as opened:
             opened.draft("RGB", (px * 2, px * 2))  # JPEG: let libjpeg decode at a fraction of full size
             image = opened.convert("RGB")
     image.thumbnail((px, px), Image.Resampling.LANCZOS)

@@ -18,7 +18,6 @@ import contextlib
 import copy
 import itertools
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from video_aesthetics.records import (
     clip_id,
     clip_list,
     default_rejects_path,
+    is_finite_number,
     is_safe_component,
     record_check,
     video_invalid,
@@ -298,8 +298,8 @@ class _RecordKeys:
         if not isinstance(target, dict):
             return None, None
         score, error = target.get(SCORE), target.get(ERROR)
-        finite = isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
-        return (float(score) if finite else None), (error if isinstance(error, str) and error else None)
+        reason = error if isinstance(error, str) and error else None
+        return (float(score) if is_finite_number(score) else None), reason
 
 
 def _result(

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from video_aesthetics import parameters
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import (
@@ -310,8 +311,7 @@ def check_nproc(nproc: Any, device: str) -> None:
     """
     if nproc is None:
         return
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
-        raise ConfigError(f"nproc must be an integer >= 1 (the number of scoring processes), got {nproc!r}")
+    parameters.check("nproc", nproc)  # type and the declared bounds, by name
     gpus = _gpus_for(device)
     if gpus:
         if nproc > gpus:

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ from video_aesthetics.records import (
 log = logging.getLogger(__name__)
 
 DECODE_ERROR = "decode_error"
-_REDUCE = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
+_REDUCE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from video_aesthetics.errors import ConfigError
+from video_aesthetics.parameters import DEFAULTS
 
 SECTION = "video_aesthetics"
 ENV_PREFIX = "VIDEO_AESTHETICS_"
@@ -95,15 +96,16 @@ SETTINGS: dict[str, Setting] = {
         Setting("input_conn_id", "Airflow connection for a remote input_path/input_root (s3://...)."),
         Setting("output_conn_id", "Airflow connection for a remote output_root and work_root."),
         Setting("frames_conn_id", "Airflow connection for a remote figure_root."),
+        # The scoring parameters' settings default to their one declaration (video_aesthetics.parameters).
         Setting(
-            "clip_model", "CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder.", "ViT-L/14"
+            "clip_model",
+            "CLIP model: a name, NAME:tag, hf-hub:org/repo, a file or a folder.",
+            str(DEFAULTS.clip_model),
         ),
         Setting("mlp_checkpoint", "Aesthetic head weights. Empty: LAION's sac+logos+ava1-l14-linearMSE.pth."),
-        # One H100 starts ViT-L/14 in about 5.3 s and then scores about 1,600 frames/s (bench/gpu.py):
-        # loading stays under 5% of a shard from about 54,000 clips, 15,000 records of 4 clips.
-        Setting("chunk_size", "Records per shard of the DAG.", "15000", "integer"),
-        Setting("num_workers", "Decoding worker processes per scoring task.", "4", "integer"),
-        Setting("device", "auto, cpu, cuda or cuda:N.", "auto"),
+        Setting("chunk_size", "Records per shard of the DAG.", str(DEFAULTS.chunk_size), "integer"),
+        Setting("num_workers", "Decoding worker processes per scoring task.", str(DEFAULTS.num_workers), "integer"),
+        Setting("device", "auto, cpu, cuda or cuda:N.", str(DEFAULTS.device)),
         Setting(
             "threads",
             "torch's CPU threads per scoring task: a number, or auto (OMP_NUM_THREADS when set, else every CPU "

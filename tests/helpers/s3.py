@@ -196,7 +196,7 @@ def auth_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthS3S
         reader = _user_key(iam, "reader", _policy(_allow(["s3:*", "sts:AssumeRole"])))
         denied = _user_key(iam, "denied", None)
         trust = _policy(
-            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/reader"}, "Action": "sts:AssumeRole"}
         )
         iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=trust)
         iam.put_role_policy(

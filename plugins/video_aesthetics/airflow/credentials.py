@@ -105,7 +105,10 @@ class ProviderStorageOptions(Mapping[str, Any]):
         return {"protocol": self.protocol, "fields": self.fields}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["protocol"], state["fields"])  # type: ignore[misc] # rebuilt, never the parent's session
+        # Rebuilt from the fields, never the parent's session.
+        self.protocol = state["protocol"]
+        self.fields = state["fields"]
+        self._resolved = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProviderStorageOptions):
@@ -192,8 +195,10 @@ def gcs_options(fields: ConnectionFields) -> dict[str, Any]:
         ) from None
 
     class _Hook(GoogleBaseHook):
-        # The connection is the one read in the task: no lookup from a worker process.
-        def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+        # The connection is the one read in the task: no lookup from a worker process. A classmethod,
+        # as BaseHook's own.
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Any:
             return fields.connection()
 
     hook = _Hook(gcp_conn_id=fields.conn_id)

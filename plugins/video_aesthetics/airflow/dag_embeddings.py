@@ -17,6 +17,7 @@ from airflow.sdk import ObjectStoragePath
 
 from video_aesthetics import sharding
 from video_aesthetics.airflow import object_store
+from video_aesthetics.airflow.payloads import ShardEmbeddings
 from video_aesthetics.embeddings import DTYPES, PART_SUFFIX
 from video_aesthetics.errors import ConfigError
 
@@ -39,7 +40,7 @@ def embeddings_dtype(params: Mapping[str, Any]) -> str | None:
     raise ConfigError(f"embeddings must be one of {', '.join(CHOICES)} (or true for float16), got {value!r}")
 
 
-def shard_kwargs(params: Mapping[str, Any], scored_output: str) -> dict[str, Any]:
+def shard_kwargs(params: Mapping[str, Any], scored_output: str) -> ShardEmbeddings:
     """The score_shard arguments that write a shard's embeddings beside its scored shard; {} when off."""
     dtype = embeddings_dtype(params)
     if dtype is None:

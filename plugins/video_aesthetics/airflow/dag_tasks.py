@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,18 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from video_aesthetics import report, sharding
+from video_aesthetics import parameters, report, sharding
 from video_aesthetics.airflow import credentials, dag_embeddings, object_store, preflight, roots, staging
-from video_aesthetics.config import ScoringConfig, optional_text
+from video_aesthetics.airflow.payloads import (
+    FrameCheck,
+    KeptFile,
+    MergeSummary,
+    ProcessArgs,
+    RescoreCheck,
+    ShardConnections,
+    ShardTask,
+)
+from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
 from video_aesthetics.records import dumps, kept_records
@@ -174,7 +183,9 @@ def _check_staging_apart(
 
 def _place(location: Path | ObjectStoragePath) -> str:
     """A location as comparable text: a local path with links resolved, else scheme://bucket/key."""
-    local = location if isinstance(location, Path) else object_store.local_path(location)
+    if isinstance(location, Path):
+        return os.path.realpath(location)
+    local = object_store.local_path(location)
     if local is not None:
         return os.path.realpath(local)
     return f"{location.protocol}://{str(location.path).strip('/')}"
@@ -227,25 +238,9 @@ def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:
     return str(folder)
 
 
-# The DAG's params that are scoring parameters; score_shard receives them, typed, from plan_shards.
-SCORING_PARAMS = (
-    "figure_root",
-    "input_video_key",
-    "video_clips_key",
-    "output_key",
-    "frame_scores",
-    "clip_model",
-    "mlp_checkpoint",
-    "load_num",
-    "batch_size",
-    "num_workers",
-    "device",
-    "decode",
-    "reduction",
-    "aes_min",
-    "aes_max",
-    "skip_bad_records",
-)
+# The DAG's params that are scoring parameters (ScoringConfig's fields, as declared in
+# video_aesthetics.parameters); score_shard receives them, typed, from plan_shards.
+SCORING_PARAMS = tuple(name for name in PARAM_NAMES if parameters.BY_NAME[name].on("dag"))
 
 
 # The run's params that name a place the run reads or writes: user input, checked against the
@@ -282,10 +277,9 @@ def report_top(params: Mapping[str, Any]) -> int:
     """The report's best/worst count, checked here so that a bad one fails before any shard is scored."""
     value = params.get("report_top")
     if value is None:
-        return report.DEFAULT_TOP
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= report.MAX_TOP:
-        raise ConfigError(f"report_top must be an integer from 1 to {report.MAX_TOP}, got {value!r}")
-    return value
+        return int(parameters.DEFAULTS.report_top)
+    parameters.check("report_top", value)
+    return int(value)
 
 
 def input_conn_id(params: Mapping[str, Any]) -> str | None:
@@ -311,21 +305,42 @@ def score_kwargs(config: ScoringConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in SCORING_PARAMS if name != "skip_bad_records"}
 
 
-def process_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+def shard_video_root(config: ScoringConfig, inputs: Sequence[Path | ObjectStoragePath]) -> str | None:
+    """The folder score_shard takes relative video paths against, as check_frames does for extraction.
+
+    video_root when set, else (whole videos) the input files' folder: a shard is a copy in staging,
+    and a worker's current folder is no place the records know. Absolute, for workers elsewhere.
+    """
+    if config.video_root:
+        return os.path.abspath(os.path.expanduser(config.video_root))
+    if not config.whole_video or object_store.is_remote_input(list(inputs)):
+        return None  # clips read frames, not videos; remote inputs name no local folder
+    folders = sorted({os.path.dirname(os.path.abspath(str(path))) for path in inputs})
+    if len(folders) > 1:
+        log.warning(
+            "the inputs lie in %d folders (%s, ...): relative video paths are left as they are; "
+            "set video_root to the folder they are relative to",
+            len(folders),
+            folders[0],
+        )
+        return None
+    return folders[0] if folders else None
+
+
+def process_kwargs(params: Mapping[str, Any]) -> ProcessArgs:
     """The operator's own arguments that are not scoring parameters: how many processes score a shard.
 
     The form's switch may send null for "off"; the operator wants a real bool.
     """
     distributed = params.get("init_distributed")
-    if distributed is not None and not isinstance(distributed, bool):
-        raise ConfigError(f"init_distributed must be true or false, got {distributed!r}")
+    if distributed is not None:
+        parameters.check("init_distributed", distributed)
     nproc = params.get("nproc")
-    if nproc is not None and (isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1):
-        raise ConfigError(f"nproc must be empty or an integer >= 1, got {nproc!r}")
+    parameters.check("nproc", nproc)
     return {"init_distributed": bool(distributed), "nproc": nproc}
 
 
-def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> FrameCheck | RescoreCheck:
     """Check (and by policy extract) the frames of every clip of the run's input; the counts.
 
     The run's first task, so it also refuses conf keys the DAG does not declare, and skips (with the
@@ -349,7 +364,7 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
         if dag_embeddings.rescore_source(params):
             # A rescore run reads no frame: merge rescores the published partition from its embeddings.
             dag_embeddings.read_source_manifest(layout.input_spec)
-            return {"rescore_from": layout.input_spec, "partition": layout.partition}
+            return RescoreCheck(rescore_from=layout.input_spec, partition=layout.partition)
         inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
         check_input_files(inputs)
         video_root = optional_text(params.get("video_root"))
@@ -368,7 +383,17 @@ def check_frames(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
                     report = check_remote_frames(local_inputs, config.replace(frames_storage_options=options), policy)
             else:
                 report = check(local_inputs, config, policy, Path(video_root).expanduser() if video_root else None)
-    return {**report.as_dict(), "partition": layout.partition, "inputs": len(inputs)}
+    return FrameCheck(
+        records=report.records,
+        clips=report.clips,
+        present=report.present,
+        extracted=report.extracted,
+        missing=report.missing,
+        unreadable_videos=report.unreadable_videos,
+        first_missing=list(report.first_missing),
+        partition=layout.partition,
+        inputs=len(inputs),
+    )
 
 
 def _refuse_unknown_conf(context: Mapping[str, Any]) -> None:
@@ -386,17 +411,25 @@ def _refuse_unknown_conf(context: Mapping[str, Any]) -> None:
 
 
 def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shards: int) -> list[dict[str, Any]]:
-    """Cut the run's input into shard files in its staging folder; one score_shard kwargs dict per shard."""
+    """Cut the run's input into shard files in its staging folder; one score_shard kwargs dict per shard.
+
+    Each is a ``payloads.ShardTask`` (the shard's files, processes and connections) and the run's
+    scoring parameters (``score_kwargs``).
+    """
     with _failing_fast():
         check_locations(params)  # again: a cleared task may run with another conf than check_frames saw
         layout = run_layout(params, context)
         config = scoring_config(params)
         if dag_embeddings.rescore_source(params):
             return []  # no shard to score: merge rescores from the embeddings
-        shared = {**score_kwargs(config), **process_kwargs(params)}
+        scoring, process = score_kwargs(config), process_kwargs(params)
+        connections: ShardConnections = {}
         inputs = object_store.resolve_inputs(layout.input_spec, input_conn_id(params))
         check_input_files(inputs)
-        chunk_size = int(params.get("chunk_size", 1))
+        scoring["video_root"] = shard_video_root(config, inputs)
+        chunk_size = params.get("chunk_size")
+        chunk_size = parameters.DEFAULTS.chunk_size if chunk_size is None else chunk_size
+        parameters.check("chunk_size", chunk_size)
         staging.stamp_and_prune(layout.staging, context)  # failed runs' staging: kept for a while, then pruned
         # Remote inputs and staging: cut locally, then upload (object_store.publish_staging).
         with (
@@ -418,9 +451,9 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
             if layout.remote_staging:
                 plan = object_store.publish_staging(plan, cut_folder, layout.staging, PLAN_NAME)
                 # score_shard reaches its shard through the connection of work_root.
-                shared.update({"input_conn_id": layout.conn_id, "output_conn_id": layout.conn_id})
+                connections.update({"input_conn_id": layout.conn_id, "output_conn_id": layout.conn_id})
         if is_remote_url(config.figure_root):
-            shared["frames_conn_id"] = frames_conn_id(params)
+            connections["frames_conn_id"] = frames_conn_id(params)
     if not layout.remote_staging:
         with atomic_writer(layout.plan_file) as handle:
             json.dump(plan.as_dict(), handle, indent=1)
@@ -431,24 +464,30 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
             plan.chunk_size,
             max_shards,
         )
-    return [
+    shard_tasks: list[ShardTask] = [
         {
             "input_path": shard.input,
             "output_path": shard.output,
-            **shared,
+            **process,
+            **connections,
             **dag_embeddings.shard_kwargs(params, shard.output),
         }
         for shard in plan.shards
     ]
+    return [{**scoring, **shard_task} for shard_task in shard_tasks]
 
 
 def merge(
     params: Mapping[str, Any],
     context: Mapping[str, Any],
-    shard_results: list[dict[str, Any]] | None,
+    shard_results: Sequence[Mapping[str, Any]] | None,
     frames: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> MergeSummary:
     """Publish the scored shards, in input order, as a new version of the run's partition.
+
+    ``shard_results`` (score_shard's ``payloads.ShardResult``s) and ``frames`` (check_frames') come
+    from XCom, which anyone who may edit the DAG's runs can write: they are read as plain mappings
+    and the shard results checked against the plan and their files before any is used.
 
     The version's files are written first and the partition's manifest, which names them, last:
     readers that find a manifest find the files it describes, and a merge that fails (or is
@@ -529,22 +568,22 @@ def merge(
         merged.failed,
         scored,
     )
-    return {
-        "partition": layout.partition,
-        "version": version.name,
-        "output": str(scored),
-        "manifest": str(layout.manifest),
-        "rejects": rejects,
-        "report": str(version / REPORT_NAME),
-        "kept": kept,
-        "embeddings": embedded["path"] if embedded else None,
-        "summary": report.headline(summary),
-        "records": merged.records,
-        "clips": merged.clips,
-        "scored": merged.scored,
-        "failed": merged.failed,
-        "sha256": merged.sha256,
-    }
+    return MergeSummary(
+        partition=layout.partition,
+        version=version.name,
+        output=str(scored),
+        manifest=str(layout.manifest),
+        rejects=rejects,
+        report=str(version / REPORT_NAME),
+        kept=kept,
+        embeddings=str(embedded["path"]) if embedded else None,
+        summary=report.headline(summary),
+        records=merged.records,
+        clips=merged.clips,
+        scored=merged.scored,
+        failed=merged.failed,
+        sha256=merged.sha256,
+    )
 
 
 def _read_plan(layout: RunLayout) -> sharding.ShardPlan:
@@ -557,7 +596,7 @@ def _read_plan(layout: RunLayout) -> sharding.ShardPlan:
         ) from None
 
 
-def _check_shard_results(plan: sharding.ShardPlan, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _check_shard_results(plan: sharding.ShardPlan, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every planned shard was scored once, from its own input into its own output, with every record."""
     if len(results) != len(plan.shards):
         raise sharding.MergeError(f"{len(plan.shards)} shards were planned but {len(results)} were scored")
@@ -622,7 +661,7 @@ def _publish_merged(
     version: ObjectStoragePath,
     builder: report.ReportBuilder,
     root: ObjectStoragePath,
-) -> tuple[sharding.MergeResult, dict[str, Any] | None]:
+) -> tuple[sharding.MergeResult, KeptFile | None]:
     """One checked pass over the scored shards (the local staging files): it writes scored.jsonl, feeds
     ``builder`` and, with aes_min/aes_max, writes kept.jsonl, the records with only their passing clips
     (records left with none dropped)."""
@@ -650,7 +689,7 @@ def _publish_merged(
         return merged, count
 
     merged, records = object_store.write_atomic(target, fill, root=root)
-    return merged, {"path": str(target), "records": records}
+    return merged, KeptFile(path=str(target), records=records)
 
 
 def _publish_rejects(plan: sharding.ShardPlan, version: ObjectStoragePath, root: ObjectStoragePath) -> str | None:

@@ -19,7 +19,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -436,8 +436,8 @@ def publish_staging(
 
 
 def fetch_staging(
-    staging: ObjectStoragePath, plan_name: str, results: list[dict[str, Any]], scratch: Path
-) -> tuple[sharding.ShardPlan, list[dict[str, Any]]]:
+    staging: ObjectStoragePath, plan_name: str, results: Sequence[Mapping[str, Any]], scratch: Path
+) -> tuple[sharding.ShardPlan, list[Mapping[str, Any]]]:
     """Download a remote run's plan, shards and scored shards into ``scratch``: the plan and the
     score_shard results, both naming the local copies, for the merge to check and merge as it does
     local staging. A scored shard that is missing stays missing (the merge names it)."""

@@ -20,10 +20,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from video_aesthetics import __version__
 from video_aesthetics.airflow import credentials, object_store
 from video_aesthetics.airflow.links import ScoredOutputLink
+from video_aesthetics.airflow.payloads import MergeSummary, ShardResult
 from video_aesthetics.airflow.task_process import cpu_threads, die_with_supervisor
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.files import is_remote_url, sha256_file
+from video_aesthetics.parameters import DEFAULTS, rst_docs
 from video_aesthetics.records import rejects_location
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
     from video_aesthetics.runner import RunStats
 
 log = logging.getLogger(__name__)
-
-_DEFAULTS = ScoringConfig()
 
 
 class VideoAestheticScoringOperator(BaseOperator):
@@ -55,35 +55,14 @@ class VideoAestheticScoringOperator(BaseOperator):
     :param output_path: where the scored records go, written atomically (templated).
     :param rejects_path: where malformed lines go with ``skip_bad_records`` (templated; default
         ``<output stem>.rejects.jsonl``).
-    :param figure_root: the extracted frames, ``<figure_root>/<video stem>/<clip id>/img/*.jpg`` (templated).
-    :param input_video_key: the record field holding the video path.
-    :param video_clips_key: the record field holding the clips; None or "" scores whole videos.
-    :param clip_model: the CLIP model: a name (ViT-L/14), NAME:tag, hf-hub:org/repo, a file or a folder (templated).
-    :param mlp_checkpoint: the aesthetic head (.pth or .safetensors); None: LAION's official head (templated).
-    :param load_num: frames read per clip, evenly spaced.
-    :param batch_size: clips per forward batch.
-    :param num_workers: decoding worker processes (0 decodes in the task process).
-    :param init_distributed: score with several processes (one per GPU, or ``nproc`` CPU processes).
-    :param output_key: the field the scored clips go to (default: ``video_clips_key``).
-    :param device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
-    :param decode: how frames become pixels: "exact" (PIL, the reference), "fast" (torchvision and
-        torch's resize, within 1 pixel level of exact), "gpu" (JPEGs decoded on the GPU with nvJPEG;
-        a configuration error without CUDA) or "auto" (gpu on CUDA, else the CPU default).
-    :param reduction: how frame scores make a clip's score: "mean", "min" or "max".
-    :param frame_scores: also write each clip's per-frame scores.
-    :param skip_bad_records: send malformed input lines to ``rejects_path`` instead of failing.
-    :param nproc: the number of scoring processes with ``init_distributed`` (default: one per GPU).
-    :param aes_min: the aesthetic filter's lower threshold (DataFlow-MM VideoAestheticFilter): each clip
-        gets ``filtered: true`` when its score is at least this, ``false`` when below or unscored; a clip
-        already ``false`` stays ``false``; nothing is removed. None: no lower bound.
-    :param aes_max: the filter's upper threshold (a score equal to it passes). None: no upper bound.
-        With neither threshold set no ``filtered`` field is written.
+    The scoring parameters (below, declared in video_aesthetics.parameters) keep their Python types;
+    of them figure_root, clip_model, mlp_checkpoint and video_root are templated.
+
     :param input_conn_id: the Airflow connection of a remote ``input_path`` (None: the store's defaults).
     :param output_conn_id: the Airflow connection of a remote ``output_path`` and ``rejects_path``.
     :param frames_conn_id: the Airflow connection of a remote ``figure_root``.
     :param embeddings: also write every scored frame's CLIP embedding to this Parquet file (templated;
         reached through ``output_conn_id``; see video_aesthetics.embeddings). None: not written.
-    :param embeddings_dtype: their storage type, "float16" (the default) or "float32".
     """
 
     template_fields: Sequence[str] = (
@@ -94,6 +73,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         "figure_root",
         "clip_model",
         "mlp_checkpoint",
+        "video_root",
     )
     ui_color = "#f3d9ff"
     operator_extra_links = (ScoredOutputLink(),)
@@ -104,29 +84,30 @@ class VideoAestheticScoringOperator(BaseOperator):
         input_path: str,
         output_path: str,
         rejects_path: str | None = None,
-        figure_root: str = _DEFAULTS.figure_root,
-        input_video_key: str = _DEFAULTS.input_video_key,
-        video_clips_key: str | None = _DEFAULTS.video_clips_key,
-        clip_model: str = _DEFAULTS.clip_model,
-        mlp_checkpoint: str | None = _DEFAULTS.mlp_checkpoint,
-        load_num: int = _DEFAULTS.load_num,
-        batch_size: int = _DEFAULTS.batch_size,
-        num_workers: int = _DEFAULTS.num_workers,
-        init_distributed: bool = False,
-        output_key: str | None = None,
-        device: str = _DEFAULTS.device,
-        decode: str = _DEFAULTS.decode,
-        reduction: str = _DEFAULTS.reduction,
-        frame_scores: bool = _DEFAULTS.frame_scores,
-        skip_bad_records: bool = _DEFAULTS.skip_bad_records,
-        nproc: int | None = None,
-        aes_min: float | None = _DEFAULTS.aes_min,
-        aes_max: float | None = _DEFAULTS.aes_max,
+        figure_root: str = DEFAULTS.figure_root,
+        input_video_key: str = DEFAULTS.input_video_key,
+        video_clips_key: str | None = DEFAULTS.video_clips_key,
+        clip_model: str = DEFAULTS.clip_model,
+        mlp_checkpoint: str | None = DEFAULTS.mlp_checkpoint,
+        load_num: int = DEFAULTS.load_num,
+        batch_size: int = DEFAULTS.batch_size,
+        num_workers: int = DEFAULTS.num_workers,
+        init_distributed: bool = DEFAULTS.init_distributed,
+        output_key: str | None = None,  # None follows video_clips_key (parameters: face_defaults)
+        device: str = DEFAULTS.device,
+        decode: str = DEFAULTS.decode,
+        reduction: str = DEFAULTS.reduction,
+        frame_scores: bool = DEFAULTS.frame_scores,
+        skip_bad_records: bool = DEFAULTS.skip_bad_records,
+        nproc: int | None = DEFAULTS.nproc,
+        aes_min: float | None = DEFAULTS.aes_min,
+        aes_max: float | None = DEFAULTS.aes_max,
+        video_root: str | None = DEFAULTS.video_root,
         input_conn_id: str | None = None,
         output_conn_id: str | None = None,
         frames_conn_id: str | None = None,
         embeddings: str | None = None,
-        embeddings_dtype: str = "float16",
+        embeddings_dtype: str = DEFAULTS.embeddings_dtype,
         # Named here, not left to **kwargs, so that a DAG's default_args still override them.
         retries: int | None = 2,
         retry_delay: timedelta | float = timedelta(minutes=1),
@@ -164,6 +145,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.nproc = nproc
         self.aes_min = aes_min
         self.aes_max = aes_max
+        self.video_root = video_root
         self.input_conn_id = input_conn_id
         self.output_conn_id = output_conn_id
         self.frames_conn_id = frames_conn_id
@@ -174,7 +156,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         """The (rendered) parameters as a ScoringConfig; raises ConfigError naming a bad one."""
         return ScoringConfig.from_params({name: getattr(self, name) for name in PARAM_NAMES})
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> ShardResult:
         # First: an attempt whose supervisor died must not score on beside its own retry.
         die_with_supervisor()
         try:
@@ -206,25 +188,25 @@ class VideoAestheticScoringOperator(BaseOperator):
             self.input_path,
             self.output_path,
         )
-        return {
-            "input": str(self.input_path),
-            "output": str(self.output_path),
-            "records": stats.records,
-            "clips": stats.clips,
-            "scored": stats.scored,
-            "failed": stats.failed,
-            "passthrough": stats.passthrough,
-            "rejected": stats.rejected,
-            "errors": stats.errors,
-            "rejects": stats.rejects,
-            "sha256": digest,
-            "bytes": size,
-            "seconds": stats.seconds,
-            "clips_per_s": stats.clips_per_s,
-            "model": stats.model,
-            "version": __version__,
-            "embeddings": embedded,
-        }
+        return ShardResult(
+            input=str(self.input_path),
+            output=str(self.output_path),
+            records=stats.records,
+            clips=stats.clips,
+            scored=stats.scored,
+            failed=stats.failed,
+            passthrough=stats.passthrough,
+            rejected=stats.rejected,
+            errors=stats.errors,
+            rejects=stats.rejects,
+            sha256=digest,
+            bytes=size,
+            seconds=stats.seconds,
+            clips_per_s=stats.clips_per_s,
+            model=stats.model,
+            version=__version__,
+            embeddings=embedded,
+        )
 
     def _embeddings_summary(self, stats: RunStats) -> dict[str, Any] | None:
         if stats.embeddings is None:
@@ -280,6 +262,10 @@ class VideoAestheticScoringOperator(BaseOperator):
         stop_children()
 
 
+if VideoAestheticScoringOperator.__doc__:  # None under python -OO
+    VideoAestheticScoringOperator.__doc__ += "\n" + rst_docs("operator") + "\n"
+
+
 def _embeddings_output(path: Path | None, dtype: str) -> Any:
     if path is None:
         return None
@@ -314,10 +300,12 @@ class MergeScoresOperator(BaseOperator):
         self.shard_results = shard_results
         self.frames = frames
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> MergeSummary:
         from video_aesthetics.airflow import dag_tasks
 
         summary = dag_tasks.merge(context["params"], context, list(self.shard_results or []), self.frames)
+        # A JSON object like any event's extra (MergeSummary holds JSON values only).
+        extra: dict[str, Any] = dict(summary)
         for outlet in self.outlets:
-            context["outlet_events"][outlet].extra = summary
+            context["outlet_events"][outlet].extra = extra
         return summary

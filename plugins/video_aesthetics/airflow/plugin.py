@@ -8,7 +8,7 @@ until a request comes) and imports no torch.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -19,12 +19,13 @@ from video_aesthetics.airflow.views import PREFIX, create_app
 
 class VideoAestheticsPlugin(AirflowPlugin):
     name = "video_aesthetics"
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+    # Not ClassVar: AirflowPlugin declares these as (mutable) instance attributes, which Airflow edits.
+    fastapi_apps: list[dict[str, Any]] = [  # noqa: RUF012
         {"app": create_app(), "url_prefix": PREFIX, "name": "Video aesthetics"},
         # check_frames asks it whether the DAG's pools exist (a task cannot look pools up itself).
         preflight.fastapi_app(),
     ]
-    external_views: ClassVar[list[dict[str, Any]]] = [
+    external_views: list[dict[str, Any]] = [  # noqa: RUF012
         {
             "name": "Aesthetic scores",
             "href": PREFIX + "/runs/{DAG_ID}/{RUN_ID}",

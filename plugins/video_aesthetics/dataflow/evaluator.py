@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,7 @@ from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.outputs import check_outputs
+from video_aesthetics.parameters import DEFAULTS, rst_docs
 from video_aesthetics.records import ERROR, FILTERED, FRAME_SCORES, SCORE, samples_of
 from video_aesthetics.runner import check_nproc
 
@@ -55,26 +57,28 @@ class VideoAestheticEvaluator:
 
     def __init__(
         self,
-        figure_root: str = "extract_frames",
-        input_video_key: str = "video",
-        video_clips_key: str | None = "video_clips",
-        clip_model: str = "ViT-L/14",
-        mlp_checkpoint: str | None = None,
-        load_num: int = 3,
-        batch_size: int = 64,
-        num_workers: int = 4,
-        init_distributed: bool = False,
-        output_key: str = "video_clips",
+        # The seed's ten, in its order; every default from its one declaration (video_aesthetics.parameters).
+        figure_root: str = DEFAULTS.figure_root,
+        input_video_key: str = DEFAULTS.input_video_key,
+        video_clips_key: str | None = DEFAULTS.video_clips_key,
+        clip_model: str = DEFAULTS.clip_model,
+        mlp_checkpoint: str | None = DEFAULTS.mlp_checkpoint,
+        load_num: int = DEFAULTS.load_num,
+        batch_size: int = DEFAULTS.batch_size,
+        num_workers: int = DEFAULTS.num_workers,
+        init_distributed: bool = DEFAULTS.init_distributed,
+        output_key: str = DEFAULTS.output_key,
         *,
-        device: str = "auto",
-        decode: str = "auto",
-        reduction: str = "mean",
-        frame_scores: bool = False,
-        nproc: int | None = None,
-        aes_min: float | None = None,
-        aes_max: float | None = None,
+        device: str = DEFAULTS.device,
+        decode: str = DEFAULTS.decode,
+        reduction: str = DEFAULTS.reduction,
+        frame_scores: bool = DEFAULTS.frame_scores,
+        nproc: int | None = DEFAULTS.nproc,
+        aes_min: float | None = DEFAULTS.aes_min,
+        aes_max: float | None = DEFAULTS.aes_max,
+        video_root: str | None = DEFAULTS.video_root,
         embeddings: str | None = None,
-        embeddings_dtype: str = "float16",
+        embeddings_dtype: str = DEFAULTS.embeddings_dtype,
     ) -> None:
         # The seed's parameters and our extras, by name: the one mapping onto the config.
         self.config = ScoringConfig.from_params(
@@ -125,6 +129,7 @@ class VideoAestheticEvaluator:
         nproc: int | None = None,
         aes_min: float | None = None,
         aes_max: float | None = None,
+        video_root: str | None = None,
         embeddings: str | None = None,
         embeddings_dtype: str | None = None,
     ) -> list[str]:
@@ -189,13 +194,17 @@ class VideoAestheticEvaluator:
         return self._scorer
 
 
+if VideoAestheticEvaluator.__doc__:  # None under python -OO
+    VideoAestheticEvaluator.__doc__ += "\n    Scoring parameters:\n\n" + rst_docs("evaluator") + "\n"
+
+
 def embeddings_writer(path: str | None, dtype: str, config: ScoringConfig) -> Any:
     """An EmbeddingWriter for ``path`` (checked like every output), or a null context when none is asked for."""
     if not path:
         return contextlib.nullcontext(None)
     from video_aesthetics.embeddings import EmbeddingsOutput, EmbeddingWriter
 
-    output = EmbeddingsOutput(path, dtype)
+    output = EmbeddingsOutput(Path(path), dtype)
     check_outputs([("embeddings", output.path)])
     return EmbeddingWriter(output, config, None)
 
