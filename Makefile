@@ -22,10 +22,10 @@ $(STAMP): $(BIN)/python pyproject.toml setup.cfg
 
 install: $(STAMP)
 
+# ruff, then mypy over the library, the Airflow wing and the DAG (both configured in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# Types of the library, the Airflow wing and the DAG ([tool.mypy] in pyproject.toml).
 	$(BIN)/mypy
 
 # The documentation (mkdocs.yml, docs/), built into the ignored build/site; --strict fails on any warning.

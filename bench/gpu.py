@@ -48,7 +48,7 @@ from video_aesthetics.decoding import (
 )
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import load_frame
-from video_aesthetics.records import JsonlSource, write_jsonl
+from video_aesthetics.jsonl import JsonlSource, write_jsonl
 from video_aesthetics.runner import score_records
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device, torch_threads
 

@@ -32,7 +32,7 @@ from PIL import Image
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import load_frame_fast, resolve_decode
 from video_aesthetics.frames import PreprocessConfig, load_frame
-from video_aesthetics.records import JsonlSource, write_jsonl
+from video_aesthetics.jsonl import JsonlSource, write_jsonl
 from video_aesthetics.runner import score_records
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device
 

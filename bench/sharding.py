@@ -87,7 +87,7 @@ def context() -> dict[str, Any]:
 def score_shards(shard_kwargs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Scored shards as score_shard writes them (records.dumps lines, written atomically) and its XCom."""
     from video_aesthetics.files import atomic_writer, sha256_file
-    from video_aesthetics.records import dumps
+    from video_aesthetics.jsonl import dumps
 
     results = []
     for kwargs in shard_kwargs:

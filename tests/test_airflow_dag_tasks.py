@@ -187,6 +187,34 @@ def test_merge_refuses_inconsistent_shard_results(tmp_path: Path, damage: str) -
     assert not (tmp_path / "out" / "2024-01-02").exists() or not any((tmp_path / "out" / "2024-01-02").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("clips", "1"),
+        ("clips", None),
+        ("scored", True),
+        ("failed", -1),
+        ("failed", 1.0),
+        ("scored", 10**30),
+        ("model", "ViT-L/14"),
+        ("model", ["head"]),
+    ],
+)
+def test_merge_refuses_a_shard_result_of_the_wrong_type_naming_shard_and_field(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    # XCom is anyone's to write: a result whose counts or model are not what score_shard returns
+    # fails the merge with the shard and the field named, before anything is published.
+    _input(tmp_path)
+    p = params(tmp_path)
+    results = _score_shards(tasks.plan_shards(p, RUN, max_shards=1024))
+    results[1][key] = value
+    with pytest.raises(AirflowFailException, match=rf"shard-00001.*{key}|{key}.*shard-00001|shard 1.*{key}") as raised:
+        tasks.merge(p, RUN, results)
+    assert "rerun its score_shard task" in str(raised.value) or key == "scored"
+    assert not (tmp_path / "out" / "2024-01-02").exists() or not any((tmp_path / "out" / "2024-01-02").iterdir())
+
+
 def test_skip_bad_records_publishes_rejects_and_a_clean_rerun_removes_them(tmp_path: Path) -> None:
     source = _input(tmp_path)
     source.write_text(source.read_text() + "{broken\n")
@@ -265,25 +293,6 @@ def test_a_merge_that_fails_after_writing_leaves_the_previous_result_byte_for_by
     with pytest.raises(AirflowFailException, match="scored"):
         tasks.merge(p, RUN, results)
     assert partition_files(out) == before
-
-
-def test_old_versions_are_pruned_but_never_the_current_or_a_young_one(tmp_path: Path) -> None:
-    from video_aesthetics.airflow import object_store
-
-    partition = object_store.store_path(tmp_path / "p")
-    names = [f"v-2024010{day}T000000Z-aaaa000{day}" for day in range(1, 7)]
-    for name in names:
-        (tmp_path / "p" / name).mkdir(parents=True)
-        (tmp_path / "p" / name / "scored.jsonl").write_text("{}\n")
-    (tmp_path / "p" / "notes").mkdir()
-    removed = object_store.prune_versions(partition, current=names[0], keep=2, min_age_s=0)
-    assert sorted(removed) == names[1:4]
-    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == sorted([names[0], *names[4:], "notes"])
-    young = object_store.new_version(partition)
-    young.mkdir()
-    removed = object_store.prune_versions(partition, current=names[5], keep=0, min_age_s=3600)
-    assert sorted(removed) == [names[0], names[4]]
-    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == sorted([names[5], young.name, "notes"])
 
 
 def test_the_report_summary_and_kept_records_are_published_with_the_scores(tmp_path: Path) -> None:

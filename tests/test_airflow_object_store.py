@@ -117,32 +117,6 @@ def test_remote_inputs_resolve_as_local_ones(tmp_path: Path) -> None:
         assert local == [tmp_path / "x.jsonl"]
 
 
-def test_a_plan_staged_in_a_store_comes_back_for_the_merge(tmp_path: Path) -> None:
-    from video_aesthetics import sharding
-
-    source = tmp_path / "in.jsonl"
-    source.write_text("".join(f'{{"n": {i}}}\n' for i in range(5)))
-    cut = tmp_path / "cut"
-    plan = sharding.plan_shards([source], cut, 2, 10)
-    staging = remote("work/dag/run")
-    (staging / "shards" / "stale.jsonl").write_bytes(b"old\n")
-    published = store.publish_staging(plan, cut, staging, "plan.json")
-    assert [s.input for s in published.shards] == [str(staging / "shards" / f"shard-{i:05d}.jsonl") for i in range(3)]
-    assert not (staging / "shards" / "stale.jsonl").exists()
-    # score_shard: each scored shard is uploaded beside the plan (here: the input, unchanged).
-    for shard in published.shards:
-        store.store_path(shard.output).write_bytes(store.store_path(shard.input).read_bytes())
-    results = [{"output": shard.output, "records": shard.records} for shard in published.shards]
-    fetched, local_results = store.fetch_staging(staging, "plan.json", results, tmp_path / "scratch")
-    assert [r["output"] for r in local_results] == [s.output for s in fetched.shards]
-    assert all(Path(s.output).read_bytes() == Path(s.input).read_bytes() for s in fetched.shards)
-    assert b"".join(Path(s.input).read_bytes() for s in fetched.shards) == source.read_bytes()
-    store.remove_tree(staging)
-    assert not staging.exists()
-    with pytest.raises(sharding.MergeError, match="the shard plan .* is missing"):
-        store.fetch_staging(staging, "plan.json", results, tmp_path / "scratch2")
-
-
 # --- links: a publish never writes through one ----------------------------------------------------------
 
 

@@ -123,6 +123,7 @@ def test_locations_are_templated_and_other_parameters_keep_their_types(dataset, 
         "figure_root",
         "clip_model",
         "mlp_checkpoint",
+        "video_root",
     }
     with DAG("templating", schedule=None, params={"frames": Param("/default", type="string")}) as dag:
         op = VideoAestheticScoringOperator(

@@ -297,3 +297,45 @@ def test_a_supervised_tasks_lookup_error_means_gone_only_for_a_404(status: int |
     # Gone: prunable. Anything else is treated as a live run, whose shards are kept.
     assert staging._run_state(lookup, DAG, "manual__x") == state
     assert staging._run_state(lambda dag_id, run_id: "failed", DAG, "manual__x") == "failed"
+
+
+# --- a run's staging in an object store: shards up, scored shards back down for the merge -------------
+
+
+def test_a_plan_staged_in_a_store_comes_back_for_the_merge(tmp_path: Path) -> None:
+    from video_aesthetics import merging, sharding
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"n": {i}}}\n' for i in range(5)))
+    cut = tmp_path / "cut"
+    plan = sharding.plan_shards([source], cut, 2, 10)
+    folder = _remote_root() / "dag" / "run"
+    (folder / "shards" / "stale.jsonl").write_bytes(b"old\n")
+    published = staging.publish_staging(plan, cut, folder, "plan.json")
+    assert [s.input for s in published.shards] == [str(folder / "shards" / f"shard-{i:05d}.jsonl") for i in range(3)]
+    assert not (folder / "shards" / "stale.jsonl").exists()
+    # score_shard: each scored shard is uploaded beside the plan (here: the input, unchanged).
+    for shard in published.shards:
+        object_store.store_path(shard.output).write_bytes(object_store.store_path(shard.input).read_bytes())
+    results = [{"output": shard.output, "records": shard.records} for shard in published.shards]
+    fetched, local_results = staging.fetch_staging(folder, "plan.json", results, tmp_path / "scratch")
+    assert [r["output"] for r in local_results] == [s.output for s in fetched.shards]
+    assert all(Path(s.output).read_bytes() == Path(s.input).read_bytes() for s in fetched.shards)
+    assert b"".join(Path(s.input).read_bytes() for s in fetched.shards) == source.read_bytes()
+    object_store.remove_tree(folder)
+    assert not folder.exists()
+    with pytest.raises(merging.MergeError, match="the shard plan .* is missing"):
+        staging.fetch_staging(folder, "plan.json", results, tmp_path / "scratch2")
+
+
+def test_a_plan_is_cut_in_the_staging_folder_when_local_else_in_a_temporary_one(tmp_path: Path) -> None:
+    local = object_store.store_path(tmp_path / "work")
+    with staging.staging_folder(local) as folder:
+        assert folder == tmp_path / "work"
+    with staging.staging_folder(_remote_root()) as folder:
+        assert folder.is_dir() and not folder.is_relative_to(tmp_path)
+        (folder / "shard.jsonl").write_text("{}\n")
+    assert not folder.exists()
+    with staging.scratch_folder() as scratch:
+        (scratch / "x").write_text("x")
+    assert not scratch.exists()

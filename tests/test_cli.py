@@ -258,7 +258,8 @@ def test_nproc_outside_one_to_the_cpus_is_refused_before_scoring(
     args = _score_args(source, tmp_path / "o.jsonl", root, {**model_args, "mlp_checkpoint": NO_HEAD})
     code, _, err = _run(capsys, *args, "--nproc", nproc)
     assert code == 2 and "--nproc" in err and NO_HEAD not in err and "Traceback" not in err
-    assert ("nproc must be an integer >= 1" in err) == (int(nproc) < 1)
+    # Below 1 or above the declared bound (parameters.py): refused by the bound; else by the CPUs there are.
+    assert ("nproc must be an integer >= 1 and <= 64" in err) == (not 1 <= int(nproc) <= 64)
     assert not (tmp_path / "o.jsonl").exists()
 
 

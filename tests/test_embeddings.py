@@ -159,7 +159,7 @@ def test_rows_stream_in_row_groups(
 
 def test_a_failed_run_leaves_no_file_behind(tmp_path: Path, scored: dict[str, Any], model_args: dict[str, str]) -> None:
     """The writer of a run whose output fails half-way (a disk error) removes its temporary; the old file stays."""
-    from video_aesthetics.records import JsonlSource
+    from video_aesthetics.jsonl import JsonlSource
 
     path = tmp_path / "e.parquet"
     path.write_bytes(b"the previous run's file")

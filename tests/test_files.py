@@ -269,3 +269,27 @@ def test_no_writer_writes_through_a_link_that_leaves_its_folder(tmp_path: Path, 
             write()
     assert victim.read_text() == "keep\n" and sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert sorted(p.name for p in runs.iterdir()) == ["out.jsonl"]
+
+
+def test_atomic_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "x.jsonl"
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write("partial")
+        raise RuntimeError("boom")
+    assert list((tmp_path / "out").iterdir()) == []
+    target.write_text("old")
+    with atomic_writer(target) as handle:
+        handle.write("new")
+    assert target.read_text() == "new" and len(list(target.parent.iterdir())) == 1
+
+
+def test_atomic_writer_respects_the_umask(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_writer(tmp_path / "x.jsonl") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.jsonl").stat().st_mode & 0o777 == 0o644

@@ -16,7 +16,7 @@ from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import BusyError, exclusive
-from video_aesthetics.records import raw_line
+from video_aesthetics.jsonl import raw_line
 from video_aesthetics.runner import score_file
 
 NO_HEAD = "/no/such/head.pth"  # loading it fails: a check that raises anything else ran before any model loaded
@@ -341,7 +341,7 @@ def test_links_out_of_figure_root_are_not_read(tmp_path: Path, model_args: dict)
 
 
 def test_a_head_that_overflows_gives_null_scores_counted_as_failed(tmp_path: Path, model_args: dict) -> None:
-    from video_aesthetics.sharding import MergeResult, ShardSummary, _count_clips
+    from video_aesthetics.merging import MergeResult, ShardSummary, _count_clips
 
     head = build_head(768, seed=2)
     with torch.no_grad():

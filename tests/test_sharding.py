@@ -1,65 +1,20 @@
-"""Shard planning and merging on real files: input resolution, shard limits, and loud failures on lost records."""
+"""Shard planning on real files (sharding.py): input resolution, shard limits, staged shards and bad lines."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers.media import clip_record, read_jsonl, write_jsonl
+from helpers.media import read_jsonl, write_jsonl
+from helpers.shards import records
 from video_aesthetics import sharding
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.records import ERROR, SCORE
-from video_aesthetics.sharding import (
-    MergeError,
-    ShardPlan,
-    build_manifest,
-    effective_chunk_size,
-    manifest_bytes,
-    merge_scored_shards,
-    plan_shards,
-    resolve_inputs,
-    safe_name,
-)
+from video_aesthetics.sharding import ShardPlan, effective_chunk_size, plan_shards, resolve_inputs, safe_name
 
 CONFIG = ScoringConfig(figure_root="frames")
-
-
-def records(count: int, start: int = 0) -> list[dict]:
-    """Clip records with 2 clips each, and every fifth one a record with nothing to score."""
-    out = []
-    for i in range(start, start + count):
-        if i % 5 == 4:
-            out.append({"caption": f"no video {i}"})
-        else:
-            out.append(clip_record(f"./videos/v{i}.mp4", [f"v{i}_0", f"v{i}_1"], n=i))
-    return out
-
-
-def score_like_the_scorer(shard_input: Path, shard_output: Path) -> None:
-    """A scored shard as the pipeline writes it: clips gain a score, or null and an error."""
-    scored = []
-    for original in read_jsonl(shard_input):
-        record = json.loads(json.dumps(original))
-        for index, clip in enumerate((record.get("video_clips") or {}).get("clips", [])):
-            if index == 1 and record["n"] % 3 == 0:
-                clip[SCORE], clip[ERROR] = None, "no_frames"
-            else:
-                clip[SCORE] = 4.0 + record["n"] / 10
-        scored.append(record)
-    write_jsonl(shard_output, scored)
-
-
-def scored_plan(tmp_path: Path, count: int = 11, chunk: int = 4) -> ShardPlan:
-    source = write_jsonl(tmp_path / "in.jsonl", records(count))
-    plan = plan_shards([source], tmp_path / "staging", chunk, max_shards=100)
-    for shard in plan.shards:
-        score_like_the_scorer(Path(shard.input), Path(shard.output))
-    return plan
 
 
 def test_resolve_a_file_a_folder_and_a_glob(tmp_path: Path) -> None:
@@ -182,112 +137,6 @@ def test_a_bad_line_is_reported_with_its_own_file_and_line(tmp_path: Path) -> No
     rejects = read_jsonl(Path(plan.rejects))
     assert [(r["line"], r["raw"]) for r in rejects] == [(4, "{not json"), (5, "[1, 2]")]
     assert sum(s.records for s in plan.shards) == 3
-
-
-def test_merge_concatenates_in_order_and_counts(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-    out = io.BytesIO()
-    merged = merge_scored_shards(plan, CONFIG, out)
-    expected = b"".join(Path(s.output).read_bytes() for s in plan.shards)
-    assert out.getvalue() == expected
-    assert merged.sha256 == hashlib.sha256(expected).hexdigest()
-    assert merged.bytes == len(expected)
-    assert [s.sha256 for s in merged.shards] == [
-        hashlib.sha256(Path(s.output).read_bytes()).hexdigest() for s in plan.shards
-    ]
-    rows = [json.loads(line) for line in expected.splitlines()]
-    clips = [c for r in rows for c in (r.get("video_clips") or {}).get("clips", [])]
-    assert merged.records == 11
-    assert merged.passthrough == sum(1 for r in rows if "video" not in r)
-    assert merged.clips == len(clips)
-    assert merged.scored == sum(1 for c in clips if c[SCORE] is not None)
-    assert merged.failed == merged.errors["no_frames"] == sum(1 for c in clips if c[SCORE] is None)
-    assert [s.records for s in merged.shards] == [s.records for s in plan.shards]
-
-
-def test_the_merge_hands_every_checked_record_on_in_output_order(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-    seen: list[dict] = []
-    out = io.BytesIO()
-    merge_scored_shards(plan, CONFIG, out, on_record=seen.append)
-    assert seen == [json.loads(line) for line in out.getvalue().splitlines()] and len(seen) == 11
-    # A record that fails its check is not handed on, nor any after it.
-    _rewrite(Path(plan.shards[1].output), lambda lines: [lines[1], lines[0], *lines[2:]])
-    seen.clear()
-    with pytest.raises(MergeError, match="reordered"):
-        merge_scored_shards(plan, CONFIG, io.BytesIO(), on_record=seen.append)
-    assert [r["n"] for r in seen] == [0, 1, 2, 3]
-
-
-def _rewrite(path: Path, change) -> None:
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(change(lines)))
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (lambda lines: lines[:-1], "lost"),
-        (lambda lines: lines + lines[-1:], "duplicated"),
-        (lambda lines: [lines[1], lines[0], *lines[2:]], "reordered"),
-    ],
-    ids=["lost", "duplicated", "reordered"],
-)
-def test_merge_fails_loudly_when_a_record_is_lost_duplicated_or_moved(tmp_path: Path, change, message) -> None:
-    plan = scored_plan(tmp_path)
-    _rewrite(Path(plan.shards[1].output), change)
-    with pytest.raises(MergeError, match=message):
-        merge_scored_shards(plan, CONFIG, io.BytesIO())
-
-
-def test_merge_fails_when_a_shard_was_never_scored(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-    Path(plan.shards[2].output).unlink()
-    with pytest.raises(MergeError, match="shard-00002.*missing"):
-        merge_scored_shards(plan, CONFIG, io.BytesIO())
-
-
-def test_merge_fails_when_a_clip_disappears(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-
-    def drop_clip(lines: list[str]) -> list[str]:
-        record = json.loads(lines[0])
-        record["video_clips"]["clips"].pop()
-        return [json.dumps(record) + "\n", *lines[1:]]
-
-    _rewrite(Path(plan.shards[0].output), drop_clip)
-    with pytest.raises(MergeError, match="2 clips in its input and 1"):
-        merge_scored_shards(plan, CONFIG, io.BytesIO())
-
-
-def test_merge_fails_when_the_plan_has_a_gap(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-    plan.shards.pop(1)
-    with pytest.raises(MergeError, match="gap or an overlap"):
-        merge_scored_shards(plan, CONFIG, io.BytesIO())
-
-
-def test_the_manifest_is_deterministic_and_complete(tmp_path: Path) -> None:
-    plan = scored_plan(tmp_path)
-    merged = merge_scored_shards(plan, CONFIG, io.BytesIO())
-    model = {"clip": {"files": {"w": "ab" * 32}}, "head": {"sha256": "cd" * 32}}
-    args = dict(
-        plan=plan,
-        merged=merged,
-        config=CONFIG,
-        output="/out/2024-01-01/scored.jsonl",
-        model=model,
-        run={"run_id": "r1", "partition": "2024-01-01"},
-    )
-    first, second = manifest_bytes(build_manifest(**args)), manifest_bytes(build_manifest(**args))
-    assert first == second
-    manifest = json.loads(first)
-    assert manifest["records"] == {"in": 11, "out": 11, "passthrough": merged.passthrough, "rejected": 0}
-    assert manifest["clips"]["in"] == manifest["clips"]["out"] == merged.clips
-    assert manifest["output"]["sha256"] == merged.sha256
-    assert [s["sha256"] for s in manifest["shards"]] == [s.sha256 for s in merged.shards]
-    assert manifest["model"] == model
-    assert manifest["package"]["name"] == "video-aesthetics" and manifest["package"]["version"]
 
 
 def test_safe_names_are_file_names_and_keep_runs_apart() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import pytest
 from helpers.media import clip_record, read_jsonl
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import InputError
-from video_aesthetics.records import raw_line
-from video_aesthetics.sharding import count_lines, merge_scored_shards, plan_shards
+from video_aesthetics.jsonl import raw_line
+from video_aesthetics.sharding import count_lines, plan_shards
 
 CONFIG = ScoringConfig(figure_root="frames")
 GOOD = [json.dumps(clip_record(f"v{i}.mp4", [f"v{i}_0"], n=i)).encode() for i in range(4)]
@@ -55,21 +54,3 @@ def test_a_plan_with_the_config_rejects_records_whose_output_key_scoring_would_c
     assert (plan.records, plan.rejected) == (1, 1)
     with pytest.raises(InputError, match=r"in\.jsonl:1: field 'caption'"):
         plan_shards([path], tmp_path / "staging", 3, max_shards=10, config=config)
-
-
-@pytest.mark.parametrize("score", ["NaN", "Infinity", "-Infinity", "1e999", '"4.5"', "true"])
-def test_the_merge_counts_a_score_that_is_not_a_finite_number_as_failed(tmp_path: Path, score: str) -> None:
-    source = tmp_path / "in.jsonl"
-    source.write_bytes(GOOD[0] + b"\n" + GOOD[1] + b"\n")
-    plan = plan_shards([source], tmp_path / "staging", 10, max_shards=1)
-    [shard] = plan.shards
-    scored = []
-    for line, value in zip(Path(shard.input).read_text().splitlines(), ["5.0", score], strict=True):
-        record = json.loads(line)
-        text = json.dumps(record).replace('"num_frames": 30}', f'"num_frames": 30, "aesthetic_score": {value}}}')
-        scored.append(text)
-    Path(shard.output).write_text("\n".join(scored) + "\n")
-    merged = merge_scored_shards(plan, CONFIG, io.BytesIO())
-    assert (merged.clips, merged.scored, merged.failed) == (2, 1, 1)
-    expected = "non_finite_score" if score in ("NaN", "Infinity", "-Infinity", "1e999") else "invalid_score"
-    assert merged.errors == {expected: 1}

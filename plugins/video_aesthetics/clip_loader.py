@@ -117,6 +117,26 @@ def parse_clip_spec(spec: str) -> ClipSpec:
     text = spec.strip()
     if text in OPENAI_NAMES:
         return ClipSpec(spec, "pretrained", architecture=OPENAI_NAMES[text], tag="openai")
+    located = _located_spec(spec, text)
+    if located is not None:
+        return located
+    name, colon, rest = text.partition(":")
+    # A one-letter prefix is a Windows drive ("C:\\models\\ViT-L-14.pt"), not an architecture.
+    if colon and len(name) > 1 and not _looks_like_path(name):
+        return _architecture_spec(spec, name, rest)
+    if _looks_like_path(text):
+        return ClipSpec(spec, "openai-file", path=text)
+    _check_architecture(text, spec)
+    if not open_clip.is_pretrained_cfg(text, "openai"):
+        raise ConfigError(
+            f"clip_model {spec!r} names an architecture without OpenAI weights; name its weights as "
+            f"{text}:TAG with TAG one of {open_clip.list_pretrained_tags_by_model(text) or '(none: pass ' + text + ':/path/to/weights)'}"
+        )
+    return ClipSpec(spec, "pretrained", architecture=text, tag="openai")
+
+
+def _located_spec(spec: str, text: str) -> ClipSpec | None:
+    """A spec that says where the weights are (hf-hub:, local-dir:, an existing folder or file), or None."""
     if text.startswith("hf-hub:"):
         hub_id = text[len("hf-hub:") :]
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id):
@@ -131,24 +151,17 @@ def parse_clip_spec(spec: str) -> ClipSpec:
         return ClipSpec(spec, "directory", path=text)
     if os.path.isfile(os.path.expanduser(text)):
         return ClipSpec(spec, "openai-file", path=text)
-    name, colon, rest = text.partition(":")
-    # A one-letter prefix is a Windows drive ("C:\\models\\ViT-L-14.pt"), not an architecture.
-    if colon and len(name) > 1 and not _looks_like_path(name):
-        if not rest:
-            raise ConfigError(f"clip_model {spec!r}: name a pretrained tag or a weights file after the colon")
-        _check_architecture(name, spec)
-        if _looks_like_path(rest):
-            return ClipSpec(spec, "open_clip-file", architecture=name, path=rest)
-        return ClipSpec(spec, "pretrained", architecture=name, tag=_check_tag(name, rest, spec))
-    if _looks_like_path(text):
-        return ClipSpec(spec, "openai-file", path=text)
-    _check_architecture(text, spec)
-    if not open_clip.is_pretrained_cfg(text, "openai"):
-        raise ConfigError(
-            f"clip_model {spec!r} names an architecture without OpenAI weights; name its weights as "
-            f"{text}:TAG with TAG one of {open_clip.list_pretrained_tags_by_model(text) or '(none: pass ' + text + ':/path/to/weights)'}"
-        )
-    return ClipSpec(spec, "pretrained", architecture=text, tag="openai")
+    return None
+
+
+def _architecture_spec(spec: str, name: str, rest: str) -> ClipSpec:
+    """``ARCH:TAG`` (pretrained weights) or ``ARCH:/path/to/weights`` (an open_clip checkpoint)."""
+    if not rest:
+        raise ConfigError(f"clip_model {spec!r}: name a pretrained tag or a weights file after the colon")
+    _check_architecture(name, spec)
+    if _looks_like_path(rest):
+        return ClipSpec(spec, "open_clip-file", architecture=name, path=rest)
+    return ClipSpec(spec, "pretrained", architecture=name, tag=_check_tag(name, rest, spec))
 
 
 def load_clip(spec: str = DEFAULT_CLIP_MODEL) -> LoadedClip:

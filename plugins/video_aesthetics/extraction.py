@@ -23,8 +23,8 @@ from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import LinkInTheWayError, write_below
 from video_aesthetics.frame_store import FETCH_THREADS, remote_frames, remote_has_frames
 from video_aesthetics.frames import is_readable, list_frames, select_frames
+from video_aesthetics.jsonl import JsonlSource
 from video_aesthetics.records import (
-    JsonlSource,
     Sample,
     clip_id,
     clip_list,

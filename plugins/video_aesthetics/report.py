@@ -35,16 +35,16 @@ from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
+from video_aesthetics.filtering import passes_filter
+from video_aesthetics.jsonl import JsonlSource
 from video_aesthetics.parameters import BY_NAME
 from video_aesthetics.records import (
     FILTERED,
     UNSCORED,
-    JsonlSource,
     clip_id,
     clip_list,
     clip_outcome,
     is_safe_component,
-    passes_filter,
     stays_inside,
     video_invalid,
     video_path,

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,16 +185,7 @@ def _histogram_svg(summary: Mapping[str, Any], digits: int) -> str:
         y = top + plot_h - value / peak * plot_h
         out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y:.1f}' y2='{y:.1f}' class='grid'/>")
         out.append(f"<text x='{left - 6}' y='{y + 4:.1f}' class='tick' text-anchor='end'>{value:g}</text>")
-    for i, count in enumerate(counts):
-        if not count:
-            continue
-        x0, x1 = x(edges[i]), x(edges[i + 1]) if len(edges) > 1 else x(edges[0]) + 4
-        bar_h = count / peak * plot_h
-        out.append(
-            f"<rect class='bar' x='{x0:.1f}' y='{top + plot_h - bar_h:.1f}' width='{max(x1 - x0 - 1, 1):.1f}' "
-            f"height='{bar_h:.1f}'><title>{_f(edges[i], digits)} to {_f(edges[i + 1], digits)}: "
-            f"{count}</title></rect>"
-        )
+    out.extend(_bars(edges, counts, x, top + plot_h, plot_h / peak, digits))
     axis_y = top + plot_h
     out.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{axis_y}' y2='{axis_y}' class='axis'/>")
     for value in _nice_ticks(low, high, 8):
@@ -207,6 +198,34 @@ def _histogram_svg(summary: Mapping[str, Any], digits: int) -> str:
         for key in ("aes_min", "aes_max"):
             if filt.get(key) is not None:
                 markers.append((key, filt[key], "#d62728", ""))
+    out.extend(_marker_lines(markers, x, top, axis_y, digits))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _bars(
+    edges: list[float], counts: list[int], x: Callable[[float], float], base: float, scale: float, digits: int
+) -> list[str]:
+    """One bar per non-empty bin, ``scale`` pixels per clip, standing on ``base``."""
+    bars = []
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        x0, x1 = x(edges[i]), x(edges[i + 1]) if len(edges) > 1 else x(edges[0]) + 4
+        bar_h = count * scale
+        bars.append(
+            f"<rect class='bar' x='{x0:.1f}' y='{base - bar_h:.1f}' width='{max(x1 - x0 - 1, 1):.1f}' "
+            f"height='{bar_h:.1f}'><title>{_f(edges[i], digits)} to {_f(edges[i + 1], digits)}: "
+            f"{count}</title></rect>"
+        )
+    return bars
+
+
+def _marker_lines(
+    markers: list[tuple[str, float, str, str]], x: Callable[[float], float], top: float, axis_y: float, digits: int
+) -> list[str]:
+    """A labelled vertical line per marker; labels of close lines go on up to three rows so they do not overlap."""
+    out = []
     rows = [-1e9, -1e9, -1e9]
     for name, value, colour, dash in sorted(markers, key=lambda m: m[1]):
         px = x(value)
@@ -222,8 +241,7 @@ def _histogram_svg(summary: Mapping[str, Any], digits: int) -> str:
             f"<text x='{px:.1f}' y='{top - 8 - 14 * (2 - row)}' class='mlabel' fill='{colour}' "
             f"text-anchor='middle'>{_e(name)} {_f(value, digits)}</text>"
         )
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _shade(x0: float, x1: float, top: float, plot_h: float) -> str:

@@ -30,6 +30,7 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings import EmbeddingsDataset, check_clip
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import PendingFile, exclusive, looks_like_url, publish_together, same_file, write_target
+from video_aesthetics.jsonl import JsonlSource, default_rejects_path
 from video_aesthetics.records import (
     ERROR,
     INVALID_CLIP,
@@ -37,13 +38,11 @@ from video_aesthetics.records import (
     SCORE,
     UNSAFE_PATH,
     UNSCORED,
-    JsonlSource,
     RecordCounts,
     Sample,
     SampleResult,
     clip_id,
     clip_list,
-    default_rejects_path,
     is_finite_number,
     is_safe_component,
     record_check,
@@ -190,7 +189,7 @@ def rescore_records(
     label: str,
 ) -> Iterator[dict[str, Any]]:
     """The rescored records, in order; InputError at the first record that does not match the embeddings."""
-    from video_aesthetics.records import with_results
+    from video_aesthetics.writeback import with_results
 
     stream = _RowStream(dataset)
     seq = 0

@@ -10,18 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from video_aesthetics import parameters
+from video_aesthetics.capacity import capped_workers, check_nproc, refuse_ranked_embeddings
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import (
@@ -31,19 +28,11 @@ from video_aesthetics.files import (
     spooled,
     write_target,
 )
+from video_aesthetics.jsonl import JsonlSource, default_rejects_path, dumps, input_kind
 from video_aesthetics.outputs import check_outputs
-from video_aesthetics.records import (
-    NO_FRAMES,
-    JsonlSource,
-    RecordCounts,
-    SampleResult,
-    count_records,
-    default_rejects_path,
-    dumps,
-    input_kind,
-    merge_results,
-    record_check,
-)
+from video_aesthetics.progress import Progress
+from video_aesthetics.records import NO_FRAMES, RecordCounts, count_records, record_check
+from video_aesthetics.writeback import merge_results
 
 log = logging.getLogger(__name__)
 
@@ -79,153 +68,6 @@ class RunStats:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=False)
-
-
-PROGRESS_INTERVAL = 10.0
-
-
-class Progress:
-    """Progress lines for the log: samples done of total, speed and time left, every ``interval`` seconds.
-
-    Speed is measured from the end of the first batch of results, not from the start: the start
-    pays for loading the model and starting the workers, and counting it would make the first
-    estimate hours long for a minute's work. Results arrive a batch at a time, so the ETA waits for
-    ``warmup`` seconds of scoring after that first batch; until then the line says it is measuring.
-    Lines are due on a fixed grid (every ``interval`` seconds from the start), and ``heartbeat()``
-    keeps them coming while no result arrives (the model loading, a slow batch).
-    """
-
-    def __init__(
-        self,
-        total: int,
-        interval: float = PROGRESS_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        unit: str = "clips",
-        warmup: float = 10.0,
-        burst: float = 0.5,
-    ) -> None:
-        self.total = total
-        self.done = 0
-        self.interval = interval
-        self.clock = clock
-        self.unit = unit
-        self.warmup = warmup
-        self.burst = burst
-        self.started = clock()
-        self.next_due = self.started + interval
-        self._first: float | None = None  # when the first result arrived
-        self._base_time = 0.0  # the end of the first batch: speed is measured from here
-        self._base_done = 0
-        # Re-entrant: the at-fork hook takes it in whichever thread forks (see _hold_for_fork).
-        self.lock = threading.RLock()
-        _ACTIVE.add(self)
-
-    def update(self, _result: SampleResult | None = None) -> None:
-        with self.lock:
-            self.done += 1
-            now = self.clock()
-            if self._first is None:
-                self._first = now
-            if now - self._first <= self.burst:
-                # Still the first batch: its results come together and say nothing about speed.
-                self._base_time, self._base_done = now, self.done
-            if self.done == self.total:
-                log.info("%s", self.line(now))
-                self.next_due = float("inf")
-            else:
-                self._tick(now)
-
-    def tick(self) -> None:
-        """Log a line if one is due; the heartbeat calls this while no result arrives."""
-        with self.lock:
-            self._tick(self.clock())
-
-    def _tick(self, now: float) -> None:
-        if now < self.next_due:
-            return
-        log.info("%s", self.line(now))
-        # The next line is due on the grid; a stall longer than an interval does not cause a burst of lines.
-        missed = math.floor((now - self.next_due) / self.interval)
-        self.next_due += (missed + 1) * self.interval
-
-    @contextlib.contextmanager
-    def heartbeat(self) -> Iterator[None]:
-        """Lines every ``interval`` seconds (real time) while the block runs, results or not."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(min(self.interval / 4, 1.0)):
-                self.tick()
-
-        thread = threading.Thread(target=beat, name="video-aesthetics-progress", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def rate(self, now: float | None = None) -> float:
-        """Samples per second since the first batch, once ``warmup`` seconds of it have passed; else 0."""
-        return self._steady_rate(self.clock() if now is None else now)
-
-    def _steady_rate(self, now: float) -> float:
-        if self._first is None:
-            return 0.0
-        elapsed = now - self._base_time
-        if elapsed < self.warmup or self.done <= self._base_done:
-            return 0.0
-        return (self.done - self._base_done) / elapsed
-
-    def line(self, now: float) -> str:
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        head = f"scored {self.done}/{self.total} {self.unit} ({pct:.1f}%)"
-        elapsed = now - self.started
-        if self.done >= self.total:
-            overall = self.done / elapsed if elapsed > 0 else 0.0
-            return f"{head} in {duration(elapsed)}, {overall:.1f} {self.unit}/s, ETA 0s"
-        if self._first is None:
-            return f"{head} after {duration(elapsed)}, waiting for the first batch (model loading, workers starting)"
-        rate = self._steady_rate(now)
-        if rate <= 0:
-            return f"{head} after {duration(elapsed)}, measuring speed"
-        left = (self.total - self.done) / rate
-        return f"{head} after {duration(elapsed)}, {rate:.1f} {self.unit}/s, ETA {duration(left)}"
-
-
-def duration(seconds: float) -> str:
-    """A short human duration: 45s, 3m20s, 2h05m, 3d04h."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
-# Decoding workers are forked while the heartbeat thread may be logging: holding every Progress's
-# lock across fork() means no log line (and no stream lock) is half-written in the child.
-_ACTIVE: weakref.WeakSet[Progress] = weakref.WeakSet()
-
-
-def _hold_for_fork() -> None:
-    for progress in list(_ACTIVE):
-        progress.lock.acquire()
-
-
-def _release_after_fork() -> None:
-    for progress in list(_ACTIVE):
-        progress.lock.release()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork)
 
 
 def score_records(
@@ -282,66 +124,6 @@ def score_records(
         model=scored.identity,
         embeddings=embeddings.summary() if embeddings is not None else None,
     )
-
-
-def refuse_ranked_embeddings(nproc: int | None, distributed: bool) -> None:
-    """Embeddings are written by the process that scores: several ranks would each hold a share of them."""
-    from video_aesthetics import ranks
-
-    if ranks.wanted(distributed, nproc):
-        raise ConfigError(
-            "embeddings are written by a run in one process: drop --nproc/init_distributed (or run without "
-            "torchrun), or score the shards separately, each with its own embeddings file"
-        )
-
-
-def cpus_available() -> int:
-    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def check_nproc(nproc: Any, device: str) -> None:
-    """Refuse (ConfigError) an ``nproc`` below 1 or above what ``device`` offers: its GPUs, or on the CPU its CPUs.
-
-    None (one process, or one rank per GPU) passes. Each rank is a process with its own copy of the
-    model: more ranks than GPUs cannot run, and more than the CPUs only compete for them.
-    """
-    if nproc is None:
-        return
-    parameters.check("nproc", nproc)  # type and the declared bounds, by name
-    gpus = _gpus_for(device)
-    if gpus:
-        if nproc > gpus:
-            raise ConfigError(
-                f"nproc={nproc} but {gpus} GPU(s) are visible and each rank needs its own; use nproc <= {gpus}"
-            )
-        return
-    cpus = cpus_available()
-    if nproc > cpus:
-        raise ConfigError(
-            f"nproc={nproc} but this process may use {cpus} CPU(s) and each CPU rank needs one; use nproc <= {cpus}"
-        )
-
-
-def _gpus_for(device: str) -> int:
-    """The CUDA devices a run on ``device`` may use; 0 when it runs on the CPU (torch is imported only for cuda/auto)."""
-    if device == "cpu":
-        return 0
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def capped_workers(config: ScoringConfig) -> ScoringConfig:
-    """``config`` with num_workers at most the CPUs available: more processes only compete for them."""
-    cpus = cpus_available()
-    if config.num_workers <= cpus:
-        return config
-    log.warning("num_workers %d capped at %d, the CPUs this process may use", config.num_workers, cpus)
-    return config.replace(num_workers=cpus)
 
 
 def warn_if_no_clips(config: ScoringConfig, counts: RecordCounts) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.records import write_jsonl
+from video_aesthetics.jsonl import write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from video_aesthetics import sharding
+from video_aesthetics import merging, sharding
 from video_aesthetics.airflow import object_store
-from video_aesthetics.airflow.payloads import ShardEmbeddings
+from video_aesthetics.airflow.payloads import ShardEmbeddings, ShardOutcome
 from video_aesthetics.embeddings import DTYPES, PART_SUFFIX
 from video_aesthetics.errors import ConfigError
 
@@ -52,7 +52,7 @@ def shard_kwargs(params: Mapping[str, Any], scored_output: str) -> ShardEmbeddin
 def publish(
     params: Mapping[str, Any],
     plan: sharding.ShardPlan,
-    results: list[dict[str, Any]],
+    results: Sequence[ShardOutcome],
     version: ObjectStoragePath,
     root: ObjectStoragePath | None = None,
 ) -> dict[str, Any] | None:
@@ -66,16 +66,16 @@ def publish(
     parts = []
     first_line = 0
     for index, (shard, result) in enumerate(zip(plan.shards, results, strict=True)):
-        embedded = result.get("embeddings")
-        if not isinstance(embedded, Mapping) or not embedded.get("path"):
-            raise sharding.MergeError(
+        embedded = result["embeddings"]
+        if embedded is None or not embedded.get("path"):
+            raise merging.MergeError(
                 f"{shard.name}: score_shard wrote no embeddings, though the run asked for them: "
                 "clear its score_shard task to score it again"
             )
         target = version / EMBEDDINGS_DIR / f"part-{index:05d}{PART_SUFFIX}"
         digest = _copy(object_store.store_path(str(embedded["path"])), target, root)
         if digest != embedded.get("sha256"):
-            raise sharding.MergeError(
+            raise merging.MergeError(
                 f"{shard.name}: its embeddings {embedded['path']} changed after score_shard wrote them "
                 "(SHA-256 differs); rerun its score_shard task"
             )
@@ -105,7 +105,7 @@ def _copy(source: ObjectStoragePath, target: ObjectStoragePath, root: ObjectStor
     try:
         handle = source.open("rb")
     except FileNotFoundError:
-        raise sharding.MergeError(f"the shard embeddings {source} are missing; rerun its score_shard task") from None
+        raise merging.MergeError(f"the shard embeddings {source} are missing; rerun its score_shard task") from None
 
     def fill(sink: Any) -> None:
         while chunk := handle.read(1 << 20):
@@ -162,7 +162,7 @@ def read_source_manifest(location: str) -> tuple[dict[str, Any], ObjectStoragePa
 
 def rescore_plan(
     params: Mapping[str, Any], config: Any, scratch: Any
-) -> tuple[sharding.ShardPlan, list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[sharding.ShardPlan, list[ShardOutcome], dict[str, Any]]:
     """Rescore the partition ``rescore_from`` names into ``scratch``: a one-shard plan and its result, as
     merge checks and publishes scored shards, and the embeddings to publish again beside it."""
     from pathlib import Path
@@ -191,15 +191,16 @@ def rescore_plan(
     shard = sharding.FileShard(0, str(source), str(rescored), stats.records, 0)
     plan = sharding.ShardPlan(inputs=[str(output["path"])], records=stats.records, chunk_size=max(1, stats.records))
     plan.shards = [shard]
-    result = {
-        "output": str(rescored),
-        "records": stats.records,
-        "clips": stats.clips,
-        "scored": stats.scored,
-        "failed": stats.failed,
-        "sha256": sha256_file(rescored),
-        "model": stats.model,
-    }
+    result = ShardOutcome(
+        output=str(rescored),
+        records=stats.records,
+        clips=stats.clips,
+        scored=stats.scored,
+        failed=stats.failed,
+        sha256=sha256_file(rescored),
+        model=stats.model,
+        embeddings=None,  # carried over from the source partition instead
+    )
     carried = {
         "dtype": output["embeddings"].get("dtype"),
         "parts": parts,

@@ -22,8 +22,8 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from video_aesthetics import parameters, report, sharding
-from video_aesthetics.airflow import credentials, dag_embeddings, object_store, preflight, roots, staging
+from video_aesthetics import merging, parameters, report, sharding
+from video_aesthetics.airflow import credentials, dag_embeddings, object_store, preflight, publishing, roots, staging
 from video_aesthetics.airflow.payloads import (
     FrameCheck,
     KeptFile,
@@ -31,12 +31,15 @@ from video_aesthetics.airflow.payloads import (
     ProcessArgs,
     RescoreCheck,
     ShardConnections,
+    ShardOutcome,
     ShardTask,
 )
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
-from video_aesthetics.records import dumps, kept_records
+from video_aesthetics.filtering import kept_records
+from video_aesthetics.jsonl import dumps
+from video_aesthetics.manifest import build_manifest, manifest_bytes
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +201,10 @@ def _inside(path: str, folder: str) -> bool:
 def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id: str) -> str:
     named = optional_text(params.get("partition"))
     if named:
-        if not _PARTITION.match(named) or named.startswith(object_store.VERSION_PREFIX) or named == STAGING_NAME:
+        if not _PARTITION.match(named) or named.startswith(publishing.VERSION_PREFIX) or named == STAGING_NAME:
             raise ConfigError(
                 f"partition {named!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
-                f"(not starting with {object_store.VERSION_PREFIX!r}), e.g. 2024-01-31 or reprocess-1"
+                f"(not starting with {publishing.VERSION_PREFIX!r}), e.g. 2024-01-31 or reprocess-1"
             )
         return named
     if run_type in DATED_RUN_TYPES and ds:
@@ -431,10 +434,10 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
         chunk_size = parameters.DEFAULTS.chunk_size if chunk_size is None else chunk_size
         parameters.check("chunk_size", chunk_size)
         staging.stamp_and_prune(layout.staging, context)  # failed runs' staging: kept for a while, then pruned
-        # Remote inputs and staging: cut locally, then upload (object_store.publish_staging).
+        # Remote inputs and staging: cut locally, then upload (staging.publish_staging).
         with (
             object_store.local_inputs(inputs) as local_inputs,
-            object_store.staging_folder(layout.staging) as cut_folder,
+            staging.staging_folder(layout.staging) as cut_folder,
         ):
             # With the config, a record that scoring would refuse (an output_key that is not clips) is
             # found here, with its own file and line, not by one shard's scoring.
@@ -449,7 +452,7 @@ def plan_shards(params: Mapping[str, Any], context: Mapping[str, Any], max_shard
             if object_store.is_remote_input(inputs):
                 plan.inputs = [str(path) for path in inputs]
             if layout.remote_staging:
-                plan = object_store.publish_staging(plan, cut_folder, layout.staging, PLAN_NAME)
+                plan = staging.publish_staging(plan, cut_folder, layout.staging, PLAN_NAME)
                 # score_shard reaches its shard through the connection of work_root.
                 connections.update({"input_conn_id": layout.conn_id, "output_conn_id": layout.conn_id})
         if is_remote_url(config.figure_root):
@@ -493,7 +496,7 @@ def merge(
     readers that find a manifest find the files it describes, and a merge that fails (or is
     killed) leaves the partition's previous result as it was.
     """
-    with _failing_fast(), object_store.scratch_folder() as scratch:
+    with _failing_fast(), staging.scratch_folder() as scratch:
         check_locations(params)
         layout = run_layout(params, context)
         config = scoring_config(params)
@@ -503,14 +506,14 @@ def merge(
             plan, shard_results, carried = dag_embeddings.rescore_plan(params, config, scratch)
         elif layout.remote_staging:
             # Workers share no disk: the shards come down from the store into a scratch folder.
-            plan, shard_results = object_store.fetch_staging(
+            plan, shard_results = staging.fetch_staging(
                 layout.staging, PLAN_NAME, list(shard_results or []), scratch
             )
         else:
             plan = _read_plan(layout)
         results = _check_shard_results(plan, list(shard_results or []))
         model = _one_model(results)
-        version = object_store.new_version(layout.output)
+        version = publishing.new_version(layout.output)
         # Every file of the publish is written below output_root, never through a link (object_store.write_atomic).
         root = layout.output_root
         try:
@@ -533,7 +536,7 @@ def merge(
                 "logical_date": layout.logical_date,
             }
             summary = _publish_report(builder, plan, version, model, run_info, str(scored), root)
-            manifest = sharding.build_manifest(
+            manifest = build_manifest(
                 plan=plan,
                 merged=merged,
                 config=config,
@@ -548,12 +551,12 @@ def merge(
             manifest["output"]["kept"] = kept
             manifest["output"]["embeddings"] = embedded
             manifest["summary"] = summary
-            data = sharding.manifest_bytes(manifest)
+            data = manifest_bytes(manifest)
             object_store.write_atomic(layout.manifest, lambda out: out.write(data), root=root)
         except BaseException:
             object_store.remove_tree(version)
             raise
-    pruned = object_store.prune_versions(layout.output, version.name, KEEP_VERSIONS, PRUNE_MIN_AGE_S)
+    pruned = publishing.prune_versions(layout.output, version.name, KEEP_VERSIONS, PRUNE_MIN_AGE_S)
     if pruned:
         log.info("removed %d old version(s) of %s: %s", len(pruned), layout.output, ", ".join(pruned))
     if layout.remote_staging:
@@ -590,51 +593,83 @@ def _read_plan(layout: RunLayout) -> sharding.ShardPlan:
     try:
         return sharding.ShardPlan.from_dict(json.loads(layout.plan_file.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise sharding.MergeError(
+        raise merging.MergeError(
             f"the shard plan {layout.plan_file} is missing: clear plan_shards "
             "and its downstream tasks to plan this run again"
         ) from None
 
 
-def _check_shard_results(plan: sharding.ShardPlan, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every planned shard was scored once, from its own input into its own output, with every record."""
+def _check_shard_results(plan: sharding.ShardPlan, results: Sequence[Mapping[str, Any]]) -> list[ShardOutcome]:
+    """Every planned shard was scored once, from its own input into its own output, with every record.
+
+    Returns what merge reads of each result, in plan order, each field checked: XCom is anyone's to write.
+    """
     if len(results) != len(plan.shards):
-        raise sharding.MergeError(f"{len(plan.shards)} shards were planned but {len(results)} were scored")
+        raise merging.MergeError(f"{len(plan.shards)} shards were planned but {len(results)} were scored")
     by_output = {str(r.get("output")): r for r in results if isinstance(r, Mapping)}
     ordered = []
     for shard in plan.shards:
         result = by_output.get(shard.output)
         if result is None:
-            raise sharding.MergeError(f"{shard.name} has no score_shard result for {shard.output}")
+            raise merging.MergeError(f"{shard.name} has no score_shard result for {shard.output}")
         if result.get("records") != shard.records:
-            raise sharding.MergeError(
+            raise merging.MergeError(
                 f"{shard.name}: score_shard wrote {result.get('records')} records, the shard holds {shard.records}"
             )
         digest = sha256_file(shard.output)
         if result.get("sha256") != digest:
-            raise sharding.MergeError(
+            raise merging.MergeError(
                 f"{shard.name}: {shard.output} changed after score_shard wrote it "
                 "(SHA-256 differs); rerun its score_shard task"
             )
-        ordered.append(dict(result))
+        ordered.append(_outcome(shard, result, digest))
     return ordered
 
 
-def _one_model(results: list[dict[str, Any]]) -> dict[str, Any]:
-    models = {json.dumps(r.get("model") or {}, sort_keys=True) for r in results}
+def _outcome(shard: sharding.FileShard, result: Mapping[str, Any], digest: str) -> ShardOutcome:
+    """The fields merge reads of ``shard``'s result (records and SHA-256 already checked against the shard)."""
+    model, embeddings = result.get("model") or {}, result.get("embeddings")
+    if not isinstance(model, Mapping):
+        raise merging.MergeError(
+            f"{shard.name}: its score_shard result names no model ({model!r}); rerun its score_shard task"
+        )
+    return ShardOutcome(
+        output=shard.output,
+        records=shard.records,
+        clips=_count(shard, result, "clips"),
+        scored=_count(shard, result, "scored"),
+        failed=_count(shard, result, "failed"),
+        sha256=digest,
+        model=dict(model),
+        embeddings=dict(embeddings) if isinstance(embeddings, Mapping) else None,
+    )
+
+
+def _count(shard: sharding.FileShard, result: Mapping[str, Any], key: str) -> int:
+    value = result.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise merging.MergeError(
+            f"{shard.name}: its score_shard result gives {key} as {value!r}, not a count of clips; "
+            "rerun its score_shard task"
+        )
+    return value
+
+
+def _one_model(results: list[ShardOutcome]) -> dict[str, Any]:
+    models = {json.dumps(r["model"], sort_keys=True) for r in results}
     if len(models) > 1:
-        raise sharding.MergeError(
+        raise merging.MergeError(
             "the shards were scored with different models or weights "
             "(their SHA-256s differ): rerun the run with one clip_model and mlp_checkpoint"
         )
     return json.loads(models.pop()) if models else {}
 
 
-def _cross_check(merged: sharding.MergeResult, results: list[dict[str, Any]]) -> None:
+def _cross_check(merged: merging.MergeResult, results: list[ShardOutcome]) -> None:
     for key in ("clips", "scored", "failed"):
-        reported = sum(int(r.get(key) or 0) for r in results)
+        reported = sum(r[key] for r in results)
         if reported != getattr(merged, key):
-            raise sharding.MergeError(
+            raise merging.MergeError(
                 f"the merged output holds {getattr(merged, key)} {key} clips, the shards reported {reported}"
             )
 
@@ -661,19 +696,19 @@ def _publish_merged(
     version: ObjectStoragePath,
     builder: report.ReportBuilder,
     root: ObjectStoragePath,
-) -> tuple[sharding.MergeResult, KeptFile | None]:
+) -> tuple[merging.MergeResult, KeptFile | None]:
     """One checked pass over the scored shards (the local staging files): it writes scored.jsonl, feeds
     ``builder`` and, with aes_min/aes_max, writes kept.jsonl, the records with only their passing clips
     (records left with none dropped)."""
     scored = version / SCORED_NAME
     if not config.filtering:
         merged = object_store.write_atomic(
-            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=builder.add), root=root
+            scored, lambda out: merging.merge_scored_shards(plan, config, out, on_record=builder.add), root=root
         )
         return merged, None
     target = version / KEPT_NAME
 
-    def fill(kept_out: Any) -> tuple[sharding.MergeResult, int]:
+    def fill(kept_out: Any) -> tuple[merging.MergeResult, int]:
         count = 0
 
         def keep(record: dict[str, Any]) -> None:
@@ -684,7 +719,7 @@ def _publish_merged(
                 count += 1
 
         merged = object_store.write_atomic(
-            scored, lambda out: sharding.merge_scored_shards(plan, config, out, on_record=keep), root=root
+            scored, lambda out: merging.merge_scored_shards(plan, config, out, on_record=keep), root=root
         )
         return merged, count
 

@@ -7,19 +7,15 @@ temporary name and moved onto its final key only once complete.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -201,35 +197,6 @@ def local_output(location: str | os.PathLike[str] | ObjectStoragePath) -> Iterat
             write_atomic(path, lambda sink: shutil.copyfileobj(source, sink, length=1 << 20))
 
 
-# --- versioned publishing -------------------------------------------------------------------------
-#
-# A partition's result is several files (scored records, rejects, report) and a manifest that must
-# appear together or not at all, on object stores too, where nothing renames a folder atomically.
-# So each publish writes a new version folder <partition>/v-<UTC time>-<random>/ and then replaces
-# <partition>/_manifest.json, one object, atomically: the manifest is the commit point, and names
-# the version folder's files. A failed or killed publish never touches the manifest; the previous
-# result stays as it was. Older versions are pruned after a publish (see prune_versions).
-
-VERSION_PREFIX = "v-"
-_VERSION_TIME = "%Y%m%dT%H%M%SZ"
-
-
-def new_version(partition: ObjectStoragePath) -> ObjectStoragePath:
-    """A fresh version folder under ``partition``; names sort by creation time."""
-    stamp = time.strftime(_VERSION_TIME, time.gmtime())
-    return partition / f"{VERSION_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-def version_time(name: str) -> float | None:
-    """When version ``name`` was created (seconds since the epoch), or None when it is not a version name."""
-    if not name.startswith(VERSION_PREFIX):
-        return None
-    try:
-        return calendar.timegm(time.strptime(name[len(VERSION_PREFIX) :].split("-", 1)[0], _VERSION_TIME))
-    except ValueError:
-        return None
-
-
 def remove_tree(path: ObjectStoragePath) -> None:
     """Delete ``path`` and everything under it, if it exists; best effort (cleanup must not hide the cause)."""
     try:
@@ -244,32 +211,10 @@ def remove_tree(path: ObjectStoragePath) -> None:
         log.warning("could not remove %s: %s", path, err)
 
 
-def prune_versions(partition: ObjectStoragePath, current: str, keep: int, min_age_s: float) -> list[str]:
-    """Remove version folders of ``partition`` beyond the ``keep`` newest, never ``current``.
-
-    A version younger than ``min_age_s`` is kept whatever its rank: it may be a concurrent run's
-    publish in progress. Returns the names removed.
-    """
-    now = time.time()
-    versions = sorted(
-        (p for p in partition.iterdir() if version_time(p.name) is not None), key=lambda p: p.name, reverse=True
-    )
-    removed = []
-    for path in versions[keep:]:
-        created = version_time(path.name) or now
-        if path.name == current or now - created < min_age_s:
-            continue
-        remove_tree(path)
-        removed.append(path.name)
-    return removed
-
-
-# --- connections, remote inputs and remote staging ---------------------------------------------------
+# --- connections and remote inputs ------------------------------------------------------------------
 #
-# With no disk shared between workers, the shard files live in the store too: plan_shards cuts them
-# locally (sharding.plan_shards) and uploads them under <work_root>/<dag_id>/<run id>/, each
-# score_shard downloads its shard and uploads its scored shard (local_input/local_output), and merge
-# downloads them into a scratch folder and merges there, as it would from a shared folder.
+# Versioned publishing is publishing.py's; a run's staging in a store (shards up, scored shards
+# down) is staging.py's. Both move files with download/upload and write_atomic from here.
 
 
 def connection_id(conn_id: Any, param: str) -> str | None:
@@ -369,7 +314,7 @@ def local_inputs(paths: list[Path | ObjectStoragePath]) -> Iterator[list[Path]]:
             if found is None:
                 found = Path(folder) / f"{index:05d}" / (path.name or "input.jsonl")
                 found.parent.mkdir()
-                _download(path, found)
+                download(path, found)
             local.append(found)
         yield local
 
@@ -378,99 +323,12 @@ def is_remote_input(paths: list[Path | ObjectStoragePath]) -> bool:
     return any(isinstance(path, ObjectStoragePath) and local_path(path) is None for path in paths)
 
 
-@contextlib.contextmanager
-def staging_folder(staging: ObjectStoragePath) -> Iterator[Path]:
-    """Where plan_shards cuts the shards: the staging folder itself when local, else a temporary one to upload."""
-    local = local_path(staging)
-    if local is not None:
-        yield local
-        return
-    with tempfile.TemporaryDirectory(prefix="video-aesthetics-plan-") as folder:
-        yield Path(folder)
-
-
-@contextlib.contextmanager
-def scratch_folder() -> Iterator[Path]:
-    """A temporary folder for the merge's downloads, removed however the merge ends."""
-    with tempfile.TemporaryDirectory(prefix="video-aesthetics-merge-") as folder:
-        yield Path(folder)
-
-
-def _download(source: ObjectStoragePath, target: Path) -> None:
+def download(source: ObjectStoragePath, target: Path) -> None:
     log.info("downloading %s to %s", source, target)
     with source.open("rb") as reader, target.open("wb") as writer:
         shutil.copyfileobj(reader, writer, length=1 << 20)
 
 
-def _upload(source: Path, target: ObjectStoragePath) -> None:
+def upload(source: Path, target: ObjectStoragePath) -> None:
     with source.open("rb") as reader:
         write_atomic(target, lambda writer: shutil.copyfileobj(reader, writer, length=1 << 20))
-
-
-def publish_staging(
-    plan: sharding.ShardPlan, local_staging: Path, staging: ObjectStoragePath, plan_name: str
-) -> sharding.ShardPlan:
-    """Upload a plan cut in ``local_staging`` to the store folder ``staging``; the plan, naming store locations.
-
-    An earlier attempt's shards are removed first (as sharding.plan_shards does locally), so a retried plan never leaves a stale shard
-    behind; the plan file is written last, so a plan file always names shards that exist.
-    """
-    for folder in ("shards", "scored"):
-        remove_tree(staging / folder)
-    shards = []
-    for shard in plan.shards:
-        target = staging / "shards" / Path(shard.input).name
-        _upload(Path(shard.input), target)
-        shards.append(
-            dataclasses.replace(shard, input=str(target), output=str(staging / "scored" / Path(shard.output).name))
-        )
-    rejects = None
-    if plan.rejects is not None:
-        rejects = staging / Path(plan.rejects).name
-        _upload(Path(plan.rejects), rejects)
-    published = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
-    data = json.dumps(published.as_dict(), indent=1).encode("utf-8")
-    write_atomic(staging / plan_name, lambda out: out.write(data))
-    log.info("staged %d shard(s) in %s", len(shards), staging)
-    return published
-
-
-def fetch_staging(
-    staging: ObjectStoragePath, plan_name: str, results: Sequence[Mapping[str, Any]], scratch: Path
-) -> tuple[sharding.ShardPlan, list[Mapping[str, Any]]]:
-    """Download a remote run's plan, shards and scored shards into ``scratch``: the plan and the
-    score_shard results, both naming the local copies, for the merge to check and merge as it does
-    local staging. A scored shard that is missing stays missing (the merge names it)."""
-    plan_file = staging / plan_name
-    try:
-        data = json.loads(plan_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise sharding.MergeError(
-            f"the shard plan {plan_file} is missing: clear plan_shards and its downstream tasks to plan this run again"
-        ) from None
-    plan = sharding.ShardPlan.from_dict(data)
-    renamed: dict[str, str] = {}
-    shards = []
-    for shard in plan.shards:
-        local = {}
-        for kind, location in (("shards", shard.input), ("scored", shard.output)):
-            target = scratch / kind / Path(store_path(location).name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = store_path(location)
-            if source.exists():
-                _download(source, target)
-            local[kind] = str(target)
-            renamed[location] = str(target)
-        shards.append(dataclasses.replace(shard, input=local["shards"], output=local["scored"]))
-    rejects = None
-    if plan.rejects is not None:
-        rejects = scratch / "rejects.jsonl"
-        _download(store_path(plan.rejects), rejects)
-    fetched = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
-    local_results = [
-        {**result, "output": renamed.get(str(result.get("output")), result.get("output"))}
-        if isinstance(result, dict)
-        else result
-        for result in results
-    ]
-    return fetched, local_results

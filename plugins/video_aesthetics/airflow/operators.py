@@ -25,8 +25,8 @@ from video_aesthetics.airflow.task_process import cpu_threads, die_with_supervis
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, VideoAestheticsError
 from video_aesthetics.files import is_remote_url, sha256_file
+from video_aesthetics.jsonl import rejects_location
 from video_aesthetics.parameters import DEFAULTS, rst_docs
-from video_aesthetics.records import rejects_location
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

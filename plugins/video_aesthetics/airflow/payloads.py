@@ -25,6 +25,7 @@ __all__ = [
     "RescoreCheck",
     "ShardConnections",
     "ShardEmbeddings",
+    "ShardOutcome",
     "ShardResult",
     "ShardTask",
 ]
@@ -95,29 +96,34 @@ class ShardTask(ProcessArgs, ShardConnections, ShardEmbeddings):
     output_path: str
 
 
-class ShardResult(TypedDict):
-    """A score_shard task's result (VideoAestheticScoringOperator.execute): its files, counts and model."""
+class ShardOutcome(TypedDict):
+    """What merge reads of a score_shard result, once checked (dag_tasks._check_shard_results)."""
 
-    input: str
     output: str
     records: int
     clips: int
     scored: int
     failed: int
+    sha256: str
+    # The model's identity (runner.RunStats.model): architecture, weights and their SHA-256.
+    model: dict[str, Any]
+    # Where the shard's embeddings went, their SHA-256 and size; None when not asked for.
+    embeddings: dict[str, Any] | None
+
+
+class ShardResult(ShardOutcome):
+    """A score_shard task's result (VideoAestheticScoringOperator.execute): its files, counts and model."""
+
+    input: str
     passthrough: int
     rejected: int
     # Failed clips by reason (records.py's failure keys).
     errors: dict[str, int]
     rejects: str | None
-    sha256: str
     bytes: int
     seconds: float
     clips_per_s: float
-    # The model's identity (runner.RunStats.model): architecture, weights and their SHA-256.
-    model: dict[str, Any]
     version: str
-    # Where the shard's embeddings went, their SHA-256 and size; None when not asked for.
-    embeddings: dict[str, Any] | None
 
 
 class KeptFile(TypedDict):

@@ -25,7 +25,7 @@ from typing import IO, Any
 from airflow.sdk import ObjectStoragePath
 
 from video_aesthetics import sharding
-from video_aesthetics.airflow import object_store, roots
+from video_aesthetics.airflow import object_store, publishing, roots
 from video_aesthetics.airflow.conf import setting
 from video_aesthetics.airflow.dag_tasks import DATED_RUN_TYPES, MANIFEST_NAME
 from video_aesthetics.config import optional_text
@@ -130,7 +130,7 @@ def partition_of(run: RunFacts) -> str:
     named = run.conf.get("partition") if isinstance(run.conf, Mapping) else None
     named = optional_text(named) if isinstance(named, str) else None
     if named:
-        if not _NAME.match(named) or named.startswith(object_store.VERSION_PREFIX) or named.startswith("_"):
+        if not _NAME.match(named) or named.startswith(publishing.VERSION_PREFIX) or named.startswith("_"):
             raise Refused(f"the run's partition {named!r} is not a plain folder name")
         return named
     if run.run_type in DATED_RUN_TYPES and run.logical_date is not None:
@@ -230,7 +230,7 @@ def _parse_manifest(raw: bytes, partition: str) -> dict[str, Any]:
 def _version_of(manifest: Mapping[str, Any], partition: str) -> str:
     run = manifest.get("run")
     version = run.get("version") if isinstance(run, dict) else None
-    if not isinstance(version, str) or not _NAME.match(version) or object_store.version_time(version) is None:
+    if not isinstance(version, str) or not _NAME.match(version) or publishing.version_time(version) is None:
         raise Refused(f"{MANIFEST_NAME} of partition {partition} names no valid version folder")
     return version
 
@@ -258,7 +258,7 @@ def _in_version(value: str, name: str, real_version: str) -> bool:
 
 
 def _version_time(version: str) -> datetime | None:
-    seconds = object_store.version_time(version)
+    seconds = publishing.version_time(version)
     return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None
 
 

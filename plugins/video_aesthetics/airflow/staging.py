@@ -1,4 +1,4 @@
-"""The staging folders of a DAG's runs: stamped when planned, pruned once old.
+"""The staging folders of a DAG's runs: stamped when planned, moved to and from a store, pruned once old.
 
 A run stages its shards in ``<work_root>/<dag_id>/<run id>/``; a successful merge removes the
 folder. A failed run's folder is kept so that clearing its tasks can still finish it from its
@@ -16,23 +16,29 @@ writes its stamp before anything else, so a folder of ours that lacks one holds 
 published partitions, so no published version can ever sit where staging is pruned.
 
 Works on a local folder and an object store alike (``object_store``): the age is the stamp's
-content, not a folder's modification time, which object stores do not keep.
+content, not a folder's modification time, which object stores do not keep. With no disk shared
+between workers, a run's staging lives in the store: ``publish_staging`` uploads the plan's shards
+and ``fetch_staging`` brings them and the scored shards back for the merge.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import stat
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from video_aesthetics import settings, sharding
+from video_aesthetics import merging, settings, sharding
 from video_aesthetics.airflow import object_store
 from video_aesthetics.airflow.conf import setting
 from video_aesthetics.errors import ConfigError
@@ -192,3 +198,98 @@ def _read_stamp(marker: ObjectStoragePath) -> bytes:
     fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
         return handle.read(MAX_STAMP_BYTES + 1)
+
+
+# --- a run's staging in an object store ------------------------------------------------------------
+
+# With no disk shared between workers, the shard files live in the store too: plan_shards cuts them
+# locally (staging_folder) and uploads them (publish_staging) under <work_root>/<dag_id>/<run id>/, each
+# score_shard downloads its shard and uploads its scored shard (object_store.local_input/local_output),
+# and merge downloads them into a scratch folder (fetch_staging) and merges there, as from a shared folder.
+
+
+@contextlib.contextmanager
+def staging_folder(staging: ObjectStoragePath) -> Iterator[Path]:
+    """Where plan_shards cuts the shards: the staging folder itself when local, else a temporary one to upload."""
+    local = object_store.local_path(staging)
+    if local is not None:
+        yield local
+        return
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-plan-") as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A temporary folder for the merge's downloads, removed however the merge ends."""
+    with tempfile.TemporaryDirectory(prefix="video-aesthetics-merge-") as folder:
+        yield Path(folder)
+
+
+def publish_staging(
+    plan: sharding.ShardPlan, local_staging: Path, staging: ObjectStoragePath, plan_name: str
+) -> sharding.ShardPlan:
+    """Upload a plan cut in ``local_staging`` to the store folder ``staging``; the plan, naming store locations.
+
+    An earlier attempt's shards are removed first (as sharding.plan_shards does locally), so a retried plan never leaves a stale shard
+    behind; the plan file is written last, so a plan file always names shards that exist.
+    """
+    for folder in ("shards", "scored"):
+        object_store.remove_tree(staging / folder)
+    shards = []
+    for shard in plan.shards:
+        target = staging / "shards" / Path(shard.input).name
+        object_store.upload(Path(shard.input), target)
+        shards.append(
+            dataclasses.replace(shard, input=str(target), output=str(staging / "scored" / Path(shard.output).name))
+        )
+    rejects = None
+    if plan.rejects is not None:
+        rejects = staging / Path(plan.rejects).name
+        object_store.upload(Path(plan.rejects), rejects)
+    published = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
+    data = json.dumps(published.as_dict(), indent=1).encode("utf-8")
+    object_store.write_atomic(staging / plan_name, lambda out: out.write(data))
+    log.info("staged %d shard(s) in %s", len(shards), staging)
+    return published
+
+
+def fetch_staging(
+    staging: ObjectStoragePath, plan_name: str, results: Sequence[Mapping[str, Any]], scratch: Path
+) -> tuple[sharding.ShardPlan, list[Mapping[str, Any]]]:
+    """Download a remote run's plan, shards and scored shards into ``scratch``: the plan and the
+    score_shard results, both naming the local copies, for the merge to check and merge as it does
+    local staging. A scored shard that is missing stays missing (the merge names it)."""
+    plan_file = staging / plan_name
+    try:
+        data = json.loads(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise merging.MergeError(
+            f"the shard plan {plan_file} is missing: clear plan_shards and its downstream tasks to plan this run again"
+        ) from None
+    plan = sharding.ShardPlan.from_dict(data)
+    renamed: dict[str, str] = {}
+    shards = []
+    for shard in plan.shards:
+        local = {}
+        for kind, location in (("shards", shard.input), ("scored", shard.output)):
+            target = scratch / kind / Path(object_store.store_path(location).name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = object_store.store_path(location)
+            if source.exists():
+                object_store.download(source, target)
+            local[kind] = str(target)
+            renamed[location] = str(target)
+        shards.append(dataclasses.replace(shard, input=local["shards"], output=local["scored"]))
+    rejects = None
+    if plan.rejects is not None:
+        rejects = scratch / "rejects.jsonl"
+        object_store.download(object_store.store_path(plan.rejects), rejects)
+    fetched = dataclasses.replace(plan, shards=shards, rejects=str(rejects) if rejects is not None else None)
+    local_results = [
+        {**result, "output": renamed.get(str(result.get("output")), result.get("output"))}
+        if isinstance(result, dict)
+        else result
+        for result in results
+    ]
+    return fetched, local_results

@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from video_aesthetics.capacity import check_nproc
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig
 from video_aesthetics.dataflow.storage import is_absent, json_value
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.outputs import check_outputs
 from video_aesthetics.parameters import DEFAULTS, rst_docs
 from video_aesthetics.records import ERROR, FILTERED, FRAME_SCORES, SCORE, samples_of
-from video_aesthetics.runner import check_nproc
 
 log = logging.getLogger(__name__)
 

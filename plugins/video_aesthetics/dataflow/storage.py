@@ -21,7 +21,7 @@ import pandas as pd
 
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
-from video_aesthetics.records import JsonlSource, dumps
+from video_aesthetics.jsonl import JsonlSource, dumps
 
 log = logging.getLogger(__name__)
 

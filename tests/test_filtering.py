@@ -17,8 +17,10 @@ from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, wr
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator, cli
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.records import SampleResult, kept_records, passes_filter, with_results
+from video_aesthetics.filtering import kept_records, passes_filter
+from video_aesthetics.records import SampleResult
 from video_aesthetics.runner import score_file
+from video_aesthetics.writeback import with_results
 
 
 @pytest.mark.parametrize(
