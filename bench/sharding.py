@@ -85,7 +85,7 @@ def context() -> dict[str, Any]:
 
 
 def score_shards(shard_kwargs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scored shards as score_shard writes them (records.dumps lines, written atomically) and its XCom."""
+    """Scored shards as score_shard writes them (jsonl.dumps lines, written atomically) and its XCom."""
     from video_aesthetics.files import atomic_writer, sha256_file
     from video_aesthetics.jsonl import dumps
 
@@ -126,7 +126,7 @@ def count_reads(input_path: Path) -> Counter:
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event != "open" or not isinstance(args[0], str | os.PathLike):
             return
-        # File objects only: records.input_kind probes permissions with os.open and close, reading nothing.
+        # File objects only: jsonl.input_kind probes permissions with os.open and close, reading nothing.
         mode = args[1]
         if not isinstance(mode, str) or "r" not in mode or "+" in mode:
             return

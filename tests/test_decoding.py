@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from helpers.media import clip_record, picture, write_frames, write_video
+from video_aesthetics.batches import FrameBatches
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
     CPU_DEFAULT,
@@ -39,7 +40,7 @@ from video_aesthetics.decoding import (
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import PreprocessConfig, load_frame
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES
-from video_aesthetics.scoring import FrameBatches, Scorer, WorkerFailure, iter_results
+from video_aesthetics.scoring import Scorer, WorkerFailure, iter_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # decoding.py silences torchvision 0.29's deprecation of its codecs at import; pytest resets filters per test.

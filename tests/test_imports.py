@@ -34,6 +34,8 @@ LIGHT = [
     "video_aesthetics.airflow.links",
     "video_aesthetics.airflow.dag_tasks",
     "video_aesthetics.airflow.object_store",
+    "video_aesthetics.airflow.publishing",
+    "video_aesthetics.airflow.staging",
     "video_aesthetics.airflow.provider_info",
     "video_aesthetics.airflow.plugin",
     "video_aesthetics.airflow.views",

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import sys
@@ -30,7 +29,6 @@ from video_aesthetics.records import samples_of
 from video_aesthetics.report import (
     PERCENTILES,
     ReportBuilder,
-    ScoreHistogram,
     headline,
     render_html,
     sample_count,
@@ -38,7 +36,7 @@ from video_aesthetics.report import (
     summarise_file,
     write_report,
 )
-from video_aesthetics.report_html import thumbnail
+from video_aesthetics.thumbnails import thumbnail
 
 POINTS = [p for _, p in PERCENTILES]
 
@@ -181,31 +179,6 @@ def test_statistics_match_numpy(tmp_path: Path) -> None:
     failures = summary["failures"]
     assert {reason: info["count"] for reason, info in failures.items()} == facts["errors"]
     assert all(len(info["examples"]) == min(10, info["count"]) for info in failures.values())
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        pytest.param(np.random.default_rng(1).normal(5, 1, 5000), id="normal"),
-        pytest.param(np.random.default_rng(2).normal(0, 1e-4, 3000), id="tiny-spread-around-zero"),
-        pytest.param(np.concatenate([np.random.default_rng(3).uniform(1, 10, 4000), [1e6, -1e6]]), id="outliers"),
-        pytest.param(np.full(100, 4.25), id="all-equal"),
-        pytest.param(np.array([7.5]), id="one"),
-        pytest.param(np.random.default_rng(4).integers(-3, 4, 2000).astype(float), id="ties"),
-    ],
-)
-def test_histogram_percentiles_are_within_the_stated_bound(values: np.ndarray) -> None:
-    hist = ScoreHistogram(max_bins=1024)
-    for value in values:
-        hist.add(float(value))
-    assert len(hist.bins) <= 1024
-    for got, exact in zip(hist.percentiles(POINTS), np.percentile(values, POINTS), strict=True):
-        assert abs(got - exact) <= hist.error_bound + 1e-12 * max(1.0, abs(exact))
-    # The bins do not depend on the order the scores came in.
-    shuffled = ScoreHistogram(max_bins=1024)
-    for value in np.random.default_rng(9).permutation(values):
-        shuffled.add(float(value))
-    assert (shuffled.bins, shuffled.exponent) == (hist.bins, hist.exponent)
 
 
 def test_sample_count_agrees_with_samples_of(tmp_path: Path) -> None:
@@ -683,24 +656,3 @@ def test_integers_no_float_holds_are_non_finite_scores_not_crashes(tmp_path: Pat
     assert summary["counts"]["errors"] == {"non_finite_score": 2} and summary["scores"]["max"] == float(2**1023)
     assert summary["filter"]["kept"] == 1
     assert "non_finite_score" in render_html(summary)
-
-
-def test_whole_video_thumbnails_open_only_local_regular_files(tmp_path: Path) -> None:
-    """A separate process: a FIFO that was opened would block it (the subprocess timeout ends it), not the suite."""
-    real = write_video(tmp_path / "real.mp4", frames=9, seed=1)
-    os.mkfifo(tmp_path / "fifo.mp4")
-    script = textwrap.dedent(
-        f"""
-        import json
-        from video_aesthetics.config import ScoringConfig
-        from video_aesthetics.report import summarise
-        from video_aesthetics.report_html import thumbnail
-        videos = [{str(real)!r}, {str(tmp_path / "fifo.mp4")!r}, "http://127.0.0.1:9/x.mp4", "pipe:0", "/dev/zero"]
-        records = [{{"video": v, "aesthetic_score": 9.0 - i}} for i, v in enumerate(videos)]
-        summary = summarise(records, ScoringConfig(video_clips_key=""), top=5)
-        print(json.dumps([thumbnail(entry, summary) is not None for entry in summary["best"]]))
-        """
-    )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == [True, False, False, False, False]

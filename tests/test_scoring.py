@@ -12,11 +12,12 @@ import torch
 from helpers.daemonic import run_daemonic, score_results
 from helpers.media import clip_record, write_frames
 from helpers.reference import reference_clip_score
+from video_aesthetics.batches import RankShare
 from video_aesthetics.clip_loader import load_clip
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.head import load_head
-from video_aesthetics.scoring import RankShare, Scorer, iter_results, resolve_device, tower_dtype_for
+from video_aesthetics.scoring import Scorer, iter_results, resolve_device, tower_dtype_for
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:

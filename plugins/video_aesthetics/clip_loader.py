@@ -7,12 +7,9 @@ gets a WeightsError that says which file is missing and how to provide it.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
-import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +17,12 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.model import build_model_from_openai_state_dict
 
+from video_aesthetics.clip_spec import DEFAULT_CLIP_MODEL, ClipSpec, parse_clip_spec
 from video_aesthetics.errors import ConfigError, WeightsError
 from video_aesthetics.files import sha256_file
 from video_aesthetics.frames import PreprocessConfig
-from video_aesthetics.parameters import CLIP_MODEL
+from video_aesthetics.openai_clip import load_openai_file
 from video_aesthetics.settings import cache_dir
 from video_aesthetics.weights_cache import LOCAL_WEIGHTS_HELP, offline, offline_reason, verify
 
@@ -33,28 +30,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CLIP_MODEL",
-    "ClipSpec",
     "LoadedClip",
     "PreprocessConfig",
     "load_clip",
-    "parse_clip_spec",
     "preprocess_config",
 ]
 
-DEFAULT_CLIP_MODEL = CLIP_MODEL  # declared with the other parameters (video_aesthetics.parameters)
-# OpenAI's own names (the openai-clip package's, which the seed used) and their open_clip architectures.
-OPENAI_NAMES = {
-    "ViT-B/32": "ViT-B-32",
-    "ViT-B/16": "ViT-B-16",
-    "ViT-L/14": "ViT-L-14",
-    "ViT-L/14@336px": "ViT-L-14-336",
-    "RN50": "RN50",
-    "RN101": "RN101",
-    "RN50x4": "RN50x4",
-    "RN50x16": "RN50x16",
-    "RN50x64": "RN50x64",
-}
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 CONFIG_FILENAME = "open_clip_config.json"
 # open_clip's own preference among the weight files of a checkpoint folder (factory._find_checkpoint_in_dir),
 # so that the file hashed for the identity is the file open_clip loads.
@@ -69,33 +50,8 @@ DIR_WEIGHT_FILENAMES = (
     "model.pth",
 )
 HUB_WEIGHT_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-_OPENAI_STATE_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 _INTERPOLATIONS = ("bicubic", "bilinear")
 _RESIZE_MODES = ("shortest", "squash", "longest")
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """A parsed ``clip_model`` string.
-
-    kind is one of: "pretrained" (open_clip architecture + pretrained tag), "hf-hub", "directory",
-    "openai-file" (OpenAI's TorchScript archive or an OpenAI-format state dict) and "open_clip-file"
-    (open_clip weights for a named architecture).
-    """
-
-    spec: str
-    kind: str
-    architecture: str | None = None
-    tag: str | None = None
-    path: str | None = None
-    hub_id: str | None = None
-
-    @property
-    def source(self) -> str:
-        """The identity's "source": the pretrained tag, or where the weights came from."""
-        if self.kind == "pretrained":
-            return str(self.tag)
-        return {"hf-hub": "hf-hub", "directory": "directory"}.get(self.kind, "file")
 
 
 @dataclass
@@ -104,64 +60,6 @@ class LoadedClip:
     preprocess: PreprocessConfig
     embed_dim: int
     identity: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_clip_spec(spec: str) -> ClipSpec:
-    """Classify ``spec`` without reading any file; ConfigError for unknown architectures and tags.
-
-    A bare open_clip architecture takes the "openai" tag where it exists; otherwise it is refused
-    with its tags, because open_clip would build it with random weights.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"clip_model must be a non-empty string, got {spec!r}; the default is {DEFAULT_CLIP_MODEL!r}")
-    text = spec.strip()
-    if text in OPENAI_NAMES:
-        return ClipSpec(spec, "pretrained", architecture=OPENAI_NAMES[text], tag="openai")
-    located = _located_spec(spec, text)
-    if located is not None:
-        return located
-    name, colon, rest = text.partition(":")
-    # A one-letter prefix is a Windows drive ("C:\\models\\ViT-L-14.pt"), not an architecture.
-    if colon and len(name) > 1 and not _looks_like_path(name):
-        return _architecture_spec(spec, name, rest)
-    if _looks_like_path(text):
-        return ClipSpec(spec, "openai-file", path=text)
-    _check_architecture(text, spec)
-    if not open_clip.is_pretrained_cfg(text, "openai"):
-        raise ConfigError(
-            f"clip_model {spec!r} names an architecture without OpenAI weights; name its weights as "
-            f"{text}:TAG with TAG one of {open_clip.list_pretrained_tags_by_model(text) or '(none: pass ' + text + ':/path/to/weights)'}"
-        )
-    return ClipSpec(spec, "pretrained", architecture=text, tag="openai")
-
-
-def _located_spec(spec: str, text: str) -> ClipSpec | None:
-    """A spec that says where the weights are (hf-hub:, local-dir:, an existing folder or file), or None."""
-    if text.startswith("hf-hub:"):
-        hub_id = text[len("hf-hub:") :]
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id):
-            raise ConfigError(f"clip_model {spec!r}: write a Hugging Face Hub repo as hf-hub:org/repo")
-        return ClipSpec(spec, "hf-hub", hub_id=hub_id)
-    if text.startswith("local-dir:"):
-        folder = text[len("local-dir:") :]
-        if not folder:
-            raise ConfigError(f"clip_model {spec!r}: name a folder after local-dir:")
-        return ClipSpec(spec, "directory", path=folder)
-    if os.path.isdir(os.path.expanduser(text)):
-        return ClipSpec(spec, "directory", path=text)
-    if os.path.isfile(os.path.expanduser(text)):
-        return ClipSpec(spec, "openai-file", path=text)
-    return None
-
-
-def _architecture_spec(spec: str, name: str, rest: str) -> ClipSpec:
-    """``ARCH:TAG`` (pretrained weights) or ``ARCH:/path/to/weights`` (an open_clip checkpoint)."""
-    if not rest:
-        raise ConfigError(f"clip_model {spec!r}: name a pretrained tag or a weights file after the colon")
-    _check_architecture(name, spec)
-    if _looks_like_path(rest):
-        return ClipSpec(spec, "open_clip-file", architecture=name, path=rest)
-    return ClipSpec(spec, "pretrained", architecture=name, tag=_check_tag(name, rest, spec))
 
 
 def load_clip(spec: str = DEFAULT_CLIP_MODEL) -> LoadedClip:
@@ -237,42 +135,6 @@ def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
     )
 
 
-# --- parsing helpers ---------------------------------------------------------------------------
-
-
-def _looks_like_path(text: str) -> bool:
-    separators = {"/", os.sep, os.altsep or "/"}
-    return (
-        any(sep in text for sep in separators)
-        or text.startswith("~")
-        or text.lower().endswith(WEIGHT_SUFFIXES)
-        or os.path.isfile(os.path.expanduser(text))
-    )
-
-
-def _check_architecture(name: str, spec: str) -> None:
-    known = open_clip.list_models()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=6, cutoff=0.6)
-        raise ConfigError(
-            f"clip_model {spec!r}: unknown open_clip architecture {name!r}"
-            + (f"; close matches: {', '.join(close)}" if close else "")
-            + f"; OpenAI names: {', '.join(OPENAI_NAMES)}; or give a checkpoint path, a folder or hf-hub:org/repo"
-        )
-
-
-def _check_tag(architecture: str, tag: str, spec: str) -> str:
-    if open_clip.is_pretrained_cfg(architecture, tag):
-        return tag.lower().replace("-", "_")  # open_clip's own normalisation of tags
-    tags = open_clip.list_pretrained_tags_by_model(architecture)
-    close = difflib.get_close_matches(tag, tags, n=6, cutoff=0.5)
-    raise ConfigError(
-        f"clip_model {spec!r}: {architecture} has no pretrained tag {tag!r}"
-        + (f"; close matches: {', '.join(close)}" if close else "")
-        + f"; its tags: {', '.join(tags) if tags else '(none: pass ' + architecture + ':/path/to/weights)'}"
-    )
-
-
 # --- loaders: each returns (model, architecture, local weight files) ---------------------------
 
 
@@ -288,7 +150,7 @@ def _load_pretrained(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:
         found = _download_pretrained(spec, pretrained)
     path, is_openai_archive = found
     if is_openai_archive:
-        model, _ = _load_openai_file(path)
+        model, _ = load_openai_file(path)
     else:
         model = _create_model(
             architecture,
@@ -439,100 +301,8 @@ def _load_directory(folder: Path) -> tuple[torch.nn.Module, str, list[Path]]:
 
 def _load_openai_spec(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:
     path = _existing_file(spec)
-    model, architecture = _load_openai_file(path)
+    model, architecture = load_openai_file(path)
     return model, architecture, [path]
-
-
-def _load_openai_file(path: Path) -> tuple[torch.nn.Module, str]:
-    """OpenAI's TorchScript archive or an OpenAI-format state dict; the architecture comes from its tensors.
-
-    Like open_clip.load_openai_model, but the fp32 weights are loaded again after the build:
-    build_model_from_openai_state_dict loads them into fp16 parameters, which rounds fp32 checkpoints.
-    """
-    state = _read_openai_state(path)
-    try:
-        model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
-        model.float()
-        model.load_state_dict(state, strict=True)
-    except (KeyError, RuntimeError, ValueError, AssertionError, AttributeError) as exc:
-        raise WeightsError(
-            f"{path} is not an OpenAI CLIP checkpoint ({type(exc).__name__}: {exc}); for open_clip weights "
-            "write clip_model as ARCHITECTURE:/path/to/weights (e.g. ViT-L-14:/models/open_clip_model.safetensors)"
-        ) from exc
-    open_clip.set_model_preprocess_cfg(model, _openai_preprocess(model))
-    return model, _openai_architecture(state)
-
-
-def _read_openai_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-            state: Any = torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling and zip errors come in many types
-            raise WeightsError(
-                f"cannot read {path} ({type(exc).__name__}: {exc}): clip_model must be OpenAI's TorchScript "
-                "checkpoint (like ViT-L-14.pt) or a tensors-only state dict"
-            ) from exc
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
-    for key in _OPENAI_STATE_EXTRAS:
-        state.pop(key, None)
-    return state
-
-
-def _openai_preprocess(model: torch.nn.Module) -> dict[str, Any]:
-    defaults = PreprocessConfig()
-    # open_clip's tower is untyped; Module.__getattr__ would type it Tensor | Module.
-    visual: Any = model.visual
-    return {
-        "size": visual.image_size,
-        "mode": "RGB",
-        "mean": open_clip.OPENAI_DATASET_MEAN,
-        "std": open_clip.OPENAI_DATASET_STD,
-        "interpolation": defaults.interpolation,
-        "resize_mode": defaults.resize_mode,
-        "fill_color": 0,
-    }
-
-
-def _openai_architecture(state: Mapping[str, torch.Tensor]) -> str:
-    """The OpenAI architecture whose shapes the state dict has, or "custom"."""
-    signature = _state_signature(state)
-    for name in OPENAI_NAMES.values():
-        cfg = open_clip.get_model_config(name)
-        if cfg is not None and _config_signature(cfg) == signature:
-            return name
-    return "custom"
-
-
-def _state_signature(state: Mapping[str, torch.Tensor]) -> tuple[Any, ...]:
-    if "visual.proj" in state:
-        width, _, patch, _ = state["visual.conv1.weight"].shape
-        layers = len([k for k in state if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
-        image = patch * round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        vision: tuple[Any, ...] = (layers, int(width), int(patch), int(image))
-    else:
-        layers_per_stage = tuple(
-            len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)
-        )
-        vision = (layers_per_stage, int(state["visual.layer1.0.conv1.weight"].shape[0]))
-    text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
-    return int(state["text_projection"].shape[1]), vision, int(state["ln_final.weight"].shape[0]), text_layers
-
-
-def _config_signature(cfg: Mapping[str, Any]) -> tuple[Any, ...]:
-    v, t = cfg["vision_cfg"], cfg["text_cfg"]
-    if v.get("patch_size"):
-        vision: tuple[Any, ...] = (v["layers"], v["width"], v["patch_size"], v["image_size"])
-    else:
-        vision = (tuple(v["layers"]), v["width"])
-    return cfg["embed_dim"], vision, t["width"], t["layers"]
 
 
 def _load_open_clip_file(spec: ClipSpec) -> tuple[torch.nn.Module, str, list[Path]]:

@@ -181,7 +181,7 @@ def open_frame(path: Path | FetchedFrame) -> Iterator[Image.Image]:
     """A frame file opened as JPEG, PNG or WebP (by content), its size checked; pixels not decoded yet.
 
     The one way any part of the project opens a frame: the scorer's decoders and the report's
-    thumbnails (report.middle_frame, report_html.thumbnail) alike, so no reader has laxer rules.
+    thumbnails (report.middle_frame, thumbnails.thumbnail) alike, so no reader has laxer rules.
     """
     source: Any = io.BytesIO(path.content()) if isinstance(path, FetchedFrame) else path
     with Image.open(source, formats=FRAME_FORMATS) as image:

@@ -45,11 +45,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
+from video_aesthetics.batches import RankShare
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, RankFailedError, StoreAccessError, VideoAestheticsError
 from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import SampleResult, count_records
-from video_aesthetics.scoring import RankShare, Scored, Scorer, iter_results, resolve_device
+from video_aesthetics.scoring import Scored, Scorer, iter_results, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ SCORE = "aesthetic_score"
 ERROR = "aesthetic_error"
 FRAME_SCORES = "aesthetic_frame_scores"
 FILTERED = "filtered"
+
 # Sample errors written into aesthetic_error.
 NO_FRAMES = "no_frames"
 CORRUPT_FRAMES = "corrupt_frames"

@@ -2,7 +2,7 @@
 
 ``rescore_file`` reads a scored (or input) JSONL file and the embeddings a scoring run wrote beside
 it (video_aesthetics.embeddings), and writes what a full scoring run with the new head would: the
-same records through the same writer (records.with_results, runner.write_lines), published
+same records through the same writer (writeback.with_results, runner.write_lines), published
 atomically with the rejects. Only the head is loaded; open_clip is never imported.
 
 The head is LAION's MLP without activations, an affine map: it is folded once into one weight
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.embeddings import EmbeddingsDataset, check_clip
+from video_aesthetics.embeddings_dataset import EmbeddingsDataset, check_clip
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import PendingFile, exclusive, looks_like_url, publish_together, same_file, write_target
 from video_aesthetics.jsonl import JsonlSource, default_rejects_path

@@ -1,53 +1,34 @@
-"""Scoring: decode samples into batches in DataLoader workers, encode them, and reduce frame scores per sample.
+"""Scoring: batches decoded in DataLoader workers (batches.py), encoded and scored here, reduced per sample.
 
 Workers each re-read the (re-iterable) record source and take every n-th batch, so the main
-process never holds more than the batches in flight, whatever the size of the input.
+process never holds more than the batches in flight, whatever the size of the input; a worker
+that dies hands its remaining batches to this process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from video_aesthetics import video
+from video_aesthetics.batches import ONE_RANK, FrameBatches, RankShare
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.decoding import (
-    DeviceDecoder,
-    decoded_ahead,
-    frame_loader,
-    image_pixels,
-    pack_for_device,
-    resolve_decode,
-)
+from video_aesthetics.decoding import DeviceDecoder, decoded_ahead, resolve_decode
 from video_aesthetics.errors import ConfigError, StoreAccessError
-from video_aesthetics.frame_store import RemoteFrames, remote_frames
-from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
+from video_aesthetics.frames import PreprocessConfig
 from video_aesthetics.processes import children_allowed, die_with_parent
-from video_aesthetics.records import (
-    CORRUPT_FRAMES,
-    NO_FRAMES,
-    UNREADABLE_VIDEO,
-    Sample,
-    SampleResult,
-    iter_samples,
-)
+from video_aesthetics.records import NO_FRAMES, SampleResult
 
 log = logging.getLogger(__name__)
 
-DECODE_ERROR = "decode_error"
 _REDUCE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
 
 
@@ -209,139 +190,11 @@ class Scored:
     identity: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class RankShare:
-    """This process's share of the batches when several processes (ranks) score one input."""
-
-    rank: int = 0
-    world: int = 1
-
-
-class FrameBatches(IterableDataset):
-    """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches.
-
-    ``decode`` is a resolved decode path (decoding.resolve_decode): on "gpu" a batch carries its
-    JPEGs' bytes (decoding.pack_for_device) for the scoring process to decode on the device.
-    """
-
-    def __init__(
-        self,
-        source: Iterable[dict[str, Any]],
-        config: ScoringConfig,
-        preprocess: PreprocessConfig,
-        share: RankShare = RankShare(),
-        start_batch: int = 0,
-        decode: str = "exact",
-    ) -> None:
-        self.source = source
-        self.config = config
-        self.preprocess = preprocess
-        self.share = share
-        self.start_batch = start_batch
-        self.decode = decode
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        batches = _batched(iter_samples(self.source, self.config), self.config.batch_size)
-        for number, samples in enumerate(batches):
-            if number < self.start_batch or number % self.share.world != self.share.rank:
-                continue
-            # Within a rank, batches go round-robin to workers: the order DataLoader collects them in.
-            if (number // self.share.world) % workers != worker:
-                continue
-            yield load_batch(number, samples, self.config, self.preprocess, self.decode)
-
-
-def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]:
-    iterator = iter(items)
-    while chunk := tuple(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def load_batch(
-    number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
-) -> dict[str, Any]:
-    frames: list[Any] = []
-    counts, errors, names = [], [], []
-    for sample in samples:
-        loaded, loaded_names, error = load_sample(sample, config, pp, decode)
-        frames.extend(loaded)
-        counts.append(len(loaded))
-        errors.append(error)
-        names.append(loaded_names)
-    batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors, "names": names}
-    if decode == "gpu":
-        return {**batch, **pack_for_device(frames, pp)}
-    stacked = np.stack(frames) if frames else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
-    return {**batch, "pixels": torch.from_numpy(stacked)}
-
-
-def load_sample(
-    sample: Sample, config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
-) -> tuple[list[Any], list[str], str | None]:
-    """A sample's selected frames as pixels (on "gpu", JPEGs as bytes) and their names, or the reason it has none.
-
-    A frame's name is its file name, or in whole-video mode ``#`` and its index in the video. Never raises.
-    """
-    if sample.error is not None or sample.path is None:
-        return [], [], sample.error
-    try:
-        if config.whole_video:
-            return _video_pixels(sample.path, config.load_num, pp, decode)
-        return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config))
-    except StoreAccessError:
-        raise  # the store failed, not the sample: the run fails (and is retried), no clip is marked
-    except Exception:
-        log.exception("could not load sample %s", sample.path)
-        return [], [], DECODE_ERROR
-
-
-def _folder_pixels(
-    folder: Path, load_num: int, pp: PreprocessConfig, decode: str, store: RemoteFrames | None = None
-) -> tuple[list[Any], list[str], str | None]:
-    frames: list[Any] = list_frames(folder) if store is None else store.list(folder)
-    if not frames:
-        return [], [], NO_FRAMES
-    load = frame_loader(decode)
-    pixels, names = [], []
-    selected = select_frames(frames, load_num)
-    # Remote frames are fetched side by side; one that cannot be fetched fails below like a damaged file.
-    fetched = selected if store is None else store.fetch(selected)
-    for chosen, path in zip(selected, fetched, strict=True):
-        try:
-            pixels.append(load(path, pp))
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
-            log.warning("skipping unreadable frame %s: %s", path, err)
-            continue
-        names.append(os.path.basename(str(chosen).rstrip("/")))
-    return pixels, names, None if pixels else CORRUPT_FRAMES
-
-
-def _video_pixels(
-    path: Path, load_num: int, pp: PreprocessConfig, decode: str
-) -> tuple[list[np.ndarray], list[str], str | None]:
-    try:
-        count = video.probe(path).frames
-        indices = select_evenly(count, load_num) if count else []
-        images = video.read_frames(path, indices) if count else []
-    except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
-        log.warning("cannot read video %s: %s", path, err)
-        return [], [], UNREADABLE_VIDEO
-    if not images:
-        return [], [], UNREADABLE_VIDEO
-    # Video frames are decoded here by PyAV on every path; only the resize differs.
-    resize = "exact" if decode == "exact" else "fast"
-    # A video's frames have no file names: "#<index in the video>" names each one.
-    names = [f"#{index}" for index in indices] if len(indices) == len(images) else [f"#{i}" for i in range(len(images))]
-    return [image_pixels(image, pp, resize) for image in images], names, None
-
-
 def iter_results(
     source: Iterable[dict[str, Any]],
     config: ScoringConfig,
     scorer: Scorer,
-    share: RankShare = RankShare(),
+    share: RankShare = ONE_RANK,
     *,
     embed: bool = False,
 ) -> Iterator[SampleResult]:

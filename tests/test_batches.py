@@ -1,0 +1,82 @@
+"""Samples into batches (batches.py): each sample's pixels or its reason, and each rank and worker its own batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.media import clip_record, write_frames, write_video
+from video_aesthetics.batches import DECODE_ERROR, FrameBatches, RankShare, load_batch, load_sample
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.frames import PreprocessConfig
+from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample
+
+PP = PreprocessConfig(size=32)
+
+
+def _config(root: Path, **changes: object) -> ScoringConfig:
+    return ScoringConfig(figure_root=str(root), load_num=3, batch_size=2, num_workers=0, **changes)
+
+
+def test_a_clip_folder_gives_its_selected_frames_as_pixels_and_names(tmp_path: Path) -> None:
+    write_frames(tmp_path, "v", "v_0", 5, seed=1)
+    pixels, names, error = load_sample(Sample(0, 0, 0, tmp_path / "v" / "v_0" / "img"), _config(tmp_path), PP)
+    assert error is None and len(pixels) == len(names) == 3
+    assert names == ["frame_000000.jpg", "frame_000050.jpg", "frame_000100.jpg"]
+    assert all(p.shape == (32, 32, 3) and p.dtype == np.uint8 for p in pixels)
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast"])
+def test_a_sample_without_usable_frames_gets_its_reason_never_an_exception(tmp_path: Path, decode: str) -> None:
+    config = _config(tmp_path)
+    empty = tmp_path / "v" / "empty" / "img"
+    empty.mkdir(parents=True)
+    damaged = write_frames(tmp_path, "v", "damaged", 2)
+    for path in damaged:
+        path.write_bytes(b"\xff\xd8 not a jpeg")
+    cases = {
+        NO_FRAMES: Sample(0, 0, 0, tmp_path / "v" / "missing" / "img"),
+        CORRUPT_FRAMES: Sample(1, 0, 1, damaged[0].parent),
+        UNSAFE_PATH: Sample(2, 0, 2, None, UNSAFE_PATH),
+    }
+    assert load_sample(Sample(3, 0, 3, empty), config, PP, decode)[2] == NO_FRAMES
+    for reason, sample in cases.items():
+        assert load_sample(sample, config, PP, decode) == ([], [], reason)
+
+
+def test_a_video_is_sampled_by_index_and_an_unreadable_one_says_so(tmp_path: Path) -> None:
+    config = _config(tmp_path, video_clips_key="")
+    video = write_video(tmp_path / "a.mp4", frames=9, seed=2)
+    pixels, names, error = load_sample(Sample(0, 0, None, video), config, PP)
+    assert error is None and names == ["#0", "#4", "#8"] and len(pixels) == 3
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    assert load_sample(Sample(1, 1, None, broken), config, PP)[2] == UNREADABLE_VIDEO
+    assert load_sample(Sample(2, 2, None, tmp_path / "absent.mp4"), config, PP)[2] == UNREADABLE_VIDEO
+
+
+def test_a_batch_counts_each_samples_frames_and_keeps_their_order(tmp_path: Path) -> None:
+    write_frames(tmp_path, "v", "v_0", 2, seed=1)
+    samples = (Sample(4, 0, 0, tmp_path / "v" / "v_0" / "img"), Sample(5, 0, 1, tmp_path / "nowhere"))
+    batch = load_batch(7, samples, _config(tmp_path), PP)
+    assert (batch["batch"], batch["seqs"], batch["counts"], batch["errors"]) == (7, [4, 5], [2, 0], [None, NO_FRAMES])
+    assert tuple(batch["pixels"].shape) == (2, 32, 32, 3)
+    assert DECODE_ERROR == "decode_error"  # the reason of a sample whose decoding raised
+
+
+def test_ranks_take_every_nth_batch_and_a_restart_skips_the_scored_ones(tmp_path: Path) -> None:
+    for clip in ("a", "b", "c", "d", "e"):
+        write_frames(tmp_path, "v", clip, 1, seed=ord(clip))
+    records = [clip_record("v.mp4", ["a", "b", "c"]), clip_record("v.mp4", ["d", "e"])]
+    config = _config(tmp_path)
+
+    def seqs(share: RankShare | None = None, start_batch: int = 0) -> list[tuple[int, list[int]]]:
+        dataset = FrameBatches(records, config, PP, share or RankShare(), start_batch)
+        return [(b["batch"], b["seqs"]) for b in dataset]
+
+    assert seqs() == [(0, [0, 1]), (1, [2, 3]), (2, [4])]
+    assert seqs(share=RankShare(0, 2)) == [(0, [0, 1]), (2, [4])]
+    assert seqs(share=RankShare(1, 2)) == [(1, [2, 3])]
+    assert seqs(start_batch=1) == [(1, [2, 3]), (2, [4])]
