@@ -506,9 +506,7 @@ def merge(
             plan, shard_results, carried = dag_embeddings.rescore_plan(params, config, scratch)
         elif layout.remote_staging:
             # Workers share no disk: the shards come down from the store into a scratch folder.
-            plan, shard_results = staging.fetch_staging(
-                layout.staging, PLAN_NAME, list(shard_results or []), scratch
-            )
+            plan, shard_results = staging.fetch_staging(layout.staging, PLAN_NAME, list(shard_results or []), scratch)
         else:
             plan = _read_plan(layout)
         results = _check_shard_results(plan, list(shard_results or []))

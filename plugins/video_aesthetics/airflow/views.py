@@ -63,7 +63,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:var(--muted)}.state{font-weight:600}
 .success{color:var(--ok)}.failed,.upstream_failed{color:var(--bad)}.running{color:var(--run)}
 .queued,.skipped,.scheduled{color:var(--wait)}
-.downloads a{display:inline-block;margin:0 .8rem .3rem 0}.wide{overflow-x:auto}
+.downloads a{display:inline-block;margin:0 .8rem .3rem 0}.wide{overflow-x:auto}td.id{white-space:normal;overflow-wrap:anywhere;min-width:10rem}
 .pager a{margin-right:1rem}.spark{stroke:var(--link);fill:none;stroke-width:1.5}
 iframe{width:100%;height:85vh;border:1px solid var(--line);border-radius:4px}
 """
@@ -373,10 +373,10 @@ def _numbers_table(
             tab = f"{ui_root}dags/{d}/runs/{r}/plugin/{TAB_ROUTE}"
             cells += [
                 f"<td>{_e(_time(run.logical_date)[:10])}</td>",
-                f"<td><a href='{tab}' target='_top' class='ui' title='The run&#39;s Aesthetic scores tab'>"
+                f"<td class='id'><a href='{tab}' target='_top' class='ui' title='The run&#39;s Aesthetic scores tab'>"
                 f"{_e(run.run_id)}</a></td>",
                 f"<td>{_state(run.state)}</td>",
-                f"<td>{_e(published.partition)}</td>",
+                f"<td class='id'>{_e(published.partition)}</td>",
             ]
         cells += [f"<td class='n'>{_int(counts.get(k))}</td>" for k in ("records", "clips", "scored", "failed")]
         cells += [
