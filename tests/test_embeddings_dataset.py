@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.media import clip_record
-from video_aesthetics import embeddings_dataset
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings import META_KEY, EmbeddingsOutput, EmbeddingWriter
 from video_aesthetics.embeddings_dataset import (
@@ -26,6 +25,7 @@ from video_aesthetics.embeddings_dataset import (
 )
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import sha256_file
+from video_aesthetics.provenance import DIR_WEIGHT_FILENAMES
 from video_aesthetics.records import Sample, SampleResult
 
 WEIGHTS = "ab" * 32
@@ -97,8 +97,8 @@ def test_the_clip_is_checked_by_digest_file_folder_or_name(tmp_path: Path, writt
     folder.mkdir()
     with pytest.raises(ConfigError, match="holds none of"):
         clip_checksum(f"local-dir:{folder}")
-    (folder / embeddings_dataset.DIR_WEIGHT_FILENAMES[-1]).write_bytes(b"w")
-    assert clip_checksum(str(folder)) == sha256_file(folder / embeddings_dataset.DIR_WEIGHT_FILENAMES[-1])
+    (folder / DIR_WEIGHT_FILENAMES[-1]).write_bytes(b"w")
+    assert clip_checksum(str(folder)) == sha256_file(folder / DIR_WEIGHT_FILENAMES[-1])
     assert clip_checksum("hf-hub:org/repo") is None
 
 
@@ -167,9 +167,3 @@ def test_parts_of_different_runs_are_refused(tmp_path: Path, written: dict[str, 
     assert dataset.records == 8 and [p.first_line for p in dataset.parts] == [0, 4]
     lines = np.concatenate([line for line, _, _, _ in dataset.batches()])
     assert lines.min() == 1 and lines.max() == 8
-
-
-def test_the_weight_file_names_match_the_loaders() -> None:
-    from video_aesthetics.clip_loader import DIR_WEIGHT_FILENAMES
-
-    assert embeddings_dataset.DIR_WEIGHT_FILENAMES == DIR_WEIGHT_FILENAMES

@@ -497,9 +497,8 @@ def test_a_rescore_run_publishes_what_a_full_run_with_its_head_would(
 
 @pytest.mark.parametrize("whole_video", [False, True])
 def test_rescores_samples_are_the_scoring_runs(whole_video: bool) -> None:
-    """rescore.record_samples (no paths) numbers and classifies clips exactly as records.samples_of does."""
+    """samples_of without paths (rescore's) numbers and classifies clips exactly as with them."""
     from video_aesthetics.records import samples_of
-    from video_aesthetics.rescore import record_samples
 
     records: list[dict[str, Any]] = [
         clip_record("a.mp4", ["a_0", "", "../up", "x/y", "ok"]),
@@ -518,7 +517,7 @@ def test_rescores_samples_are_the_scoring_runs(whole_video: bool) -> None:
     seq = 0
     for number, record in enumerate(records):
         expected = samples_of(record, number, config, seq)
-        got = record_samples(record, number, config, seq)
+        got = samples_of(record, number, config, seq, paths=False)
         assert [(s.seq, s.record, s.clip, s.error) for s in got] == [
             (s.seq, s.record, s.clip, s.error) for s in expected
         ], record

@@ -23,6 +23,7 @@ from video_aesthetics.errors import ConfigError, WeightsError
 from video_aesthetics.files import sha256_file
 from video_aesthetics.frames import PreprocessConfig
 from video_aesthetics.openai_clip import load_openai_file
+from video_aesthetics.provenance import DIR_WEIGHT_FILENAMES
 from video_aesthetics.settings import cache_dir
 from video_aesthetics.weights_cache import LOCAL_WEIGHTS_HELP, offline, offline_reason, verify
 
@@ -37,18 +38,6 @@ __all__ = [
 ]
 
 CONFIG_FILENAME = "open_clip_config.json"
-# open_clip's own preference among the weight files of a checkpoint folder (factory._find_checkpoint_in_dir),
-# so that the file hashed for the identity is the file open_clip loads.
-DIR_WEIGHT_FILENAMES = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth",
-    "model.safetensors",
-    "pytorch_model.bin",
-    "pytorch_model.pth",
-    "model.pth",
-)
 HUB_WEIGHT_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _INTERPOLATIONS = ("bicubic", "bilinear")
 _RESIZE_MODES = ("shortest", "squash", "longest")

@@ -31,20 +31,9 @@ from video_aesthetics.embeddings import (
 )
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import sha256_file
+from video_aesthetics.provenance import DIR_WEIGHT_FILENAMES
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# clip_loader.DIR_WEIGHT_FILENAMES (open_clip's order), copied: importing clip_loader imports open_clip,
-# which rescore must not load. tests/test_embeddings.py checks that the two agree.
-DIR_WEIGHT_FILENAMES = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth",
-    "model.safetensors",
-    "pytorch_model.bin",
-    "pytorch_model.pth",
-    "model.pth",
-)
 
 
 @dataclass(frozen=True)

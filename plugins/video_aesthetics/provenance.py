@@ -19,6 +19,20 @@ OFFICIAL_HEAD_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511
 OFFICIAL_CLIP_SHA256 = frozenset({"b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"})
 OFFICIAL_CLIP_ARCHITECTURE = "ViT-L-14"
 
+# open_clip's own preference among the weight files of a checkpoint folder (factory._find_checkpoint_in_dir),
+# so that the file hashed for a CLIP's identity (by the scorer, and by rescore, which must not import
+# open_clip) is the file open_clip loads.
+DIR_WEIGHT_FILENAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+)
+
 
 @dataclass(frozen=True)
 class Provenance:

@@ -179,10 +179,14 @@ def is_safe_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not re.search(r"[/\\\x00]", name) and not os.path.isabs(name)
 
 
-def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, seq: int) -> list[Sample]:
+def samples_of(
+    record: dict[str, Any], record_no: int, config: ScoringConfig, seq: int, *, paths: bool = True
+) -> list[Sample]:
     """The samples of one record, numbered from ``seq``; empty when the record passes through.
 
     Only the record is looked at (no file system): ``iter_samples`` adds the checks that need it.
+    ``paths=False`` leaves out the frame folders' and videos' paths, for a reader that never opens
+    them (rescore), where building them costs more than the rest of a clip's work.
     """
     if config.whole_video:
         path = video_path(record, config.input_video_key)
@@ -192,11 +196,7 @@ def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, se
         if looks_like_url(path) or "\x00" in path:
             # FFmpeg would open "http://...", "pipe:0", "concat:..." as protocols: only local files are read.
             return [Sample(seq, record_no, None, None, UNSAFE_PATH)]
-        video = Path(path).expanduser()
-        # A relative path is taken against video_root when set (the DAG sets the input file's folder).
-        if config.video_root and not video.is_absolute():
-            video = Path(config.video_root).expanduser() / video
-        return [Sample(seq, record_no, None, video)]
+        return [Sample(seq, record_no, None, _video_file(path, config) if paths else None)]
     clips = clip_list(record, config.video_clips_key or "")
     if clips is None:
         return []
@@ -208,16 +208,26 @@ def samples_of(record: dict[str, Any], record_no: int, config: ScoringConfig, se
             Sample(seq + index, record_no, index, None, INVALID_VIDEO if isinstance(clip, dict) else INVALID_CLIP)
             for index, clip in enumerate(clips)
         ]
+    safe_stem = is_safe_component(stem)
     samples = []
     for index, clip in enumerate(clips):
         cid = clip_id(clip, stem, index)
         if not isinstance(clip, dict):
             samples.append(Sample(seq + index, record_no, index, None, INVALID_CLIP))
-        elif is_safe_component(stem) and is_safe_component(cid):
-            samples.append(Sample(seq + index, record_no, index, config.frames_root / stem / cid / "img"))
+        elif safe_stem and is_safe_component(cid):
+            folder = config.frames_root / stem / cid / "img" if paths else None
+            samples.append(Sample(seq + index, record_no, index, folder))
         else:
             samples.append(Sample(seq + index, record_no, index, None, UNSAFE_PATH))
     return samples
+
+
+def _video_file(path: str, config: ScoringConfig) -> Path:
+    video = Path(path).expanduser()
+    # A relative path is taken against video_root when set (the DAG sets the input file's folder).
+    if config.video_root and not video.is_absolute():
+        video = Path(config.video_root).expanduser() / video
+    return video
 
 
 def iter_samples(records: Iterable[dict[str, Any]], config: ScoringConfig) -> Iterator[Sample]:

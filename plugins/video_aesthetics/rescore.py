@@ -29,14 +29,11 @@ import numpy as np
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings_dataset import EmbeddingsDataset, check_clip
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import PendingFile, exclusive, looks_like_url, publish_together, same_file, write_target
+from video_aesthetics.files import PendingFile, exclusive, publish_together, same_file, write_target
 from video_aesthetics.jsonl import JsonlSource, default_rejects_path
 from video_aesthetics.records import (
     ERROR,
-    INVALID_CLIP,
-    INVALID_VIDEO,
     SCORE,
-    UNSAFE_PATH,
     UNSCORED,
     RecordCounts,
     Sample,
@@ -44,9 +41,8 @@ from video_aesthetics.records import (
     clip_id,
     clip_list,
     is_finite_number,
-    is_safe_component,
     record_check,
-    video_invalid,
+    samples_of,
     video_path,
     video_stem,
 )
@@ -198,7 +194,7 @@ def rescore_records(
         rows = stream.through(last_line)
         groups = _scored_groups(rows, head, config.reduction)
         for record_no, record in chunk:
-            samples = record_samples(record, record_no, config, seq)
+            samples = samples_of(record, record_no, config, seq, paths=False)
             seq += len(samples)
             counts.records += 1
             if not samples:
@@ -329,41 +325,6 @@ def _result(
         )
     frame_list = group.scores.tolist() if config.frame_scores else None
     return SampleResult(sample.seq, group.score, None, frame_list)
-
-
-def record_samples(record: dict[str, Any], record_no: int, config: ScoringConfig, seq: int) -> list[Sample]:
-    """records.samples_of without the frame folders' paths, which rescore never opens and which cost
-    more than the rest of a clip's work: the same samples, clip indices and errors (a test holds them equal)."""
-    if config.whole_video:
-        path = video_path(record, config.input_video_key)
-        if path is None:
-            return (
-                [Sample(seq, record_no, None, None, INVALID_VIDEO)]
-                if video_invalid(record, config.input_video_key)
-                else []
-            )
-        unsafe = looks_like_url(path) or "\x00" in path
-        return [Sample(seq, record_no, None, None, UNSAFE_PATH if unsafe else None)]
-    clips = clip_list(record, config.video_clips_key or "")
-    if clips is None:
-        return []
-    stem = video_stem(record, config.input_video_key)
-    if stem is None:
-        if not video_invalid(record, config.input_video_key):
-            return []
-        return [
-            Sample(seq + index, record_no, index, None, INVALID_VIDEO if isinstance(clip, dict) else INVALID_CLIP)
-            for index, clip in enumerate(clips)
-        ]
-    safe_stem = is_safe_component(stem)
-    samples = []
-    for index, clip in enumerate(clips):
-        if not isinstance(clip, dict):
-            error: str | None = INVALID_CLIP
-        else:
-            error = None if safe_stem and is_safe_component(clip_id(clip, stem, index)) else UNSAFE_PATH
-        samples.append(Sample(seq + index, record_no, index, None, error))
-    return samples
 
 
 def _what(sample: Any) -> str:
