@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import numpy as np
 from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.files import PendingFile, write_target
+from video_aesthetics.files import PendingFile
 from video_aesthetics.parameters import DEFAULTS, EMBEDDING_DTYPES
 from video_aesthetics.records import Sample, SampleResult, clip_id, outcome, video_path, video_stem
 
@@ -73,29 +71,6 @@ class EmbeddingsOutput:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
         object.__setattr__(self, "dtype", check_dtype(self.dtype))
-
-
-def check_output_path(path: Path | str, *others: tuple[str, Path | str | None]) -> None:
-    """Refuse an embeddings path that is a folder or not a regular file, or that is another of the run's files."""
-    target = write_target(Path(path))
-    try:
-        mode = os.stat(target).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    except OSError as err:
-        raise ConfigError(f"cannot use {path} as the embeddings file: {err.strerror}") from None
-    if mode is not None and stat.S_ISDIR(mode):
-        raise ConfigError(f"the embeddings path {path} is a folder; give a file path such as {path}/embeddings.parquet")
-    if mode is not None and not stat.S_ISREG(mode):
-        raise ConfigError(
-            f"the embeddings path {path} is not a regular file (a device, FIFO or socket) and cannot be "
-            "replaced atomically; give a file path"
-        )
-    for role, other in others:
-        if other is None or str(other) == "-":
-            continue
-        if os.path.realpath(target) == os.path.realpath(other):
-            raise ConfigError(f"the embeddings path {path} is also the {role}; choose another --embeddings path")
 
 
 def clip_digests(clip_identity: Mapping[str, Any] | None) -> list[str]:
