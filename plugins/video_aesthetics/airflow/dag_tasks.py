@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from video_aesthetics.airflow.payloads import (
     ShardOutcome,
     ShardTask,
 )
+from video_aesthetics.airflow.publishing import DATED_RUN_TYPES, MANIFEST_NAME
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig, optional_text
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
 from video_aesthetics.files import atomic_writer, is_remote_url, sha256_file
@@ -44,7 +44,6 @@ from video_aesthetics.manifest import build_manifest, manifest_bytes
 log = logging.getLogger(__name__)
 
 SCORED_NAME = "scored.jsonl"
-MANIFEST_NAME = "_manifest.json"
 REJECTS_NAME = "rejects.jsonl"
 REPORT_NAME = "report.html"
 KEPT_NAME = "kept.jsonl"
@@ -53,12 +52,10 @@ PLAN_NAME = "plan.json"
 
 
 # Runs that stand for their logical date write its partition; every other run writes its own.
-DATED_RUN_TYPES = frozenset({"scheduled", "backfill"})
 # Versions of a partition kept after a publish, and the age under which a version is never pruned
 # (it may be a concurrent publish in progress: longer than any merge runs).
 KEEP_VERSIONS = 3
 PRUNE_MIN_AGE_S = 6 * 3600.0
-_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 class NoInput(InputError):
@@ -199,17 +196,7 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _partition(params: Mapping[str, Any], run_type: str, ds: str | None, run_id: str) -> str:
-    named = optional_text(params.get("partition"))
-    if named:
-        if not _PARTITION.match(named) or named.startswith(publishing.VERSION_PREFIX) or named == STAGING_NAME:
-            raise ConfigError(
-                f"partition {named!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
-                f"(not starting with {publishing.VERSION_PREFIX!r}), e.g. 2024-01-31 or reprocess-1"
-            )
-        return named
-    if run_type in DATED_RUN_TYPES and ds:
-        return ds
-    return sharding.safe_name(run_id)
+    return publishing.partition_name(optional_text(params.get("partition")), run_type, ds, run_id)
 
 
 def _input_spec(params: Mapping[str, Any], ds: str | None, run_id: str) -> str:

@@ -11,15 +11,41 @@ result stays as it was. Older versions are pruned after a publish (see prune_ver
 from __future__ import annotations
 
 import calendar
+import re
 import time
 import uuid
 
 from airflow.sdk import ObjectStoragePath
 
 from video_aesthetics.airflow.object_store import remove_tree
+from video_aesthetics.errors import ConfigError
+from video_aesthetics.sharding import safe_name
 
 VERSION_PREFIX = "v-"
+MANIFEST_NAME = "_manifest.json"
+# Runs whose partition is their logical date: a rerun or backfill of a day replaces that day's result.
+DATED_RUN_TYPES = frozenset({"scheduled", "backfill"})
+# A plain folder name; never "_staging" or a version's name, which start otherwise.
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _VERSION_TIME = "%Y%m%dT%H%M%SZ"
+
+
+def partition_name(named: str | None, run_type: str, ds: str | None, run_id: str) -> str:
+    """A run's partition: ``named`` (the partition param) when given, else the logical date ``ds`` for
+    scheduled runs and backfills, else the run id made safe as a file name.
+
+    The one rule for the DAG, which publishes there, and the results view, which reads there.
+    """
+    if named:
+        if not _PARTITION.match(named) or named.startswith(VERSION_PREFIX):
+            raise ConfigError(
+                f"partition {named!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
+                f"(not starting with {VERSION_PREFIX!r} or '_'), e.g. 2024-01-31 or reprocess-1"
+            )
+        return named
+    if run_type in DATED_RUN_TYPES and ds:
+        return ds
+    return safe_name(run_id)
 
 
 def new_version(partition: ObjectStoragePath) -> ObjectStoragePath:

@@ -24,10 +24,9 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from video_aesthetics import sharding
 from video_aesthetics.airflow import object_store, publishing, roots
 from video_aesthetics.airflow.conf import setting
-from video_aesthetics.airflow.dag_tasks import DATED_RUN_TYPES, MANIFEST_NAME
+from video_aesthetics.airflow.publishing import MANIFEST_NAME
 from video_aesthetics.config import optional_text
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.files import is_remote_url, is_within
@@ -126,16 +125,15 @@ def _store_scheme(location: str) -> bool:
 
 
 def partition_of(run: RunFacts) -> str:
-    """The run's partition, as ``dag_tasks._partition`` computes it."""
+    """The run's partition, by the DAG's own rule (``publishing.partition_name``)."""
     named = run.conf.get("partition") if isinstance(run.conf, Mapping) else None
-    named = optional_text(named) if isinstance(named, str) else None
-    if named:
-        if not _NAME.match(named) or named.startswith(publishing.VERSION_PREFIX) or named.startswith("_"):
-            raise Refused(f"the run's partition {named!r} is not a plain folder name")
-        return named
-    if run.run_type in DATED_RUN_TYPES and run.logical_date is not None:
-        return run.logical_date.astimezone(timezone.utc).strftime("%Y-%m-%d")
-    return sharding.safe_name(run.run_id)
+    ds = run.logical_date.astimezone(timezone.utc).strftime("%Y-%m-%d") if run.logical_date is not None else None
+    try:
+        return publishing.partition_name(
+            optional_text(named) if isinstance(named, str) else None, run.run_type, ds, run.run_id
+        )
+    except ConfigError as err:
+        raise Refused(f"the run's partition is refused: {err}") from None
 
 
 def find_published(run: RunFacts) -> Published | None:

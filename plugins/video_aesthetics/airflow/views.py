@@ -35,8 +35,8 @@ from sqlalchemy import and_, select
 
 from video_aesthetics import report_html
 from video_aesthetics.airflow import results
-from video_aesthetics.airflow.dag_tasks import MANIFEST_NAME
 from video_aesthetics.airflow.links import TAB_ROUTE, VIEW_PREFIX
+from video_aesthetics.airflow.publishing import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
