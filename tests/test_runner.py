@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, write_jsonl
-from video_aesthetics.capacity import check_nproc, cpus_available
+from video_aesthetics.capacity import check_nproc, cpus_present
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, WeightsError
 from video_aesthetics.runner import score_file, score_records
@@ -130,8 +130,8 @@ def test_nproc_is_refused_outside_one_to_the_cpus_before_anything_is_read(
         # Past the declared bound: refused before the CPUs are counted (test_capacity checks the CPU limit).
         assert "got 1000000" in str(raised.value)
     with pytest.raises(ConfigError, match="nproc"):
-        check_nproc(cpus_available() + 1, "cpu")
-    check_nproc(cpus_available(), "cpu")
+        check_nproc(cpus_present() + 1, "cpu")
+    check_nproc(cpus_present(), "cpu")
     check_nproc(None, "cpu")
 
 

@@ -35,11 +35,18 @@ def cpus_available() -> int:
         return os.cpu_count() or 1
 
 
+def cpus_present() -> int:
+    """The CPUs of the machine, whatever this process's affinity mask."""
+    return os.cpu_count() or 1
+
+
 def check_nproc(nproc: Any, device: str) -> None:
-    """Refuse (ConfigError) an ``nproc`` below 1 or above what ``device`` offers: its GPUs, or on the CPU its CPUs.
+    """Refuse (ConfigError) an ``nproc`` below 1 or above what ``device`` offers: its GPUs, or the machine's CPUs.
 
     None (one process, or one rank per GPU) passes. Each rank is a process with its own copy of the
-    model: more ranks than GPUs cannot run, and more than the CPUs only compete for them.
+    model: more ranks than GPUs cannot run, and more than the machine has CPUs only compete for them.
+    The bound is the CPUs present, not the affinity mask: ranks pinned to fewer CPUs (taskset, a
+    container's cpuset) share them, slower but with the same scores.
     """
     if nproc is None:
         return
@@ -51,10 +58,10 @@ def check_nproc(nproc: Any, device: str) -> None:
                 f"nproc={nproc} but {gpus} GPU(s) are visible and each rank needs its own; use nproc <= {gpus}"
             )
         return
-    cpus = cpus_available()
+    cpus = cpus_present()
     if nproc > cpus:
         raise ConfigError(
-            f"nproc={nproc} but this process may use {cpus} CPU(s) and each CPU rank needs one; use nproc <= {cpus}"
+            f"nproc={nproc} but this machine has {cpus} CPU(s) and each CPU rank needs one; use nproc <= {cpus}"
         )
 
 
