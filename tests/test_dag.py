@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers.airflow_env import airflow_env, dag_test, new_home, partition_files, published
+from helpers.airflow_env import airflow_env, dag_test, new_home, parse_dag_folder, partition_files, published
 from helpers.cli import score_args
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import __version__
@@ -187,15 +187,7 @@ print(json.dumps({
         VIDEO_AESTHETICS_SCHEDULE="@hourly",
         VIDEO_AESTHETICS_CLIP_MODEL="ViT-B/32",
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    bag = json.loads(run.stdout.strip().splitlines()[-1])
+    bag = parse_dag_folder(code, env)
     assert bag["errors"] == {}
     assert bag["tasks"] == ["check_frames", "merge", "plan_shards", "score_shard"]
     assert bag["upstream"] == {
@@ -277,15 +269,7 @@ params = [(k, dag.params.get_param(k)) for k in dag.params]
 print(json.dumps([[k, {**p.schema, "description": p.description}] for k, p in params]))
 """
     env = airflow_env(tmp_path_factory.mktemp("form_home"))
-    run = subprocess.run(
-        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+    return dict(parse_dag_folder(code, env))
 
 
 def test_a_run_scores_every_record_over_several_shards(runs: dict, world: dict) -> None:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.airflow_env import REPO, airflow_env, use_private_airflow_home
+from helpers.airflow_env import REPO, airflow_env, parse_dag_folder, use_private_airflow_home
 
 use_private_airflow_home()
 
@@ -190,15 +187,7 @@ print(json.dumps({k: {"schema": p.schema, "description": p.description, "value":
         VIDEO_AESTHETICS_NUM_WORKERS="7",
         VIDEO_AESTHETICS_CLIP_MODEL="ViT-B/32",
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+    return dict(parse_dag_folder(code, env))
 
 
 @pytest.mark.parametrize("param", PARAMETERS, ids=IDS)

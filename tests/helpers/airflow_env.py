@@ -198,6 +198,21 @@ def dag_test(
     return results
 
 
+def parse_dag_folder(code: str, env: dict[str, str]) -> Any:
+    """Run ``code`` (which parses the DAG folder named by ``sys.argv[1]``) in a fresh interpreter with
+    ``env``; the JSON it prints last. A fresh process parses as the dag-processor does, with no state
+    of this one's imports."""
+    run = subprocess.run(
+        [sys.executable, "-c", code, env["AIRFLOW__CORE__DAGS_FOLDER"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def api_server_ready(base_url: str) -> bool:
     """Whether the api-server at ``base_url`` answers on its REST API and on its Execution API.
 
