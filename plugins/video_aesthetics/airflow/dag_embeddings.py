@@ -18,14 +18,26 @@ from airflow.sdk import ObjectStoragePath
 from video_aesthetics import merging, sharding
 from video_aesthetics.airflow import object_store
 from video_aesthetics.airflow.payloads import ShardEmbeddings, ShardOutcome
-from video_aesthetics.embeddings import DTYPES, PART_SUFFIX
 from video_aesthetics.errors import ConfigError
+from video_aesthetics.parameters import EMBEDDING_DTYPES as DTYPES
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS_DIR = "embeddings"
 OFF = "off"
 CHOICES = [OFF, *DTYPES]
+
+
+def _suffix() -> str:
+    # Imported when a run uses embeddings, not when the DAG is parsed: the module brings numpy along.
+    from video_aesthetics.embeddings import PART_SUFFIX
+
+    return PART_SUFFIX
+
+
+def part_name(index: int) -> str:
+    """The file name of a version's embeddings part ``index``."""
+    return f"part-{index:05d}{_suffix()}"
 
 
 def embeddings_dtype(params: Mapping[str, Any]) -> str | None:
@@ -46,7 +58,7 @@ def shard_kwargs(params: Mapping[str, Any], scored_output: str) -> ShardEmbeddin
     if dtype is None:
         return {}
     stem = scored_output[: -len(".jsonl")] if scored_output.endswith(".jsonl") else scored_output
-    return {"embeddings": f"{stem}.embeddings{PART_SUFFIX}", "embeddings_dtype": dtype}
+    return {"embeddings": f"{stem}.embeddings{_suffix()}", "embeddings_dtype": dtype}
 
 
 def publish(
@@ -72,7 +84,7 @@ def publish(
                 f"{shard.name}: score_shard wrote no embeddings, though the run asked for them: "
                 "clear its score_shard task to score it again"
             )
-        target = version / EMBEDDINGS_DIR / f"part-{index:05d}{PART_SUFFIX}"
+        target = version / EMBEDDINGS_DIR / part_name(index)
         digest = _copy(object_store.store_path(str(embedded["path"])), target, root)
         if digest != embedded.get("sha256"):
             raise merging.MergeError(
@@ -181,7 +193,7 @@ def rescore_plan(
     parts_dir.mkdir()
     parts = []
     for index, part in enumerate(output["embeddings"]["parts"]):
-        local = parts_dir / f"part-{index:05d}{PART_SUFFIX}"
+        local = parts_dir / part_name(index)
         _download_checked(str(part.get("path")), local, part.get("sha256"))
         parts.append({**part, "local": str(local)})
     rescored = scratch / "rescore" / "rescored.jsonl"
@@ -216,7 +228,7 @@ def publish_carried(
     """A rescore run's embeddings, the source partition's, published again in the new version."""
     parts = []
     for index, part in enumerate(carried["parts"]):
-        target = version / EMBEDDINGS_DIR / f"part-{index:05d}{PART_SUFFIX}"
+        target = version / EMBEDDINGS_DIR / part_name(index)
         local = part["local"]
         digest = _copy(object_store.store_path(local), target, root)
         parts.append({**{k: v for k, v in part.items() if k != "local"}, "path": str(target), "sha256": digest})
