@@ -9,6 +9,10 @@
 
     .venv/bin/python bench/embeddings.py                  # both, default sizes 100k and 400k clips
     .venv/bin/python bench/embeddings.py --sizes 20000 80000 --skip-write
+    # before/after, side by side: another tree's plugins/ (a copy of an older checkout), runs alternating
+    .venv/bin/python bench/embeddings.py --skip-write --sizes 100000 --baseline /tmp/old/plugins --repeat 3
+
+clips_per_s is wall-clock; cpu_clips_per_s counts the process's CPU time, steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -129,25 +133,29 @@ def make_rescore_input(clips: int, folder: Path) -> tuple[Path, Path]:
     return scored, folder / "e.parquet"
 
 
-def rescore_child(scored: str, embeddings: str, head: str) -> None:
-    """In its own process, pinned to one core: one rescore; prints its counts, time and peak RSS."""
+def rescore_child(scored: str, embeddings: str, head: str, plugins: str | None = None) -> None:
+    """In its own process, pinned to one core: one rescore (with ``plugins``' library when given); prints
+    its counts, time and peak RSS."""
     import torch
 
+    if plugins:
+        sys.path.insert(0, plugins)
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     torch.set_num_threads(1)
     from video_aesthetics.config import ScoringConfig
     from video_aesthetics.rescore import rescore_file
 
     out = Path(scored).with_name("rescored.jsonl")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stats = rescore_file(scored, embeddings, out, ScoringConfig(mlp_checkpoint=head))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
         json.dumps(
             {
                 "clips": stats.clips,
                 "seconds": round(seconds, 3),
                 "clips_per_s": round(stats.clips / seconds),
+                "cpu_clips_per_s": round(stats.clips / cpu),
                 "peak_rss_mb": round(peak_rss() / 2**20, 1),
             }
         )
@@ -162,22 +170,36 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def rescore_sizes(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
+def rescore_sizes(
+    sizes: list[int], workdir: Path, baseline: str | None = None, repeat: int = 1
+) -> list[dict[str, Any]]:
+    """One row per size: the best of ``repeat`` runs, and with ``baseline`` that tree's best, run alternately."""
     from helpers.clip_models import build_head, save_head
 
     head = save_head(build_head(768, seed=1), workdir / "head.pth")
     rows = []
     for clips in sizes:
         scored, embeddings = make_rescore_input(clips, workdir / f"rescore-{clips}")
-        done = subprocess.run(
-            [sys.executable, __file__, "--rescore-child", str(scored), str(embeddings), str(head)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "VIDEO_AESTHETICS_OFFLINE": "1"},
-        )
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        runs: dict[str, list[dict[str, Any]]] = {"current": [], "baseline": []}
+        for _ in range(repeat):
+            for name, plugins in (("baseline", baseline), ("current", "")):
+                if name == "baseline" and not baseline:
+                    continue
+                done = subprocess.run(
+                    [sys.executable, __file__, "--rescore-child", str(scored), str(embeddings), str(head), plugins],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "OMP_NUM_THREADS": "1", "VIDEO_AESTHETICS_OFFLINE": "1"},
+                )
+                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = max(runs["current"], key=lambda run: run["cpu_clips_per_s"])
         row["parquet_mb"] = round(embeddings.stat().st_size / 2**20, 1)
+        if baseline:
+            before = max(runs["baseline"], key=lambda run: run["cpu_clips_per_s"])
+            row["baseline"] = before
+            row["speedup_cpu"] = round(row["cpu_clips_per_s"] / before["cpu_clips_per_s"], 2)
+            row["speedup_wall"] = round(row["clips_per_s"] / before["clips_per_s"], 2)
         rows.append(row)
         for path in (scored, embeddings, scored.with_name("rescored.jsonl")):
             path.unlink(missing_ok=True)
@@ -190,7 +212,11 @@ def main() -> None:
     parser.add_argument("--write-clips", type=int, default=1024, help="clips of the scoring run of (a)")
     parser.add_argument("--skip-write", action="store_true")
     parser.add_argument("--skip-rescore", action="store_true")
-    parser.add_argument("--rescore-child", nargs=3, metavar=("SCORED", "EMBEDDINGS", "HEAD"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="PLUGINS", help="another tree's plugins/ folder, rescored alternately")
+    parser.add_argument("--repeat", type=int, default=1, help="rescore runs per size (and tree); the best is shown")
+    parser.add_argument(
+        "--rescore-child", nargs=4, metavar=("SCORED", "EMBEDDINGS", "HEAD", "PLUGINS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.rescore_child:
         rescore_child(*args.rescore_child)
@@ -203,7 +229,7 @@ def main() -> None:
                 json.dumps(write_cost(args.write_clips, Path(folder) / "a")),
             )
         if not args.skip_rescore:
-            for row in rescore_sizes(args.sizes, Path(folder)):
+            for row in rescore_sizes(args.sizes, Path(folder), args.baseline, args.repeat):
                 print("(b) rescore on one core:", json.dumps(row))
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,24 +35,30 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from clip_data import FRAMES_PER_CLIP, SIZES, frame_paths, smooth_picture, write_records
+from gpu_tower import Variants, attention_variants, guarded, images_per_s, profile_batch, sig, sync, tower_variants
+from gpu_video import video_decoding
 from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
     DeviceDecoder,
     frame_for_device,
+    gpu_decode_error,
+    hardware_decode_error,
     load_frame_fast,
     pack_for_device,
     resolve_decode,
 )
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import load_frame
+from video_aesthetics.frames import load_frame, resized_size
 from video_aesthetics.jsonl import JsonlSource, write_jsonl
+from video_aesthetics.resize import resize_crop_exact
 from video_aesthetics.runner import score_records
 from video_aesthetics.scoring import Scorer, forward_batch_for, resolve_device, torch_threads
 
-DECODES = ("exact", "fast", "gpu")
+DECODES = ("exact", "fast", "gpu", "hardware")
 # The smoke model: a ViT-B/32-shaped tower, 2 layers of 64, ViT-L/14's 768-wide embeddings (as the tests' tiny CLIP).
 TINY_CFG = {
     "embed_dim": 768,
@@ -75,16 +81,6 @@ class Budget:
 
     def allows(self, seconds: float) -> bool:
         return self.left() >= seconds
-
-
-def sig(value: float, digits: int = 4) -> float:
-    """``value`` to ``digits`` significant digits: images/s span 0.5 (ViT-L on a CPU) to thousands."""
-    return float(f"{value:.{digits}g}")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -116,8 +112,11 @@ def make_clips(root: Path, clips: int, width: int, height: int, distinct: int) -
 # --- the model ---------------------------------------------------------------------------------
 
 
-def save_model(folder: Path, smoke: bool) -> tuple[str, Path]:
-    """A random CLIP saved where the project's loader reads it; returns (clip_model spec, head file)."""
+def save_model(folder: Path, smoke: bool, head_file: Path | None = None) -> tuple[str, Path]:
+    """A random CLIP saved where the project's loader reads it; returns (clip_model spec, head file).
+
+    The head is ``head_file`` when given (LAION's official one: scores on its scale), else random.
+    """
     import open_clip
     from safetensors.torch import save_file
 
@@ -134,6 +133,8 @@ def save_model(folder: Path, smoke: bool) -> tuple[str, Path]:
         weights = folder / "vit-l-14.safetensors"
         spec = f"ViT-L-14:{weights}"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    if head_file is not None:
+        return spec, head_file
     head = folder / "head.pth"
     torch.manual_seed(1)
     torch.save(AestheticHead(768).state_dict(), head)
@@ -157,145 +158,6 @@ def time_to_first_score(config: ScoringConfig, frames: list[Path], device: torch
     return scorer, {"load_s": round(loaded - started, 3), "first_clip_s": round(done - loaded, 3)}
 
 
-# --- model-only timings ------------------------------------------------------------------------
-
-
-def images_per_s(scorer: Scorer, pixels: torch.Tensor, min_seconds: float, min_calls: int = 3) -> float:
-    """Images/s of scorer.score_pixels on ``pixels`` (already where the model is), after two warm-up calls."""
-    for _ in range(2):
-        scorer.score_pixels(pixels)
-    sync(scorer.device)
-    calls, started = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - started < min_seconds:
-        scorer.score_pixels(pixels)
-        calls += 1
-    sync(scorer.device)
-    return calls * pixels.shape[0] / (time.perf_counter() - started)
-
-
-def guarded(section: Callable[[], Any]) -> Any:
-    """A section's result, or the error that stopped it: one unsupported variant must not end the run."""
-    try:
-        return section()
-    except Exception as err:  # noqa: BLE001 - reported in the JSON, never hidden
-        log.warning("section failed: %s: %s", type(err).__name__, err)
-        return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
-
-
-class AutocastTower(torch.nn.Module):
-    """fp32 weights under bf16 autocast: how the tower ran before it was held in bf16, for comparison."""
-
-    def __init__(self, tower: torch.nn.Module) -> None:
-        super().__init__()
-        self.tower = tower
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return self.tower(x).float()
-
-
-class Variants:
-    """Scorers for each way of running the tower, made from one fp32 copy of the model kept on the CPU."""
-
-    def __init__(self, scorer: Scorer, spec: str) -> None:
-        from video_aesthetics.clip_loader import load_clip
-
-        self.scorer = scorer
-        self.model = load_clip(spec).model.visual
-
-    def make(self, name: str) -> Scorer:
-        """``name``: bf16 / fp16 / fp32 (weights and activations in that type), tf32 (fp32 with TF32
-        matrix units), autocast_bf16 (fp32 weights under bf16 autocast)."""
-        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-        tower = copy.deepcopy(self.model)
-        if name == "autocast_bf16":
-            tower = AutocastTower(tower)
-        base = self.scorer
-        return Scorer(
-            tower,
-            base.head,
-            base.preprocess,
-            base.device,
-            base.identity,
-            base.forward_batch,
-            dtype=dtypes.get(name, torch.float32),
-        )
-
-    @contextlib.contextmanager
-    def tf32(self, allowed: bool) -> Iterator[None]:
-        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
-def precision_variants(
-    variants: Variants, pixels: torch.Tensor, real: torch.Tensor, seconds: float, budget: Budget, compile_wanted: bool
-) -> dict:
-    """Model-only images/s of each precision and its largest score change from fp32 on real frames;
-    "bf16" is the shipped default; "bf16+compile" is it under torch.compile (the first call compiles)."""
-    reference = variants.make("fp32").score_pixels(real)
-    out: dict[str, Any] = {"score_spread_fp32": float(reference.max() - reference.min())}
-    names = ["bf16", "fp16", "fp32", "autocast_bf16"]
-    if variants.scorer.device.type == "cuda":
-        names.append("tf32")
-    if compile_wanted:
-        names.append("bf16+compile")
-    for name in names:
-        if not budget.allows(90 if "compile" in name else 15):
-            out[name] = {"skipped": "over the time budget"}
-            continue
-
-        def measure(name: str = name) -> dict[str, float]:
-            base, _, compiled = name.partition("+")
-            scorer = variants.make("fp32" if base == "tf32" else base)
-            if compiled:
-                scorer.tower = torch.compile(scorer.tower)
-            with variants.tf32(base == "tf32"):
-                started = time.perf_counter()
-                scores = scorer.score_pixels(real)
-                first_call_s = time.perf_counter() - started
-                speed = images_per_s(scorer, pixels, seconds)
-            return {
-                "images_per_s": sig(speed),
-                "max_score_delta_vs_fp32": float((scores - reference).abs().max()),
-                "first_call_s": round(first_call_s, 2),
-            }
-
-        out[name] = guarded(measure)
-    return out
-
-
-def attention_variants(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
-    """Model-only images/s with each scaled-dot-product-attention backend forced (open_clip's attention calls SDPA)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backends = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}
-    if scorer.device.type == "cuda":  # kernels that exist on CUDA only
-        backends.update(efficient=SDPBackend.EFFICIENT_ATTENTION, cudnn=SDPBackend.CUDNN_ATTENTION)
-    out: dict[str, Any] = {"default": sig(images_per_s(scorer, pixels, seconds))}
-    for name, backend in backends.items():
-
-        def measure(backend: SDPBackend = backend) -> float:
-            with sdpa_kernel(backend):
-                return sig(images_per_s(scorer, pixels, seconds))
-
-        out[name] = guarded(measure)
-    return {"precision": str(scorer.dtype), "images_per_s": out}
-
-
-def channels_last_variant(scorer: Scorer, pixels: torch.Tensor, seconds: float) -> dict:
-    default = images_per_s(scorer, pixels, seconds)
-    scorer.tower.to(memory_format=torch.channels_last)
-    try:
-        faster = images_per_s(scorer, pixels, seconds)
-    finally:
-        scorer.tower.to(memory_format=torch.contiguous_format)
-    return {"images_per_s": sig(faster), "default_images_per_s": sig(default)}
-
-
 # --- the decode paths side by side --------------------------------------------------------------
 
 
@@ -304,18 +166,19 @@ def decode_paths(scorer: Scorer, originals: list[Path], seconds: float) -> dict[
 
     ``scorer`` should run in fp32, so that the score changes are the decode path's alone.
 
-    exact and fast: ms per frame on one CPU thread (a decoding worker's work). gpu: images/s of
-    DeviceDecoder alone (nvJPEG decode, resize and crop of a whole batch on the device) and the
-    workers' share (reading and checking bytes), ms per frame on one thread.
+    exact and fast: ms per frame on one CPU thread (a decoding worker's work). gpu and hardware:
+    images/s of DeviceDecoder alone with each JPEG engine (decode, resize and crop of a whole batch
+    on the device) and the workers' share (reading and checking bytes), ms per frame on one thread;
+    ``resize``: the device's resize alone, the exact separable one against torch's antialiased kernel.
+    On the CPU (smoke) the device decoder's code runs there, with libjpeg-turbo for both engines' JPEGs.
     """
     pp = scorer.preprocess
-    loaders = {"exact": load_frame, "fast": load_frame_fast}
     out: dict[str, Any] = {}
     exact_pixels = torch.from_numpy(np.stack([load_frame(path, pp) for path in originals]))
     exact_scores = scorer.score_pixels(exact_pixels)
     candidates = {"fast": torch.from_numpy(np.stack([load_frame_fast(path, pp) for path in originals]))}
-    if scorer.device.type == "cuda":
-        candidates["gpu"] = _device_pixels(originals, pp, scorer.device)["pixels"].cpu()
+    for name, engine in _engines(scorer.device).items():
+        candidates[name] = DeviceDecoder(pp, scorer.device, engine=engine)(_packed(originals, pp))["pixels"].cpu()
     for name, pixels in candidates.items():
         delta = (pixels.int() - exact_pixels.int()).abs()
         out[name] = {
@@ -323,40 +186,77 @@ def decode_paths(scorer: Scorer, originals: list[Path], seconds: float) -> dict[
             "pixels_mean_delta": round(float(delta.float().mean()), 5),
             "max_score_delta_vs_exact_fp32": float((scorer.score_pixels(pixels) - exact_scores).abs().max()),
         }
+    out.update(_cpu_costs(originals, pp, out))
+    batch = _packed([originals[i % len(originals)] for i in range(scorer.forward_batch)], pp)
+    for name, engine in _engines(scorer.device).items():
+        decoder = DeviceDecoder(pp, scorer.device, engine=engine)
+        out[name]["decoder_images_per_s"] = sig(_rate(lambda decoder=decoder: decoder(batch), scorer, seconds))
+    out["resize"] = _resize_rates(originals, scorer, seconds)
+    return out
+
+
+def _engines(device: torch.device) -> dict[str, str]:
+    """The device decode paths that can run here, and their JPEG engines (on the CPU: nvjpeg's code, for smoke)."""
+    if device.type != "cuda":
+        return {"gpu": "nvjpeg"}
+    engines = {}
+    if gpu_decode_error(device) is None:
+        engines["gpu"] = "nvjpeg"
+    if hardware_decode_error(device) is None:
+        engines["hardware"] = "hardware"
+    return engines
+
+
+def _cpu_costs(originals: list[Path], pp: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """ms per frame on one CPU thread: exact's and fast's whole work, and the device paths' workers' share."""
+    loaders = {"exact": load_frame, "fast": load_frame_fast, "worker_share": frame_for_device}
+    costs: dict[str, Any] = {}
     with torch_threads(1):
         for name, load in loaders.items():
             started = time.perf_counter()
             for path in originals:
                 load(path, pp)
-            out.setdefault(name, {})["cpu_ms_per_frame"] = round(
-                1000 * (time.perf_counter() - started) / len(originals), 2
-            )
-        started = time.perf_counter()
-        for path in originals:
-            frame_for_device(path, pp)
-        out.setdefault("gpu", {})["worker_ms_per_frame"] = round(
-            1000 * (time.perf_counter() - started) / len(originals), 3
-        )
-    if scorer.device.type == "cuda":
-        decoder = DeviceDecoder(pp, scorer.device)
-        batch = _packed([originals[i % len(originals)] for i in range(scorer.forward_batch)], pp)
-        decoder(batch)  # warm-up: nvJPEG's buffers
-        calls, started = 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - started < seconds:
-            decoder(batch)
-            calls += 1
-        out["gpu"]["decoder_images_per_s"] = sig(calls * scorer.forward_batch / (time.perf_counter() - started))
-    return out
+            costs[name] = round(1000 * (time.perf_counter() - started) / len(originals), 3)
+    out.setdefault("exact", {})["cpu_ms_per_frame"] = costs["exact"]
+    out["fast"]["cpu_ms_per_frame"] = costs["fast"]
+    return {"device_paths_worker_ms_per_frame": costs["worker_share"]}
+
+
+def _rate(step: Callable[[], Any], scorer: Scorer, seconds: float) -> float:
+    """Images/s of ``step`` (one forward batch's worth of images), after one warm-up call."""
+    step()
+    sync(scorer.device)
+    calls, started = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - started < seconds:
+        step()
+        calls += 1
+    sync(scorer.device)
+    return calls * scorer.forward_batch / (time.perf_counter() - started)
+
+
+def _resize_rates(originals: list[Path], scorer: Scorer, seconds: float) -> dict[str, float]:
+    """Images/s of the device's resize and crop alone, on a batch of decoded full-size frames already there."""
+    from torchvision.io import decode_image
+
+    pp = scorer.preprocess
+    frames = [decode_image(str(originals[i % len(originals)])) for i in range(scorer.forward_batch)]
+    images = torch.stack(frames).to(scorer.device)
+    height, width = resized_size(images.shape[-1], images.shape[-2], pp)[::-1]
+
+    def antialiased() -> torch.Tensor:  # the resize the device paths used before the exact one
+        resized = F.interpolate(images.float(), size=(height, width), mode="bicubic", antialias=True)
+        return resized.clamp_(0, 255).round_().to(torch.uint8)
+
+    return {
+        "exact_separable_images_per_s": sig(_rate(lambda: resize_crop_exact(images, pp), scorer, seconds)),
+        "torch_antialiased_images_per_s": sig(_rate(antialiased, scorer, seconds)),
+    }
 
 
 def _packed(paths: list[Path], pp: Any) -> dict[str, Any]:
-    """One sample's frames as a decoding worker hands them over on the gpu path."""
+    """One sample's frames as a decoding worker hands them over on the device paths."""
     frames = [frame_for_device(path, pp) for path in paths]
     return {"batch": 0, "seqs": [0], "counts": [len(frames)], "errors": [None], **pack_for_device(frames, pp)}
-
-
-def _device_pixels(paths: list[Path], pp: Any, device: torch.device) -> dict[str, Any]:
-    return DeviceDecoder(pp, device)(_packed(paths, pp))
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -447,8 +347,15 @@ def main() -> int:
     parser.add_argument(
         "--seconds", type=float, default=None, help="seconds per model-only timing (default 3; smoke 0)"
     )
-    parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="time torch.compile")
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument(
+        "--videos", type=int, default=None, help="whole videos decoded per video path (default 64; smoke 2)"
+    )
+    parser.add_argument(
+        "--deviations",
+        action="store_true",
+        help="only each precision's largest score change from fp32 on real frames, ViT-L/14 on any device (no timing)",
+    )
+    parser.add_argument("--head", type=Path, default=None, help="an aesthetic head file (default: random weights)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip optional sections past this many seconds")
     args = parser.parse_args()
     smoke = args.smoke
@@ -457,12 +364,15 @@ def main() -> int:
     if args.num_workers is None:
         args.num_workers = 0 if smoke else max(1, min(14, (os.cpu_count() or 2) - 2))
     seconds = args.seconds if args.seconds is not None else (0.0 if smoke else 3.0)
-    compile_wanted = args.compile if args.compile is not None else not smoke
+    args.videos = args.videos or (2 if smoke else 64)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
     budget = Budget(args.budget_s)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    if args.deviations:
+        print(json.dumps(deviations(device, smoke, args.head)), flush=True)
+        return 0
     if not cuda and not smoke:
         parser.error(
             f"this run would time ViT-L/14 on {device}, which takes hours: run it on a GPU, add --smoke for a "
@@ -473,7 +383,7 @@ def main() -> int:
         "peak_gpu_memory_gib": None,
         "device": str(device),
         "model": "tiny (smoke)" if smoke else "ViT-L-14 (random weights)",
-        "torch": torch.__version__,
+        "versions": versions(),
         "cpu_count": os.cpu_count(),
         "clips": args.clips,
         "frames_per_clip": FRAMES_PER_CLIP,
@@ -482,7 +392,7 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spec, head = save_model(root / "model", smoke)
+        spec, head = save_model(root / "model", smoke, args.head)
         config = ScoringConfig(
             clip_model=spec, mlp_checkpoint=str(head), batch_size=args.batch_size, device=str(device), decode="exact"
         )
@@ -496,12 +406,13 @@ def main() -> int:
         bench_pixels = torch.randint(0, 256, (per_batch, 224, 224, 3), dtype=torch.uint8, device=device)
         ceiling = images_per_s(scorer, bench_pixels, seconds)
         result["ceiling_images_per_s"] = sig(ceiling)
-        result["ceiling_precision"] = str(scorer.dtype)
+        result["ceiling_precision"] = scorer.precision
+        result["default_decode"] = resolve_decode("auto", device)
 
         result["end_to_end"] = end_to_end_all(scorer, root / "e2e", args, ceiling, budget)
         if cuda:
             result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        fastest = result["end_to_end"]["1280x720"].get("gpu", {}).get("images_per_s") or max(
+        fastest = result["end_to_end"]["1280x720"].get(result["default_decode"], {}).get("images_per_s") or max(
             run.get("images_per_s", 0) for run in result["end_to_end"]["1280x720"].values()
         )
         # load <= 5% of a shard's time: load_s <= 0.05 * (load_s + clips * 3 / images_per_s)
@@ -513,18 +424,85 @@ def main() -> int:
         variants = Variants(scorer, spec)
         sections: dict[str, tuple[float, Callable[[], Any]]] = {
             "decode_paths": (30, lambda: _decode_paths_by_size(variants.make("fp32"), root / "e2e", seconds)),
-            "precision": (
-                60,
-                lambda: precision_variants(variants, bench_pixels, real, seconds, budget, compile_wanted),
-            ),
+            "video": (30, lambda: video_decoding(root / "video", scorer, args.videos, args.num_workers, budget.allows)),
+            "profile": (10, lambda: profile_batch(scorer, bench_pixels)),
             "attention": (45, lambda: attention_variants(scorer, bench_pixels, seconds)),
-            "channels_last": (15, lambda: channels_last_variant(scorer, bench_pixels, seconds)),
+            # Last: its compiles take minutes, and each skips itself when the budget is spent.
+            "tower": (60, lambda: tower_variants(variants, bench_pixels, real, seconds, budget.allows)),
         }
         for name, (needs, section) in sections.items():
             result[name] = guarded(section) if budget.allows(needs) else {"skipped": "over the time budget"}
+    result["targets"] = _targets(result)
     result["budget_left_s"] = round(budget.left(), 1)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def deviations(device: torch.device, smoke: bool, head_file: Path | None, frames: int = 16) -> dict[str, Any]:
+    """Each precision's largest score change from fp32 on ``frames`` 720p JPEG frames, without timing.
+
+    What FP8 and bf16 cost in score on any machine (on the CPU through torch's own kernels, the
+    same arithmetic up to the accumulation order). With random weights this bounds the arithmetic only.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec, head = save_model(root / "model", smoke, head_file)
+        config = ScoringConfig(clip_model=spec, mlp_checkpoint=str(head), device=str(device), precision="fp32")
+        scorer = Scorer.load(config, device)
+        make_clips(root / "frames", max(1, frames // FRAMES_PER_CLIP), 1280, 720, distinct=frames)
+        paths = sorted((root / "frames" / "originals").glob("*.jpg"))
+        real = torch.from_numpy(np.stack([load_frame(path, scorer.preprocess) for path in paths])).to(device)
+        variants = Variants(scorer, spec)
+        reference = scorer.score_pixels(real)
+        out: dict[str, Any] = {
+            "device": str(device),
+            "model": "tiny (smoke)" if smoke else "ViT-L-14 (random weights)",
+            "head": "random" if head_file is None else head_file.name,
+            "frames": len(paths),
+            "score_spread_fp32": float(reference.max() - reference.min()),
+            "versions": versions(),
+        }
+        for name in ("bf16", "fp8"):
+            scores = guarded(lambda name=name: variants.make(name).score_pixels(real))
+            out[name] = scores if isinstance(scores, dict) else float((scores - reference).abs().max())
+        return out
+
+
+def versions() -> dict[str, str | None]:
+    """The card's driver and the versions of everything the figures depend on (None: not installed)."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for package in ("torchvision", "open_clip_torch", "av", "pillow", "nvidia-nvimgcodec-cu13", "PyNvVideoCodec"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    if torch.cuda.is_available():
+        found["cuda"] = torch.version.cuda
+        found["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        with contextlib.suppress(Exception):  # nvidia-smi is the driver's; a machine without it still benchmarks
+            found["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout.strip()
+    return found
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+    """Issue 20's three figures, from this run: the default path's end-to-end rate at 720p over the whole
+    run, its ratio to the default tower's ceiling, and that ceiling against bf16 eager measured beside it."""
+    run = result.get("end_to_end", {}).get("1280x720", {}).get(result.get("default_decode"), {})
+    tower = result.get("tower", {})
+    eager = tower.get("bf16", {}).get("images_per_s") if isinstance(tower, dict) else None
+    return {
+        "end_to_end_images_per_s": run.get("images_per_s"),
+        "end_to_end_ratio_to_ceiling": run.get("ratio_to_ceiling"),
+        "ceiling_vs_bf16_eager": sig(result["ceiling_images_per_s"] / eager, 3) if eager else None,
+    }
 
 
 def _decode_paths_by_size(scorer: Scorer, root: Path, seconds: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from helpers.media import clip_record, write_frames, write_video
 from video_aesthetics.batches import DECODE_ERROR, FrameBatches, RankShare, load_batch, load_sample
@@ -80,3 +81,37 @@ def test_ranks_take_every_nth_batch_and_a_restart_skips_the_scored_ones(tmp_path
     assert seqs(share=RankShare(0, 2)) == [(0, [0, 1]), (2, [4])]
     assert seqs(share=RankShare(1, 2)) == [(1, [2, 3])]
     assert seqs(start_batch=1) == [(1, [2, 3]), (2, [4])]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU machine's whole-video batches")
+def test_whole_video_batches_on_a_machine_without_nvdec_are_decoded_by_the_workers(tmp_path: Path) -> None:
+    records = [{"video": str(write_video(tmp_path / f"{n}.mp4", frames=7, seed=n))} for n in range(3)]
+    config = _config(tmp_path, video_clips_key="")
+    dataset = FrameBatches(records, config, PP, decode="gpu")
+    assert dataset.videos_on_device is False
+    batches = list(dataset)
+    assert [b["counts"] for b in batches] == [[3, 3], [3]]
+    samples = (Sample(0, 0, None, tmp_path / "0.mp4"), Sample(1, 1, None, tmp_path / "1.mp4"))
+    today = load_batch(0, samples, config, PP, "gpu")
+    assert "videos" not in batches[0] and batches[0]["slots"] == today["slots"] == list(range(6))
+    assert torch.equal(batches[0]["pixels"], today["pixels"]) and batches[0]["names"] == today["names"]
+
+
+def test_a_video_hand_over_carries_paths_and_indices_and_each_samples_reason(tmp_path: Path) -> None:
+    config = _config(tmp_path, video_clips_key="")
+    good = write_video(tmp_path / "a.mp4", frames=9, seed=2)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    samples = (Sample(0, 0, None, good), Sample(1, 1, None, broken), Sample(2, 2, None, None, UNSAFE_PATH))
+    batch = load_batch(4, samples, config, PP, "gpu", videos_on_device=True)
+    assert (batch["batch"], batch["seqs"], batch["counts"]) == (4, [0, 1, 2], [3, 0, 0])
+    assert batch["errors"] == [None, UNREADABLE_VIDEO, UNSAFE_PATH]
+    assert batch["names"] == [["#0", "#4", "#8"], [], []]
+    assert batch["videos"][0]["path"] == str(good.resolve()) and batch["videos"][0]["indices"] == [0, 4, 8]
+    assert batch["videos"][1:] == [None, None]
+    # Nothing was decoded in the worker: the packed part is empty.
+    assert batch["pixels"].shape == (0, 32, 32, 3) and batch["slots"] == [] and batch["jpegs"].numel() == 0
+    # Outside whole-video mode the flag changes nothing.
+    write_frames(tmp_path, "v", "v_0", 2, seed=1)
+    clip = (Sample(0, 0, 0, tmp_path / "v" / "v_0" / "img"),)
+    assert "videos" not in load_batch(0, clip, _config(tmp_path), PP, "gpu", videos_on_device=True)

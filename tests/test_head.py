@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +18,10 @@ from video_aesthetics.head import (
     OFFICIAL_HEAD_SHA256,
     AestheticHead,
     expected_shapes,
+    fold_head,
+    head_scores,
     load_head,
+    reduce_scores,
 )
 
 OFFICIAL_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / OFFICIAL_HEAD_FILENAME
@@ -189,3 +194,93 @@ def test_weights_that_are_not_finite_in_float32_are_refused(tmp_path: Path, valu
     torch.save(state, path)
     with pytest.raises(WeightsError, match="NaN or infinite"):
         load_head(path)
+
+
+def _heads() -> list[tuple[str, AestheticHead]]:
+    """A seeded head, and LAION's official one where the shared weights are here."""
+    found = [("seeded", build_head(768, seed=5))]
+    if OFFICIAL_FILE.is_file():
+        found.append(("official", load_head(OFFICIAL_FILE).module))
+    return found
+
+
+def _unit_rows(count: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, 768)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _layer_by_layer_float64(head: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return head.double().eval()(torch.from_numpy(rows.astype(np.float64))).squeeze(-1).numpy()
+
+
+@pytest.mark.parametrize(("name", "head"), _heads())
+def test_the_folded_head_is_within_half_a_float32_unit_of_the_head_in_float64(name: str, head: AestheticHead) -> None:
+    rows = _unit_rows(4096, seed=1)
+    folded = fold_head(head)
+    scores = head_scores(folded, rows)
+    in_float32 = _outputs_of(head, rows)
+    reference = _layer_by_layer_float64(head, rows)
+    gap = np.abs(scores.astype(np.float64) - reference)
+    half_unit = np.spacing(np.abs(reference).astype(np.float32)).astype(np.float64) / 2
+    print(f"\n{name}: folded float64 head, largest change from layer-by-layer float64: {gap.max():.3g} "
+          f"({(gap / half_unit).max():.3f} half float32 units); layer-by-layer float32: "
+          f"{np.abs(in_float32 - reference).max():.3g}")  # fmt: skip
+    assert scores.dtype == np.float32
+    # Rounded once from a float64 sum whose own error is ~1e-13: at most half a unit, and a hair for double rounding.
+    assert np.all(gap <= half_unit * (1 + 1e-6))
+    assert abs(rows.astype(np.float64) @ folded.weight + folded.bias - reference).max() < 1e-12
+
+
+def _outputs_of(head: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return head.float().eval()(torch.from_numpy(rows)).squeeze(-1).double().numpy()
+
+
+def test_a_rows_score_does_not_depend_on_the_rows_around_it() -> None:
+    folded = fold_head(build_head(768, seed=2))
+    rows = _unit_rows(1000, seed=2)
+    together = head_scores(folded, rows)
+    alone = np.concatenate([head_scores(folded, rows[i : i + 1]) for i in range(len(rows))])
+    assert together.tobytes() == alone.tobytes()
+    # Unaligned, odd-sized slices of a larger array; float16 rows give their float32 values' scores.
+    for start, stop in ((1, 2), (3, 300), (257, 999)):
+        assert head_scores(folded, rows[start:stop]).tobytes() == together[start:stop].tobytes()
+    half = rows.astype(np.float16)
+    assert head_scores(folded, half).tobytes() == head_scores(folded, half.astype(np.float32)).tobytes()
+    assert head_scores(folded, rows[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="do not fit a head for 768-wide"):
+        head_scores(folded, rows[:, :512])
+
+
+def test_fold_head_refuses_a_head_with_an_activation() -> None:
+    head = build_head(768, seed=2)
+    head.layers[1] = torch.nn.ReLU()
+    with pytest.raises(TypeError, match="only a head of linear and dropout layers"):
+        fold_head(head)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "min", "max"])
+def test_reduce_scores_reduces_each_clip_on_its_own(reduction: str) -> None:
+    rng = np.random.default_rng(7)
+    counts = rng.integers(1, 12, 200)
+    scores = (rng.standard_normal(int(counts.sum())) * 3 + 5).astype(np.float32)
+    together = reduce_scores(scores, counts, reduction)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    alone = np.concatenate(
+        [reduce_scores(scores[a:b], np.array([b - a]), reduction) for a, b in itertools.pairwise(bounds)]
+    )
+    assert together.dtype == np.float32 and together.tobytes() == alone.tobytes()
+    python = {"mean": lambda v: sum(v) / len(v), "min": min, "max": max}[reduction]
+    expected = [python([float(x) for x in scores[a:b]]) for a, b in itertools.pairwise(bounds)]
+    assert together.tolist() == np.array(expected, dtype=np.float32).tolist()
+
+
+def test_reduce_scores_keeps_nan_and_refuses_bad_counts() -> None:
+    scores = np.array([1.0, np.nan, 2.0, 3.0], np.float32)
+    assert np.isnan(reduce_scores(scores, np.array([2, 2]), "min")).tolist() == [True, False]
+    assert reduce_scores(scores, np.zeros(0, np.int64), "mean").shape == (0,)
+    with pytest.raises(ValueError, match="do not split 4 frame scores"):
+        reduce_scores(scores, np.array([2, 1]), "mean")
+    with pytest.raises(ValueError, match="reduction must be one of mean, min, max"):
+        reduce_scores(scores, np.array([4]), "median")

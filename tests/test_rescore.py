@@ -522,3 +522,40 @@ def test_rescores_samples_are_the_scoring_runs(whole_video: bool) -> None:
             (s.seq, s.record, s.clip, s.error) for s in expected
         ], record
         seq += len(expected)
+
+
+@pytest.mark.parametrize("change", ["same", "scaled", "official", "min", "max"])
+def test_float32_embeddings_rescore_to_the_bytes_of_a_direct_run(
+    tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str], heads: dict[str, Path], change: str
+) -> None:
+    """Scoring and rescore apply the head and the reduction through the same functions (head.py): from float32
+    embeddings, a rescore writes the very bytes a direct run with its head and reduction writes."""
+    changes = (
+        {"reduction": change}
+        if change in ("min", "max")
+        else _head_change(heads, "test" if change == "same" else change)
+    )
+    first = _score(dataset, tmp_path / "first.jsonl", model_args, "float32", frame_scores=True)
+    direct = _score(dataset, tmp_path / "direct.jsonl", model_args, None, frame_scores=True, **changes)
+    rescored = tmp_path / "rescored.jsonl"
+    rescore_file(
+        first, first.with_suffix(".parquet"), rescored, _config(model_args, dataset[1], frame_scores=True, **changes)
+    )
+    assert rescored.read_bytes() == direct.read_bytes()
+    assert (change == "same") == (first.read_bytes() == direct.read_bytes())
+
+
+def test_score_then_rescore_on_the_command_line_writes_the_same_bytes(
+    tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str]
+) -> None:
+    source, frames = dataset
+    common = ["--figure-root", str(frames), "--mlp-checkpoint", model_args["mlp_checkpoint"], "--frame-scores"]
+    scored, embeddings = tmp_path / "scored.jsonl", tmp_path / "e.parquet"
+    assert main(["score", "--input", str(source), "--output", str(scored), "--clip-model", model_args["clip_model"],
+                 "--device", "cpu", "--num-workers", "0", "--embeddings", str(embeddings),
+                 "--embeddings-dtype", "float32", *common]) == 0  # fmt: skip
+    again = tmp_path / "again.jsonl"
+    assert (
+        main(["rescore", "--input", str(scored), "--embeddings", str(embeddings), "--output", str(again), *common]) == 0
+    )
+    assert again.read_bytes() == scored.read_bytes()

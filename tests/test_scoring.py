@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import os
 import signal
 from pathlib import Path
@@ -16,8 +17,8 @@ from video_aesthetics.batches import RankShare
 from video_aesthetics.clip_loader import load_clip
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.head import load_head
-from video_aesthetics.scoring import Scorer, iter_results, resolve_device, tower_dtype_for
+from video_aesthetics.head import head_scores, load_head
+from video_aesthetics.scoring import Scorer, iter_results, resolve_device
 
 
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
@@ -100,17 +101,12 @@ def test_score_pixels_shapes(scorer: Scorer) -> None:
     assert scorer.score_pixels(pixels[:0]).shape == (0,)
 
 
-def test_the_tower_runs_in_bf16_on_gpus_and_fp32_on_the_cpu() -> None:
-    assert tower_dtype_for(torch.device("cuda", 0)) == torch.bfloat16
-    assert tower_dtype_for(torch.device("cpu")) == torch.float32
-
-
 def test_a_bf16_tower_keeps_the_head_in_fp32_and_stays_close_to_fp32(
     tmp_path: Path, model_args: dict, scorer: Scorer
 ) -> None:
     """What GPUs run (a bf16 tower, an fp32 head), run here on the CPU through the same code."""
     clip, head = load_clip(model_args["clip_model"]), load_head(model_args["mlp_checkpoint"])
-    half = Scorer(clip.model, head.module, clip.preprocess, "cpu", dtype=torch.bfloat16)
+    half = Scorer(clip.model, head.module, clip.preprocess, "cpu", precision="bf16")
     assert {p.dtype for p in half.tower.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in half.head.parameters()} == {torch.float32}
     assert scorer.dtype == torch.float32 and {p.dtype for p in scorer.tower.parameters()} == {torch.float32}
@@ -219,9 +215,13 @@ def test_score_and_embed_returns_what_the_head_saw_from_the_same_pass(scorer: Sc
     assert embeddings.shape == (11, 768) and embeddings.dtype == torch.float32
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(11), atol=1e-6)
     assert torch.equal(scores, scorer.score_pixels(pixels))
+    # The head is applied folded in float64 (head.head_scores): within half a float32 unit of the head
+    # applied layer by layer in float64, and exactly what head_scores gives for the returned embeddings.
     with torch.inference_mode():
-        # Not the same bits: the scorer applies the head in groups of 8 on one thread (CPU_FORWARD_GROUP).
-        assert torch.allclose(scorer.head(embeddings).squeeze(-1), scores, rtol=0, atol=1e-6)
+        reference = copy.deepcopy(scorer.head).double()(embeddings.double()).squeeze(-1)
+    half_unit = torch.from_numpy(np.spacing(reference.abs().float().numpy())).double() / 2
+    assert ((scores.double() - reference).abs() <= half_unit * (1 + 1e-6)).all()
+    assert scores.numpy().tobytes() == head_scores(scorer.folded_head, embeddings.numpy()).tobytes()
     empty_scores, empty = scorer.score_and_embed(pixels[:0])
     assert empty_scores.shape == (0,) and empty.shape[0] == 0
 

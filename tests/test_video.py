@@ -240,3 +240,15 @@ def test_odd_but_local_names_are_opened_as_files(tmp_path: Path, monkeypatch: py
     assert video.probe("./http:x.mp4").frames == 4
     with pytest.raises(video.UnsafeVideoError):
         video.probe("http:x.mp4")
+
+
+def test_probe_with_clock_numbers_frames_as_read_frames_does(long_video) -> None:
+    path, reference = long_video
+    info, clock = video.probe_with_clock(path)
+    assert info == video.probe(path) and clock.rate == 24
+    # B-frames decode out of order: the clock numbers each frame by its presentation time.
+    with av.open(str(path)) as container:
+        numbers = [clock.number(frame.pts) for frame in container.decode(video=0)]
+    assert numbers == list(range(len(reference)))
+    ntsc = video.probe_with_clock(write_gop_video(Path(path).parent / "ntsc.mp4", 12, Fraction(30000, 1001)))[1]
+    assert ntsc.rate == Fraction(30000, 1001) and ntsc.number(ntsc.start) == 0

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from video_aesthetics import video
+from video_aesthetics import nvdec, video
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.decoding import frame_loader, image_pixels, pack_for_device
+from video_aesthetics.decoding import decodes_on_device, frame_loader, image_pixels, pack_for_device
 from video_aesthetics.errors import StoreAccessError
 from video_aesthetics.frame_store import RemoteFrames, remote_frames
 from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
@@ -47,8 +47,10 @@ ONE_RANK = RankShare()
 class FrameBatches(IterableDataset):
     """Batches of ``batch_size`` samples as uint8 pixels; each worker decodes only its own batches.
 
-    ``decode`` is a resolved decode path (decoding.resolve_decode): on "gpu" a batch carries its
-    JPEGs' bytes (decoding.pack_for_device) for the scoring process to decode on the device.
+    ``decode`` is a resolved decode path (decoding.resolve_decode): on "gpu" and "hardware" a batch carries its
+    JPEGs' bytes (decoding.pack_for_device) for the scoring process to decode on the device. In
+    whole-video mode on a device path, where NVDEC can decode on ``device`` (nvdec.videos_on_device,
+    decided here, in the scoring process), a batch carries each video's path and frame indices instead.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class FrameBatches(IterableDataset):
         share: RankShare = RankShare(),
         start_batch: int = 0,
         decode: str = "exact",
+        device: torch.device | str | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -66,6 +69,8 @@ class FrameBatches(IterableDataset):
         self.share = share
         self.start_batch = start_batch
         self.decode = decode
+        # CUDA cannot be used in the (forked) workers: whether NVDEC decodes the videos is asked here.
+        self.videos_on_device = config.whole_video and decodes_on_device(decode) and nvdec.videos_on_device(device)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -77,7 +82,7 @@ class FrameBatches(IterableDataset):
             # Within a rank, batches go round-robin to workers: the order DataLoader collects them in.
             if (number // self.share.world) % workers != worker:
                 continue
-            yield load_batch(number, samples, self.config, self.preprocess, self.decode)
+            yield load_batch(number, samples, self.config, self.preprocess, self.decode, self.videos_on_device)
 
 
 def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]:
@@ -87,8 +92,21 @@ def _batched(items: Iterable[Sample], size: int) -> Iterator[tuple[Sample, ...]]
 
 
 def load_batch(
-    number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig, decode: str = "exact"
+    number: int,
+    samples: tuple[Sample, ...],
+    config: ScoringConfig,
+    pp: PreprocessConfig,
+    decode: str = "exact",
+    videos_on_device: bool = False,
 ) -> dict[str, Any]:
+    """A batch's pixels (or, on the device paths, what the scoring process decodes) and each sample's count and reason.
+
+    With ``videos_on_device`` (whole-video mode, NVDEC in the scoring process) no video is decoded
+    here: ``videos`` holds each sample's nvdec.VideoRequest (as ``to_batch()``), or None for a sample
+    that has no frames, and the packed frames are empty.
+    """
+    if videos_on_device and config.whole_video:
+        return _video_request_batch(number, samples, config, pp)
     frames: list[Any] = []
     counts, errors, names = [], [], []
     for sample in samples:
@@ -98,10 +116,39 @@ def load_batch(
         errors.append(error)
         names.append(loaded_names)
     batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors, "names": names}
-    if decode == "gpu":
+    if decodes_on_device(decode):
         return {**batch, **pack_for_device(frames, pp)}
     stacked = np.stack(frames) if frames else np.zeros((0, pp.size, pp.size, 3), dtype=np.uint8)
     return {**batch, "pixels": torch.from_numpy(stacked)}
+
+
+def _video_request_batch(
+    number: int, samples: tuple[Sample, ...], config: ScoringConfig, pp: PreprocessConfig
+) -> dict[str, Any]:
+    requests, counts, errors, names = [], [], [], []
+    for sample in samples:
+        request, error = video_request(sample, config.load_num)
+        requests.append(None if request is None else request.to_batch())
+        counts.append(0 if request is None else len(request.indices))
+        errors.append(error)
+        names.append([] if request is None else [f"#{index}" for index in request.indices])
+    batch = {"batch": number, "seqs": [s.seq for s in samples], "counts": counts, "errors": errors, "names": names}
+    return {**batch, **pack_for_device([], pp), "videos": requests}
+
+
+def video_request(sample: Sample, load_num: int) -> tuple[nvdec.VideoRequest | None, str | None]:
+    """A whole video's hand-over to the scoring process (its path and frame indices), or the reason it has none.
+
+    The indices are those the PyAV path decodes (video.probe's frame count, evenly spread). Never raises.
+    """
+    if sample.error is not None or sample.path is None:
+        return None, sample.error
+    try:
+        request = nvdec.video_request(sample.path, load_num)
+    except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
+        log.warning("cannot read video %s: %s", sample.path, err)
+        return None, UNREADABLE_VIDEO
+    return (request, None) if request is not None else (None, UNREADABLE_VIDEO)
 
 
 def load_sample(

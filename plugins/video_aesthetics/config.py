@@ -45,6 +45,7 @@ class ScoringConfig:
     output_key: str = DEFAULTS.output_key
     device: str = DEFAULTS.device
     decode: str = DEFAULTS.decode
+    precision: str = DEFAULTS.precision
     reduction: str = DEFAULTS.reduction
     frame_scores: bool = DEFAULTS.frame_scores
     skip_bad_records: bool = DEFAULTS.skip_bad_records
@@ -58,13 +59,13 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         # Types, bounds and closed choices as declared (parameters.PARAMETERS); the finer rules follow.
-        for name in ("load_num", "batch_size", "num_workers", "reduction", "frame_scores", "skip_bad_records"):
+        for name in ("load_num", "batch_size", "num_workers", "reduction", "frame_scores", "skip_bad_records", "precision"):
             BY_NAME[name].check(getattr(self, name))
         if not isinstance(self.device, str) or not _is_device(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
         if self.decode not in DECODES:
             raise ConfigError(
-                f"decode must be one of {', '.join(DECODES)} (auto: gpu on CUDA, else the CPU default), got {self.decode!r}"
+                f"decode must be one of {', '.join(DECODES)} (auto: hardware or gpu on CUDA, else the CPU default), got {self.decode!r}"
             )
         for name in ("figure_root", "input_video_key", "clip_model", "output_key"):
             value = getattr(self, name)

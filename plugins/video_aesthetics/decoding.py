@@ -4,12 +4,18 @@
 ``fast``   libjpeg-turbo through torchvision (the same decoded pixels as PIL) and torch's uint8
            antialiased resize instead of PIL's much slower one: at most 1 level from ``exact``.
            Anything but a plain RGB or greyscale JPEG, and any JPEG torchvision refuses, takes the exact path.
-``gpu``    workers only read and check bytes; the scoring process decodes each batch's JPEGs on the GPU
-           with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and resizes and crops them there,
-           in a thread that prepares the next batch while the model scores the current one. Other
-           formats are decoded by the workers (exact); a JPEG the GPU refuses is decoded on the CPU; a
-           frame nothing can decode is skipped, like any corrupt frame.
-``auto``   ``gpu`` when scoring on CUDA (and torchvision can decode JPEGs there), else ``CPU_DEFAULT``.
+``gpu``    workers only read and check bytes; the scoring process decodes each batch's JPEGs on the GPU's
+           SMs with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and resizes and crops them
+           there (resize.py: Pillow's resize, bit for bit), in a thread that prepares the next batch on a
+           CUDA stream of its own while the model scores the current one. Other formats are decoded by
+           the workers (exact); a JPEG the GPU refuses is decoded on the CPU; a frame nothing can decode
+           is skipped, like any corrupt frame.
+``hardware`` the gpu path with the JPEGs decoded by the GPU's hardware JPEG engines (nvImageCodec, the
+           optional extra ``gpu``; A100, H100, H200 and some other data-centre GPUs have the engines),
+           leaving the SMs to the model and the resize. A JPEG the engines refuse (progressive, an
+           unusual subsampling, damage) takes the gpu path's nvJPEG, then the CPU.
+``auto``   on CUDA: ``hardware`` when a probe JPEG decodes on the engines, else ``gpu`` (when torchvision
+           can decode JPEGs there), else ``CPU_DEFAULT``; elsewhere ``CPU_DEFAULT``.
 
 bench/scoring.py measures the CPU paths side by side, bench/gpu.py all three on a GPU.
 """
@@ -45,6 +51,7 @@ from video_aesthetics.frames import (
     to_pixels,
 )
 from video_aesthetics.records import CORRUPT_FRAMES
+from video_aesthetics.resize import resize_crop_exact
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +61,14 @@ CPU_DEFAULT = "fast"
 MAX_FRAME_BYTES = 64 << 20
 # The PIL modes of a JPEG that libjpeg-turbo and nvJPEG turn into the RGB that PIL makes of it.
 _PLAIN_JPEG_MODES = frozenset({"RGB", "L"})
-# Float32 copies of full-size frames made at once on the device while resizing (the uint8 kernels are CPU-only).
-_RESIZE_BYTES = 256 << 20
+# The decode paths whose JPEGs are decoded by the scoring process on its device (workers ship bytes).
+DEVICE_DECODES = ("gpu", "hardware")
+# DeviceDecoder's JPEG engines: nvJPEG on the SMs (torchvision) or the hardware JPEG engines (nvImageCodec).
+ENGINES = ("nvjpeg", "hardware")
+# What to install for the hardware path (pyproject's extra ``gpu``; nvImageCodec's wheel must match CUDA's major).
+HARDWARE_INSTALL = "pip install 'video-aesthetics[gpu]' (nvidia-nvimgcodec-cu13[nvjpeg]; -cu12 for CUDA 12)"
+# Levels by which the hardware probe's pixels may differ from PIL's and still count as a decode (IDCT, upsampling).
+_PROBE_TOLERANCE = 48
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (not a dependency here),
 # warning on every call of the decoders this module is built on: that one message is silenced.
@@ -63,19 +76,25 @@ warnings.filterwarnings("ignore", message=r".*TorchCodec.*", category=Deprecatio
 
 
 def resolve_decode(name: str, device: torch.device) -> str:
-    """The decode path that runs for ``name`` when scoring on ``device``: exact, fast or gpu.
+    """The decode path that runs for ``name`` when scoring on ``device``: exact, fast, gpu or hardware.
 
-    ``gpu`` needs a CUDA device whose JPEGs torchvision can decode (it is built with nvJPEG);
-    asking for it elsewhere is a configuration error, while ``auto`` quietly takes the CPU default.
+    ``gpu`` needs a CUDA device whose JPEGs torchvision can decode (it is built with nvJPEG),
+    ``hardware`` one with JPEG engines and nvImageCodec installed; asking for either elsewhere is a
+    configuration error, while ``auto`` takes the best path this machine has and logs why.
     """
     if name not in DECODES:
         raise ConfigError(f"decode must be one of {', '.join(DECODES)}, got {name!r}")
     if name == "auto":
-        if device.type == "cuda" and gpu_decode_error(device) is None:
-            return "gpu"
-        if device.type == "cuda":
-            log.warning("decode auto: %s; decoding on the CPU (%s)", gpu_decode_error(device), CPU_DEFAULT)
-        return CPU_DEFAULT
+        return _auto_decode(device)
+    if name == "hardware":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"decode 'hardware' decodes JPEGs on a GPU's hardware JPEG engines, but this run scores on {device} "
+                "(no CUDA device, or device 'cpu'); use decode 'auto', 'fast' or 'exact', or a CUDA device"
+            )
+        error = hardware_decode_error(device)
+        if error is not None:
+            raise ConfigError(f"decode 'hardware' cannot run: {error}; use decode 'gpu' or 'auto'")
     if name == "gpu":
         if device.type != "cuda":
             raise ConfigError(
@@ -86,6 +105,33 @@ def resolve_decode(name: str, device: torch.device) -> str:
         if error is not None:
             raise ConfigError(f"decode 'gpu' cannot run: {error}; use decode 'fast' or 'auto'")
     return name
+
+
+def _auto_decode(device: torch.device) -> str:
+    if device.type != "cuda":
+        return CPU_DEFAULT
+    hardware = hardware_decode_error(device)
+    if hardware is None:
+        log.info("decode auto: JPEGs are decoded on %s's hardware JPEG engines (hardware)", device)
+        return "hardware"
+    gpu = gpu_decode_error(device)
+    if gpu is None:
+        log.info("decode auto: %s; JPEGs are decoded with nvJPEG on %s (gpu)", hardware, device)
+        return "gpu"
+    log.warning("decode auto: %s, and %s; decoding on the CPU (%s)", hardware, gpu, CPU_DEFAULT)
+    return CPU_DEFAULT
+
+
+def decodes_on_device(decode: str) -> bool:
+    """Whether the resolved ``decode`` path decodes JPEGs in the scoring process (workers ship bytes)."""
+    return decode in DEVICE_DECODES
+
+
+def jpeg_engine(decode: str) -> str:
+    """DeviceDecoder's engine for a resolved device decode path (``gpu`` or ``hardware``)."""
+    if not decodes_on_device(decode):
+        raise ValueError(f"decode {decode!r} does not decode on the device; expected one of {DEVICE_DECODES}")
+    return "hardware" if decode == "hardware" else "nvjpeg"
 
 
 @functools.cache
@@ -102,6 +148,117 @@ def gpu_decode_error(device: torch.device) -> str | None:
     return (
         None if tuple(decoded.shape) == (3, 16, 16) else f"torchvision decoded a 16x16 JPEG as {tuple(decoded.shape)}"
     )
+
+
+def _probe_jpeg() -> bytes:
+    """A small frame-like JPEG (baseline, 4:2:0, as video frames are saved) that any JPEG engine decodes."""
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:144, None], ramp[None, ::-1]), axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels[:144])).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def nvimgcodec_error() -> str | None:
+    """None when nvImageCodec imports; else why not and what to install."""
+    try:
+        _import_nvimgcodec()
+    except ImportError as err:
+        return f"nvImageCodec is not installed ({err}); {HARDWARE_INSTALL}"
+    return None
+
+
+def _import_nvimgcodec() -> Any:
+    # Imported only when the hardware path is asked for: an optional extra, never needed by tests or CPUs.
+    from nvidia import nvimgcodec  # type: ignore[attr-defined,import-not-found,import-untyped,unused-ignore]
+
+    return nvimgcodec
+
+
+@functools.cache
+def hardware_decode_error(device: torch.device) -> str | None:
+    """None when a probe JPEG decodes on ``device``'s hardware JPEG engines through nvImageCodec; else why not."""
+    if device.type != "cuda":
+        return f"the hardware JPEG engines are a CUDA GPU's, and this run scores on {device}"
+    if not torch.cuda.is_available():
+        return "CUDA is not available (no GPU, or torch built without CUDA)"
+    missing = nvimgcodec_error()
+    if missing is not None:
+        return missing
+    probe = _probe_jpeg()
+    try:
+        name = torch.cuda.get_device_name(device)
+        # A stream of its own, as DeviceDecoder's: the legacy default stream (0) is no valid CUDA array stream.
+        stream = torch.cuda.Stream(device)
+        with torch.cuda.device(device), torch.cuda.stream(stream):
+            decoded = HardwareJpegDecoder(device).decode([_as_tensor(probe)], stream.cuda_stream)[0]
+        stream.synchronize()
+    except Exception as err:  # noqa: BLE001 - whatever the library or driver lacks, the answer is "not here"
+        return f"nvImageCodec's hardware JPEG decoder failed on {device} ({type(err).__name__}: {err})"
+    if decoded is None:
+        return (
+            f"nvImageCodec decodes no JPEG on {name}'s ({device}) hardware JPEG engines: the GPU has none "
+            "(A100, H100, H200 and some other data-centre GPUs have them), or nvImageCodec lacks its nvJPEG "
+            "library (the [nvjpeg] extra of its wheel)"
+        )
+    reference = torch.from_numpy(np.array(Image.open(io.BytesIO(probe)).convert("RGB"))).permute(2, 0, 1)
+    if tuple(decoded.shape) != tuple(reference.shape):
+        return f"the hardware JPEG decoder made a {tuple(decoded.shape)} picture of a {tuple(reference.shape)} probe"
+    delta = int((decoded.cpu().int() - reference.int()).abs().max())
+    if delta > _PROBE_TOLERANCE:
+        return f"the hardware JPEG decoder's probe pixels are {delta} levels from PIL's (at most {_PROBE_TOLERANCE})"
+    return None
+
+
+class HardwareJpegDecoder:
+    """nvImageCodec's decoder limited to ``device``'s hardware JPEG engines: JPEG bytes in, (3, H, W) uint8 out.
+
+    A JPEG the engines refuse comes back as None (nvImageCodec's own answer for any frame it
+    cannot decode), for the caller to decode another way. Output is RGB without EXIF rotation,
+    as PIL and torchvision decode frames.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        nvimgcodec = _import_nvimgcodec()
+        self.device = device
+        self._codestream = nvimgcodec.CodeStream
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        # fancy_upsampling: libjpeg-turbo's (PIL's) chroma upsampling wherever a decoder offers it.
+        self._decoder = nvimgcodec.Decoder(
+            device_id=index,
+            backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)],
+            options=":fancy_upsampling=1",
+        )
+        # nvImageCodec 0.6 and later call sRGB SRGB, earlier releases RGB.
+        rgb = getattr(nvimgcodec.ColorSpec, "SRGB", None)
+        self._params = nvimgcodec.DecodeParams(
+            apply_exif_orientation=False,
+            color_spec=rgb if rgb is not None else nvimgcodec.ColorSpec.RGB,
+            allow_any_depth=False,
+        )
+
+    def decode(self, jpegs: list[torch.Tensor], cuda_stream: int) -> list[torch.Tensor | None]:
+        """Each JPEG's pixels on the device, ready in stream order on ``cuda_stream``; None where refused.
+
+        The returned tensors keep nvImageCodec's images (their memory) alive.
+        """
+        sources = [self._codestream(jpeg.numpy()) for jpeg in jpegs]
+        images = self._decoder.decode(sources, params=self._params, cuda_stream=cuda_stream)
+        if len(images) != len(jpegs):
+            raise RuntimeError(f"nvImageCodec decoded {len(images)} pictures of {len(jpegs)} JPEGs")
+        return [self._pixels(image) for image in images]
+
+    def _pixels(self, image: Any) -> torch.Tensor | None:
+        if image is None:
+            return None
+        # Zero-copy through __cuda_array_interface__ (HWC, rows possibly padded).
+        pixels = torch.as_tensor(image, device=self.device)
+        if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[-1] not in (1, 3):
+            log.warning(
+                "nvImageCodec decoded a JPEG as %s %s; decoding it another way", pixels.dtype, tuple(pixels.shape)
+            )
+            return None
+        return pixels.permute(2, 0, 1).expand(3, -1, -1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,20 +316,22 @@ def _as_tensor(data: bytes | bytearray) -> torch.Tensor:
 # Resizing, on any device
 
 
-def resize_crop(images: torch.Tensor, pp: PreprocessConfig, *, float_kernel: bool | None = None) -> torch.Tensor:
+def resize_crop(images: torch.Tensor, pp: PreprocessConfig, *, exact: bool | None = None) -> torch.Tensor:
     """uint8 images (N, 3, H, W) of one size as the model's pixels (N, size, size, 3), on their device.
 
-    The resize and the centre crop or pad are the exact path's (frames.to_pixels), computed by
-    torch: its uint8 antialiased kernels (CPU only) follow Pillow's to within 1 level; elsewhere
-    (``float_kernel``, the default off the CPU) it resizes in float32 and rounds.
+    The resize and the centre crop or pad are the exact path's (frames.to_pixels). ``exact`` (the
+    default off the CPU): resize.py's Pillow resize, bit for bit. Otherwise torch's uint8
+    antialiased kernel (CPU only), within 1 level of Pillow's and about 4 times faster on a CPU
+    than the exact one (the fast path's choice, measured in docs/performance.md).
     """
+    if exact is None:
+        exact = images.device.type != "cpu"
+    if exact:
+        return resize_crop_exact(images, pp)
     height, width = images.shape[-2:]
     target_width, target_height = resized_size(width, height, pp)
     if (target_width, target_height) != (width, height):
-        if float_kernel is None:
-            float_kernel = images.device.type != "cpu"
-        resize = _resize_float if float_kernel else _resize_uint8
-        images = resize(images, (target_height, target_width), pp.interpolation)
+        images = _resize_uint8(images, (target_height, target_width), pp.interpolation)
     return _crop_or_pad(images, pp.size, pp.fill_color).permute(0, 2, 3, 1).contiguous()
 
 
@@ -180,17 +339,6 @@ def _resize_uint8(images: torch.Tensor, size: tuple[int, int], mode: str) -> tor
     # Channels-last uint8 is the layout of torch's vectorised antialiased kernels.
     images = images.contiguous(memory_format=torch.channels_last)
     return F.interpolate(images, size=size, mode=mode, antialias=True, align_corners=False)
-
-
-def _resize_float(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    height, width = images.shape[-2:]
-    step = max(1, _RESIZE_BYTES // (images.shape[1] * height * width * 4))
-    parts = []
-    for start in range(0, images.shape[0], step):
-        part = images[start : start + step].float()
-        part = F.interpolate(part, size=size, mode=mode, antialias=True, align_corners=False)
-        parts.append(part.clamp_(0, 255).round_().to(torch.uint8))
-    return torch.cat(parts)
 
 
 def _crop_or_pad(images: torch.Tensor, size: int, fill: int) -> torch.Tensor:
@@ -233,20 +381,20 @@ def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.nd
         return to_pixels(image, pp)
     check_frame_size(*image.size)
     rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
-    return resize_crop(rgb, pp, float_kernel=False)[0].numpy()
+    return resize_crop(rgb, pp, exact=False)[0].numpy()
 
 
 def frame_loader(decode: str) -> Callable[[Path, PreprocessConfig], Any]:
     """What a decoding worker does with one frame file on the resolved ``decode`` path."""
-    return {"exact": load_frame, "fast": load_frame_fast, "gpu": frame_for_device}[decode]
+    return {"exact": load_frame, "fast": load_frame_fast, "gpu": frame_for_device, "hardware": frame_for_device}[decode]
 
 
 # ---------------------------------------------------------------------------------------------------
-# The gpu path: bytes in the workers, pixels on the device
+# The gpu and hardware paths: bytes in the workers, pixels on the device
 
 
 def frame_for_device(path: Path, pp: PreprocessConfig) -> bytes | np.ndarray:
-    """A worker's share of the gpu path: a plain, complete JPEG's bytes, or any other frame decoded here.
+    """A worker's share of the gpu and hardware paths: a plain, complete JPEG's bytes, or any other frame decoded here.
 
     Raises, as the exact path does, for a frame that cannot be read (a truncated JPEG among them).
     """
@@ -286,16 +434,30 @@ def pack_for_device(frames: list[bytes | np.ndarray], pp: PreprocessConfig) -> d
 class DeviceDecoder:
     """Turns a packed batch (``pack_for_device``) into model pixels on ``device``.
 
-    JPEGs are decoded together (nvJPEG batches them on CUDA; on the CPU, where tests run this
-    same code, torchvision decodes them one by one), resized and cropped on the device in float32.
-    When the batch call fails, each JPEG is retried alone, then on the CPU; a frame that fails
-    everywhere is dropped and its sample's count lowered (``corrupt_frames`` when none is left).
+    ``engine`` decodes the JPEGs: ``nvjpeg`` (the gpu path: torchvision's nvJPEG on the SMs,
+    batched; on the CPU, where tests run this same code, torchvision decodes them one by one) or
+    ``hardware`` (the hardware path: nvImageCodec on the GPU's JPEG engines, CUDA only). A JPEG
+    the engines refuse takes nvJPEG; when nvJPEG's batch call fails each JPEG is retried alone,
+    then on the CPU; a frame that fails everywhere is dropped and its sample's count lowered
+    (``corrupt_frames`` when none is left). Every frame is then resized and cropped on the device
+    by resize.py, bit for bit as the exact path's Pillow resize would from the same decoded pixels.
     On CUDA the work runs on a stream of its own, so that it can overlap the model's.
     """
 
-    def __init__(self, pp: PreprocessConfig, device: torch.device | str) -> None:
+    def __init__(self, pp: PreprocessConfig, device: torch.device | str, engine: str = "nvjpeg") -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"DeviceDecoder engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.pp = pp
         self.device = torch.device(device)
+        self.engine = engine
+        self.hardware: HardwareJpegDecoder | None = None
+        if engine == "hardware":
+            error = hardware_decode_error(self.device)
+            if error is not None:
+                raise ConfigError(f"cannot decode JPEGs on the hardware engines: {error}")
+            self.hardware = HardwareJpegDecoder(self.device)
+        # nvImageCodec's pictures of the batch in flight: kept until the stream has finished reading them.
+        self._held: list[torch.Tensor | None] = []
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @torch.inference_mode()
@@ -307,6 +469,7 @@ class DeviceDecoder:
             done = self._decode(batch)
         # Block this (decoding) thread, not the device: the model's stream may use the pixels at once.
         self.stream.synchronize()
+        self._held.clear()
         return done
 
     def _decode(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -317,29 +480,73 @@ class DeviceDecoder:
         # One copy for all the frames the workers decoded (pinned by the DataLoader on CUDA: asynchronous).
         decoded = batch["pixels"].to(self.device, non_blocking=True)
         ready = [decoded[slot] if slot >= 0 else frames[-slot - 1] for slot in batch["slots"]]
-        counts, errors, offset = [], [], 0
-        for count, error in zip(batch["counts"], batch["errors"], strict=True):
-            kept = sum(frame is not None for frame in ready[offset : offset + count])
+        if batch.get("videos"):
+            # Whole videos the workers handed over (a path and frame indices each, nvdec.VideoRequest):
+            # decoded here by NVDEC (PyAV where it cannot), resized as the JPEGs are.
+            from video_aesthetics.nvdec import place_videos
+
+            batch, ready = place_videos(batch, ready, self.device, self.stream, self._resized)
+        counts, errors, names, offset = [], [], [], 0
+        given_names = batch.get("names") or [None] * len(batch["counts"])
+        for count, error, sample_names in zip(batch["counts"], batch["errors"], given_names, strict=True):
+            sample = ready[offset : offset + count]
+            kept = sum(frame is not None for frame in sample)
             if count and not kept:
                 log.warning("no frame of batch %s's sample could be decoded on %s", batch["batch"], self.device)
             counts.append(kept)
             errors.append(CORRUPT_FRAMES if count and not kept else error)
+            # The names of the frames kept, so that embeddings name the frames they came from.
+            names.append(None if sample_names is None else [n for n, f in zip(sample_names, sample) if f is not None])
             offset += count
         kept_frames = [frame for frame in ready if frame is not None]
         shape = (0, self.pp.size, self.pp.size, 3)
         pixels = torch.stack(kept_frames) if kept_frames else torch.zeros(shape, dtype=torch.uint8, device=self.device)
-        return {"batch": batch["batch"], "seqs": batch["seqs"], "counts": counts, "errors": errors, "pixels": pixels}
+        return {
+            "batch": batch["batch"],
+            "seqs": batch["seqs"],
+            "counts": counts,
+            "errors": errors,
+            "names": names,
+            "pixels": pixels,
+        }
 
     def _decoded_jpegs(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """Model pixels (size, size, 3) on the device for each JPEG, None for one nothing decodes."""
+        full: list[torch.Tensor | None] = [None] * len(jpegs)
+        if self.hardware is not None:
+            full = self._on_hardware(jpegs)
+        refused = [index for index, image in enumerate(full) if image is None]
+        for index, image in zip(refused, self._with_nvjpeg([jpegs[i] for i in refused]), strict=True):
+            full[index] = image
+        return self._resized(full)
+
+    def _on_hardware(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The hardware engines' pixels, None for each JPEG they refuse (all of them when the call fails)."""
+        assert self.hardware is not None
+        if not jpegs:
+            return []
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        try:
+            full = self.hardware.decode(jpegs, stream)
+        except Exception as err:  # noqa: BLE001 - nvImageCodec raises its own errors; nvJPEG takes over
+            log.warning("the hardware JPEG decoder failed on %d JPEGs (%s); decoding them with nvJPEG", len(jpegs), err)
+            return [None] * len(jpegs)
+        self._held.extend(full)
+        refused = sum(image is None for image in full)
+        if refused:
+            log.info(
+                "%d of %d JPEGs refused by the hardware JPEG engines; decoding them with nvJPEG", refused, len(jpegs)
+            )
+        return full
+
+    def _with_nvjpeg(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         if not jpegs:
             return []
         try:
-            full = list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device))
+            return list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device))
         except RuntimeError as err:
             log.warning("decoding %d JPEGs on %s failed (%s); decoding them one by one", len(jpegs), self.device, err)
-            full = [self._decode_one(jpeg) for jpeg in jpegs]
-        return self._resized(full)
+            return [self._decode_one(jpeg) for jpeg in jpegs]
 
     def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor | None:
         try:
@@ -360,10 +567,8 @@ class DeviceDecoder:
                 by_shape.setdefault(tuple(image.shape), []).append((index, image))
         out: list[torch.Tensor | None] = [None] * len(full)
         for group in by_shape.values():
-            # The float kernel everywhere: on CUDA there is no other, and on the CPU (tests) this then
-            # computes what the GPU computes.
-            stack = torch.stack([image for _, image in group])
-            resized = resize_crop(stack, self.pp, float_kernel=True)
+            # The exact resize everywhere: on the CPU (tests) this computes what the GPU computes.
+            resized = resize_crop_exact(torch.stack([image for _, image in group]), self.pp)
             for (index, _), pixels in zip(group, resized, strict=True):
                 out[index] = pixels
         return out

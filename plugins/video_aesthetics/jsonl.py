@@ -260,9 +260,13 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def dumps(record: dict[str, Any]) -> str:
     """One output line; non-ASCII is kept as it is, NaN is refused rather than written as invalid JSON."""
-    return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(record)
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> int:

@@ -33,8 +33,11 @@ REDUCTIONS = ("mean", "min", "max")
 DEVICES = ("auto", "cpu", "cuda")
 # A closed set for the trigger form, so that it offers a list; the library also takes any cuda:N.
 DEVICE_CHOICES = (*DEVICES, *(f"cuda:{index}" for index in range(8)))
-# How frames become pixels (video_aesthetics.decoding): auto is gpu on CUDA, else the measured CPU default.
-DECODES = ("auto", "exact", "fast", "gpu")
+# How frames become pixels (video_aesthetics.decoding): auto is hardware or gpu on CUDA, else the measured CPU default.
+DECODES = ("auto", "exact", "fast", "gpu", "hardware")
+
+# The image tower's arithmetic (video_aesthetics.precision): auto is bf16 on GPUs, fp32 on the CPU; fp8 is opt-in.
+PRECISIONS = ("auto", "fp32", "bf16", "fp8")
 
 # Storage types of the CLIP embeddings a run may write beside its scores (video_aesthetics.embeddings).
 EMBEDDING_DTYPES = ("float16", "float32")
@@ -265,9 +268,21 @@ PARAMETERS: tuple[Parameter, ...] = (
         "auto",
         "How frames become pixels: exact (PIL, the reference), fast (torchvision and torch's resize on the CPU, "
         "within 1 pixel level of exact when frames are scaled down, 2 when scaled up), gpu (JPEGs decoded on "
-        "the GPU with nvJPEG), auto (gpu on CUDA, else the CPU default).",
+        "the GPU with nvJPEG), hardware (JPEGs decoded on the GPU's hardware JPEG engines with nvImageCodec, "
+        "the extra video-aesthetics[gpu]), auto (hardware where the GPU has the engines, else gpu on CUDA, "
+        "else the CPU default).",
         PERFORMANCE,
         choices=DECODES,
+    ),
+    Parameter(
+        "precision",
+        str,
+        "auto",
+        "The image tower's arithmetic: auto (bf16 on GPUs, fp32 on the CPU), fp32, bf16 (GPUs), fp8 (opt-in, "
+        "GPUs of compute capability 8.9 or later: the transformer's MLP layers in FP8; its score deviation is "
+        "in the performance docs). The aesthetic head always runs in full precision.",
+        PERFORMANCE,
+        choices=PRECISIONS,
     ),
     Parameter(
         "init_distributed",

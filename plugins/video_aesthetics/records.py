@@ -12,7 +12,6 @@ import functools
 import logging
 import math
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -98,6 +97,8 @@ def classify(score: Any, error: Any) -> tuple[float | None, str | None]:
     """
     if error is not None:
         return None, str(error)
+    if type(score) is float and math.isfinite(score):
+        return score, None  # the common case, first: classify runs for every clip written
     if score is None:
         return None, UNSCORED
     if isinstance(score, bool) or not isinstance(score, int | float):
@@ -124,6 +125,8 @@ def is_finite_number(value: Any) -> TypeGuard[float]:
 
     A JSON integer of hundreds of digits is a Python int that no float holds (math.isfinite raises).
     """
+    if type(value) is float:
+        return math.isfinite(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     try:
@@ -175,8 +178,11 @@ def clip_id(clip: Any, stem: str, index: int) -> str:
 
 
 def is_safe_component(name: str) -> bool:
-    """A stem or clip id must name one folder directly below its parent: no separators, no '..'."""
-    return bool(name) and name not in (".", "..") and not re.search(r"[/\\\x00]", name) and not os.path.isabs(name)
+    """A stem or clip id must name one folder directly below its parent: no separators, no '..'.
+
+    Without a separator no name is absolute, on POSIX or Windows ("C:" alone is relative there).
+    """
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
 
 
 def samples_of(
@@ -197,29 +203,48 @@ def samples_of(
             # FFmpeg would open "http://...", "pipe:0", "concat:..." as protocols: only local files are read.
             return [Sample(seq, record_no, None, None, UNSAFE_PATH)]
         return [Sample(seq, record_no, None, _video_file(path, config) if paths else None)]
+    plan = clip_plan(record, config)
+    if plan is None:
+        return []
+    stem, planned = plan
+    return [
+        Sample(
+            seq + index,
+            record_no,
+            index,
+            config.frames_root / stem / cid / "img" if paths and error is None and cid is not None else None,
+            error,
+        )
+        for index, (cid, error) in enumerate(planned)
+    ]
+
+
+def clip_plan(record: dict[str, Any], config: ScoringConfig) -> tuple[str, list[tuple[str | None, str | None]]] | None:
+    """Clip mode: the record's video stem and, for each clip in order, its id and the error known before decoding.
+
+    None when the record passes through. The id is None where the record names no usable video (every
+    clip is then ``invalid_video`` or ``invalid_clip``, and the stem is ""). ``samples_of`` builds its
+    samples from this; rescore reads it directly, without a Sample per clip.
+    """
     clips = clip_list(record, config.video_clips_key or "")
     if clips is None:
-        return []
+        return None
     stem = video_stem(record, config.input_video_key)
     if stem is None:
         if not video_invalid(record, config.input_video_key):
-            return []
-        return [
-            Sample(seq + index, record_no, index, None, INVALID_VIDEO if isinstance(clip, dict) else INVALID_CLIP)
-            for index, clip in enumerate(clips)
-        ]
+            return None
+        return "", [(None, INVALID_VIDEO if isinstance(clip, dict) else INVALID_CLIP) for clip in clips]
     safe_stem = is_safe_component(stem)
-    samples = []
+    planned: list[tuple[str | None, str | None]] = []
     for index, clip in enumerate(clips):
         cid = clip_id(clip, stem, index)
         if not isinstance(clip, dict):
-            samples.append(Sample(seq + index, record_no, index, None, INVALID_CLIP))
+            planned.append((cid, INVALID_CLIP))
         elif safe_stem and is_safe_component(cid):
-            folder = config.frames_root / stem / cid / "img" if paths else None
-            samples.append(Sample(seq + index, record_no, index, folder))
+            planned.append((cid, None))
         else:
-            samples.append(Sample(seq + index, record_no, index, None, UNSAFE_PATH))
-    return samples
+            planned.append((cid, UNSAFE_PATH))
+    return stem, planned
 
 
 def _video_file(path: str, config: ScoringConfig) -> Path:

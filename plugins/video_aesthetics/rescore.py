@@ -6,23 +6,23 @@ same records through the same writer (writeback.with_results, runner.write_lines
 atomically with the rejects. Only the head is loaded; open_clip is never imported.
 
 The head is LAION's MLP without activations, an affine map: it is folded once into one weight
-vector and a bias in float64, and each row group of embeddings is scored with one matrix-vector
-product. Records and embeddings are read side by side, a chunk at a time, so memory does not grow
-with the number of clips. Before a record is written its clips are matched with the embeddings'
+vector and a bias in float64 and applied by head.head_scores, and the frames reduced by
+head.reduce_scores, the very functions a scoring run uses: embeddings stored in float32 rescore with
+the same head to the same bytes. Records and embeddings are read side by side, a chunk at a time,
+so memory does not grow with the number of clips. Before a record is written its clips are matched with the embeddings'
 keys (line, clip index, video, clip id); any mismatch stops the run, and nothing is published.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,16 +36,18 @@ from video_aesthetics.records import (
     SCORE,
     UNSCORED,
     RecordCounts,
-    Sample,
     SampleResult,
     clip_id,
     clip_list,
+    clip_plan,
     is_finite_number,
     record_check,
     samples_of,
     video_path,
-    video_stem,
 )
+
+if TYPE_CHECKING:
+    from video_aesthetics.head import FoldedHead
 
 log = logging.getLogger(__name__)
 
@@ -56,56 +58,38 @@ _CLIP_SHIFT = 1 << 32
 
 @dataclass(frozen=True)
 class AffineHead:
-    """The head folded into ``score = embedding @ weight + bias`` (float64), and its identity."""
+    """The head folded into ``score = embedding . weight + bias`` (head.fold_head, float64), and its identity."""
 
-    weight: np.ndarray
-    bias: float
+    folded: FoldedHead
     identity: dict[str, Any]
 
     @property
+    def weight(self) -> np.ndarray:
+        return self.folded.weight
+
+    @property
+    def bias(self) -> float:
+        return self.folded.bias
+
+    @property
     def dim(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def weight32(self) -> np.ndarray:
-        return self.weight.astype(np.float32)
-
-    @property
-    def bias32(self) -> float:
-        return float(np.float32(self.bias))
+        return self.folded.dim
 
 
 def load_affine_head(mlp_checkpoint: str | None, embed_dim: int) -> AffineHead:
     """The head in ``mlp_checkpoint`` (None: LAION's official one), folded for ``embed_dim``-wide embeddings."""
-    import torch
-
-    from video_aesthetics.head import load_head
+    from video_aesthetics.head import fold_head, load_head
 
     loaded = load_head(mlp_checkpoint, embed_dim=embed_dim)
-    # Dropout is the identity in eval mode and the layers have no activation between them, so the
-    # head is exactly affine: its value at 0 is the bias, at each unit vector the bias plus a weight.
-    module = copy.deepcopy(loaded.module).double().eval()
-    with torch.inference_mode():
-        bias = module(torch.zeros(1, embed_dim, dtype=torch.float64))[0, 0]
-        weight = module(torch.eye(embed_dim, dtype=torch.float64))[:, 0] - bias
-    return AffineHead(weight.numpy().copy(), float(bias), loaded.identity)
+    return AffineHead(fold_head(loaded.module), loaded.identity)
 
 
 def frame_scores(head: AffineHead, vectors: np.ndarray) -> np.ndarray:
-    """Each row's score, float32 as the scoring run's head returns it.
+    """Each row's score, float32, computed as the scoring run computes it (head.head_scores): the same bytes
+    for the same (float32-stored) embedding."""
+    from video_aesthetics.head import head_scores
 
-    One float32 matrix-vector product (the folded weights rounded once): its rounding error, about
-    1e-7 of the score, is far below float16 storage's and within float32 storage's 1e-5. Float64
-    would double the bytes converted and halve the speed for digits float32 storage does not hold.
-    """
-    import torch
-
-    if not len(vectors):
-        return np.zeros(0, dtype=np.float32)
-    # torch converts float16 with the CPU's vector instructions; numpy's conversion is several times slower.
-    x = torch.from_numpy(np.ascontiguousarray(vectors)).float()
-    scores = torch.mv(x, torch.from_numpy(head.weight32)) + head.bias32
-    return scores.numpy()
+    return head_scores(head.folded, vectors)
 
 
 @dataclass
@@ -192,21 +176,24 @@ def rescore_records(
     while chunk := list(itertools.islice(records, CHUNK_RECORDS)):
         last_line = chunk[-1][0] + 1
         rows = stream.through(last_line)
-        groups = _scored_groups(rows, head, config.reduction)
+        groups, scores = _scored_groups(rows, head, config.reduction)
         for record_no, record in chunk:
-            samples = samples_of(record, record_no, config, seq, paths=False)
-            seq += len(samples)
+            outline = _outline(record, config)
             counts.records += 1
-            if not samples:
+            if not outline:
                 counts.passthrough += 1
                 yield record
                 continue
             results = []
             keys = _RecordKeys(record, config)
-            for sample in samples:
-                key = (record_no + 1, -1 if sample.clip is None else sample.clip)
-                group = groups.pop(key, None)
-                result = _result(keys, sample, group, config, label, dataset)
+            for clip, cid, error in outline:
+                group = groups.pop((record_no + 1, -1 if clip is None else clip), None)
+                try:
+                    result = _result(keys, seq, clip, cid, error, group, scores if config.frame_scores else None)
+                except _Mismatch as mismatch:
+                    what = "its video" if clip is None else f"its clip {clip}"
+                    raise _mismatch(label, record_no, dataset, f"{what} {mismatch}") from None
+                seq += 1
                 counts.clips += 1
                 counts.count_result(result)
                 results.append(result)
@@ -222,43 +209,37 @@ def rescore_records(
         )
 
 
-@dataclass(frozen=True)
-class _Group:
-    """One clip's rows in a chunk: its key columns, frame scores and reduced score."""
+def _outline(record: dict[str, Any], config: ScoringConfig) -> list[tuple[int | None, str | None, str | None]]:
+    """(clip index, clip id, error known before decoding) of each sample of ``record``, as scoring
+    enumerates them (records.clip_plan, samples_of); the id is None where the record names no video."""
+    if config.whole_video:
+        return [(None, None, sample.error) for sample in samples_of(record, 0, config, 0, paths=False)]
+    plan = clip_plan(record, config)
+    return [] if plan is None else [(index, cid, error) for index, (cid, error) in enumerate(plan[1])]
 
-    video: str | None
-    clip_id: str | None
-    score: float
-    scores: np.ndarray
+
+# One clip's rows in a chunk: video and clip id (the key columns), reduced score, first and end row.
+# A plain tuple: one is made per clip, and a dataclass would cost more than the rest of its work.
+_Group = tuple[str | None, str | None, float, int, int]
 
 
-def _scored_groups(rows: _Rows, head: AffineHead, reduction: str) -> dict[tuple[int, int], _Group]:
-    """Each clip's rows of the chunk, with its frame scores and its reduced score."""
+def _scored_groups(rows: _Rows, head: AffineHead, reduction: str) -> tuple[dict[tuple[int, int], _Group], np.ndarray]:
+    """Each clip's rows of the chunk, with its reduced score; and the rows' frame scores."""
     if not len(rows.lines):
-        return {}
+        return {}, np.zeros(0, np.float32)
+    from video_aesthetics.head import reduce_scores
+
     scores = frame_scores(head, rows.vectors)
     key = rows.lines * _CLIP_SHIFT + (rows.clips + 1)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     sizes = np.diff(np.r_[starts, len(key)])
-    wide = scores.astype(np.float64)
-    if reduction == "mean":
-        reduced = np.add.reduceat(wide, starts) / sizes
-    elif reduction == "min":
-        reduced = np.minimum.reduceat(wide, starts)
-    else:
-        reduced = np.maximum.reduceat(wide, starts)
-    # Rounded to float32 as the scoring run's torch reduction returns it.
-    reduced = reduced.astype(np.float32)
+    # The scoring run's own reduction: the same bytes from the same frame scores.
+    reduced = reduce_scores(scores, sizes, reduction)
     lines, clips = rows.lines[starts].tolist(), rows.clips[starts].tolist()
     firsts = rows.keys.take(starts)
     videos, ids = firsts.column("video").to_pylist(), firsts.column("clip_id").to_pylist()
-    bounds = zip(starts.tolist(), (starts + sizes).tolist(), strict=True)
-    return {
-        (line, clip): _Group(video, cid, value, scores[start:end])
-        for line, clip, video, cid, value, (start, end) in zip(
-            lines, clips, videos, ids, reduced.tolist(), bounds, strict=True
-        )
-    }
+    groups = zip(videos, ids, reduced.tolist(), starts.tolist(), (starts + sizes).tolist(), strict=True)
+    return dict(zip(zip(lines, clips, strict=True), groups, strict=True)), scores
 
 
 class _RecordKeys:
@@ -270,15 +251,14 @@ class _RecordKeys:
         self.record = record
         if config.whole_video:
             self.clips: list[Any] = []
-            self.stem = ""
             self.scored: list[Any] | None = None
         else:
             self.clips = clip_list(record, config.video_clips_key or "") or []
-            self.stem = video_stem(record, config.input_video_key) or ""
             self.scored = clip_list(record, config.output_key)
 
     def clip_id(self, index: int | None) -> str | None:
-        return None if index is None else clip_id(self.clips[index], self.stem, index)
+        """The id of a clip of a record that names no video (clip_plan gives every other clip's id)."""
+        return None if index is None else clip_id(self.clips[index], "", index)
 
     def prior(self, index: int | None) -> tuple[float | None, str | None]:
         """The score and error the input already holds for a sample (a scored file), else (None, None)."""
@@ -293,42 +273,39 @@ class _RecordKeys:
         if not isinstance(target, dict):
             return None, None
         score, error = target.get(SCORE), target.get(ERROR)
-        reason = error if isinstance(error, str) and error else None
+        reason = error if error and isinstance(error, str) else None
         return (float(score) if is_finite_number(score) else None), reason
+
+
+class _Mismatch(Exception):
+    """A sample that contradicts its embeddings; rescore_records names the record and the file."""
 
 
 def _result(
     keys: _RecordKeys,
-    sample: Sample,
+    seq: int,
+    clip: int | None,
+    cid: str | None,
+    error: str | None,
     group: _Group | None,
-    config: ScoringConfig,
-    label: str,
-    dataset: EmbeddingsDataset,
+    scores: np.ndarray | None,
 ) -> SampleResult:
-    prior_score, prior_error = keys.prior(sample.clip)
+    """One sample's result from its embeddings' group; ``scores``: the chunk's frame scores, when written."""
+    prior_score, prior_error = keys.prior(clip)
     if group is None:
         if prior_score is not None:
-            raise _mismatch(label, sample.record, dataset, f"{_what(sample)} has a score but no embeddings")
+            raise _Mismatch("has a score but no embeddings")
         # No embeddings: the clip keeps the reason it had none (or, from an unscored input, "unscored").
-        return SampleResult(sample.seq, None, prior_error or sample.error or UNSCORED)
+        return SampleResult(seq, None, prior_error or error or UNSCORED)
     if prior_error is not None:
-        raise _mismatch(label, sample.record, dataset, f"{_what(sample)} failed ({prior_error}) but has embeddings")
-    video, cid = group.video, group.clip_id
-    expected_video, expected_id = keys.video, keys.clip_id(sample.clip)
-    if video != expected_video or cid != expected_id:
-        raise _mismatch(
-            label,
-            sample.record,
-            dataset,
-            f"{_what(sample)} is video {expected_video!r} clip {expected_id!r}, the embeddings hold video "
-            f"{video!r} clip {cid!r}",
+        raise _Mismatch(f"failed ({prior_error}) but has embeddings")
+    video, found_id, score, start, end = group
+    expected_id = cid if cid is not None else keys.clip_id(clip)
+    if video != keys.video or found_id != expected_id:
+        raise _Mismatch(
+            f"is video {keys.video!r} clip {expected_id!r}, the embeddings hold video {video!r} clip {found_id!r}"
         )
-    frame_list = group.scores.tolist() if config.frame_scores else None
-    return SampleResult(sample.seq, group.score, None, frame_list)
-
-
-def _what(sample: Any) -> str:
-    return "its video" if sample.clip is None else f"its clip {sample.clip}"
+    return SampleResult(seq, score, None, scores[start:end].tolist() if scores is not None else None)
 
 
 def _mismatch(label: str, record_no: int, dataset: EmbeddingsDataset, problem: str) -> InputError:

@@ -11,25 +11,26 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from video_aesthetics.batches import ONE_RANK, FrameBatches, RankShare
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.decoding import DeviceDecoder, decoded_ahead, resolve_decode
+from video_aesthetics.decoding import DeviceDecoder, decoded_ahead, decodes_on_device, jpeg_engine, resolve_decode
 from video_aesthetics.errors import ConfigError, StoreAccessError
 from video_aesthetics.frames import PreprocessConfig
+from video_aesthetics.head import fold_head, head_scores, reduce_scores
+from video_aesthetics.precision import prepare_tower, resolve_precision, tower_dtype
 from video_aesthetics.processes import children_allowed, die_with_parent
 from video_aesthetics.records import NO_FRAMES, SampleResult
 
 log = logging.getLogger(__name__)
-
-_REDUCE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,16 +55,6 @@ def forward_batch_for(config: ScoringConfig, device: torch.device) -> int:
     return config.batch_size * config.load_num if device.type == "cuda" else CPU_FORWARD_GROUP
 
 
-def tower_dtype_for(device: torch.device) -> torch.dtype:
-    """The image tower's weights and activations: bf16 on GPUs, fp32 on the CPU.
-
-    On an H100, a tower held in bf16 scored ViT-L/14 1.44x faster than fp32 weights under bf16
-    autocast, with the same largest score change from fp32 (bench/gpu.py; figures in the README).
-    On the CPU, fp32 is what makes scores the same bits in every process (CPU_FORWARD_GROUP).
-    """
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 class Scorer:
     """A CLIP image tower and an aesthetic head on one device: uint8 pixels in, one score per image out.
 
@@ -78,19 +69,24 @@ class Scorer:
         device: torch.device | str = "cpu",
         identity: dict[str, Any] | None = None,
         forward_batch: int = CPU_FORWARD_GROUP,
-        dtype: torch.dtype | None = None,
+        precision: str = "auto",
     ) -> None:
         self.device = torch.device(device)
-        self.dtype = dtype or tower_dtype_for(self.device)
+        # Checked against the device by Scorer.load; made directly (tests, benchmarks) any precision runs.
+        self.precision = resolve_precision("auto", self.device) if precision == "auto" else precision
+        self.dtype = tower_dtype(self.precision)
         self.forward_batch = forward_batch
         # The CPU threads this process may use, taken when the scorer is made (ranks set theirs first).
         self.cpu_threads = torch.get_num_threads() if self.device.type == "cpu" else 1
         self._pool: ThreadPoolExecutor | None = None
         # open_clip's encode_image is its image tower; keeping only the tower frees the text
         # tower's memory (123M parameters for ViT-L/14) on the device.
-        self.tower = getattr(model, "visual", model).to(self.device, dtype=self.dtype).eval()
-        # The head is affine and tiny: fp32 keeps its arithmetic exact whatever the tower's precision.
+        self.tower = prepare_tower(getattr(model, "visual", model).to(self.device, dtype=self.dtype).eval(), self.precision)
+        # The head is applied on the CPU to the embeddings copied there, folded in float64
+        # (head.head_scores), as rescore applies it: float32-stored embeddings rescore to the same bytes.
+        # The module stays for whoever inspects it.
         self.head = head.to(self.device, dtype=torch.float32).eval()
+        self.folded_head = fold_head(head)
         self.preprocess = preprocess
         self.identity = identity or {}
         shape = (1, 3, 1, 1)
@@ -110,11 +106,13 @@ class Scorer:
         device = torch.device(device) if device is not None else resolve_device(config.device)
         # Before any weights load: decode "gpu" without a GPU is a configuration error, found at once.
         resolve_decode(config.decode, device)
+        precision = resolve_precision(config.precision, device)
         head = load_head(config.mlp_checkpoint)
         clip = load_clip(config.clip_model)
         check_width(head.input_dim, clip.embed_dim, head.identity["path"])
         identity = {"clip": clip.identity, "head": head.identity}
-        return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch_for(config, device))
+        forward_batch = forward_batch_for(config, device)
+        return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch, precision)
 
     @torch.inference_mode()
     def score_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -149,9 +147,8 @@ class Scorer:
                 outputs = list(self._cpu_pool().map(self._forward, groups))
         else:
             outputs = [self._forward(group) for group in groups]
-        scores = torch.cat([scores for scores, _ in outputs])[:count]
-        embeddings = torch.cat([embedded for _, embedded in outputs])[:count]
-        return scores, embeddings
+        embeddings = torch.cat(outputs)[:count]
+        return torch.from_numpy(head_scores(self.folded_head, embeddings.numpy())), embeddings
 
     def _cpu_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -159,13 +156,13 @@ class Scorer:
         return self._pool
 
     @torch.inference_mode()  # thread-local: the CPU pool's threads need their own
-    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         # (x/255 - mean)/std folded into one step: the same arithmetic as ToTensor + Normalize.
         x = (x - self.mean) / self.std
         embeddings = self.tower(x.to(self.dtype)).float()
         embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-        return self.head(embeddings).squeeze(-1).float().cpu(), embeddings.cpu()
+        return embeddings.cpu()
 
 
 @contextlib.contextmanager
@@ -218,8 +215,9 @@ def iter_results(
             worker_init_fn=_worker_init if workers else None,
         )
         batches: Iterable[dict[str, Any]] = _synchronous(loader)
-        if decode == "gpu":
-            batches = decoded_ahead(batches, DeviceDecoder(scorer.preprocess, scorer.device))
+        if decodes_on_device(decode):
+            decoder = DeviceDecoder(scorer.preprocess, scorer.device, engine=jpeg_engine(decode))
+            batches = decoded_ahead(batches, decoder)
         try:
             for batch in batches:
                 if embed:
@@ -285,12 +283,15 @@ def _sample_results(
 ) -> Iterator[SampleResult]:
     offset = 0
     names = batch.get("names") or [None] * len(batch["seqs"])
+    counts = [count for count in batch["counts"] if count]
+    # rescore's reduction too: the same clip score from the same frame scores.
+    frame_values = scores.numpy()[: sum(counts)]
+    reduced = iter(reduce_scores(frame_values, np.asarray(counts, dtype=np.int64), reduction).tolist())
     for seq, count, error, frame_names in zip(batch["seqs"], batch["counts"], batch["errors"], names, strict=False):
         if not count:
             yield SampleResult(seq, None, error or NO_FRAMES)
             continue
-        frame_scores = scores[offset : offset + count]
-        result = SampleResult(seq, float(_REDUCE[reduction](frame_scores)), None, [float(s) for s in frame_scores])
+        result = SampleResult(seq, next(reduced), None, frame_values[offset : offset + count].tolist())
         if embeddings is not None:
             result.embeddings = embeddings[offset : offset + count].numpy()
             result.frames = list(frame_names) if frame_names is not None else [str(i) for i in range(count)]

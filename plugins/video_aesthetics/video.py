@@ -45,14 +45,37 @@ class VideoInfo:
     height: int
 
 
+@dataclass(frozen=True)
+class FrameClock:
+    """How read_frames numbers a stream's frames: presentation timestamps at the average rate, from the start.
+
+    Other decoders (nvdec.py) check the frames they return against it, so that a frame index means
+    the same picture on every decode path.
+    """
+
+    rate: Fraction
+    time_base: Fraction
+    start: int
+
+    def number(self, pts: int) -> int:
+        """The index of the frame presented at ``pts`` (in the stream's time base)."""
+        return round(float((pts - self.start) * self.time_base * self.rate))
+
+
 def probe(path: Path | str) -> VideoInfo:
     """Frame count, rate and size of the first video stream.
 
     Containers such as MKV and WebM carry no frame count: it is estimated from the duration
     (read_frames tolerates an estimate one too high), and counted by decoding only as a last resort.
     """
+    return probe_with_clock(path)[0]
+
+
+def probe_with_clock(path: Path | str) -> tuple[VideoInfo, FrameClock]:
+    """``probe``'s answer and the stream's FrameClock, from one opening of the file."""
     with open_local(path) as container:
         stream = _video_stream(container, path)
+        clock = _clock(stream)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = int(stream.frames or 0)
         if frames <= 0 and stream.duration and stream.time_base:
@@ -61,7 +84,7 @@ def probe(path: Path | str) -> VideoInfo:
             frames = round(container.duration / av.time_base * fps)
         if frames <= 0:
             frames = sum(1 for _ in container.decode(stream))
-        return VideoInfo(frames, fps, stream.codec_context.width, stream.codec_context.height)
+        return VideoInfo(frames, fps, stream.codec_context.width, stream.codec_context.height), clock
 
 
 def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
@@ -80,16 +103,15 @@ def read_frames(path: Path | str, indices: Sequence[int]) -> list[Image.Image]:
     with open_local(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        time_base = stream.time_base or Fraction(1, 1000)
-        start = stream.start_time or 0
+        clock = _clock(stream)
+        rate, time_base, start = clock.rate, clock.time_base, clock.start
         gap = _SEEK_GAP_SECONDS * float(rate)
         position, latest, pending = -1, None, list(wanted)
         while pending:
             if pending[0] - position > gap:
                 container.seek(int(start + pending[0] / rate / time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
-                position = _frame_number(frame, start, rate, time_base, position)
+                position = position + 1 if frame.pts is None else clock.number(frame.pts)
                 latest = frame
                 if position < pending[0]:
                     continue
@@ -130,10 +152,9 @@ def open_local(path: Path | str) -> av.container.InputContainer:
     return av.open("file:" + os.path.abspath(text), container_options=dict(_OPEN_OPTIONS))
 
 
-def _frame_number(frame: av.VideoFrame, start: int, rate: Fraction, time_base: Fraction, previous: int) -> int:
-    if frame.pts is None:
-        return previous + 1
-    return round(float((frame.pts - start) * time_base * rate))
+def _clock(stream: av.video.stream.VideoStream) -> FrameClock:
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    return FrameClock(Fraction(rate), Fraction(stream.time_base or Fraction(1, 1000)), int(stream.start_time or 0))
 
 
 def _video_stream(container: av.container.InputContainer, path: Path | str) -> av.video.stream.VideoStream:

@@ -96,6 +96,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         output_key: str | None = None,  # None follows video_clips_key (parameters: face_defaults)
         device: str = DEFAULTS.device,
         decode: str = DEFAULTS.decode,
+        precision: str = DEFAULTS.precision,
         reduction: str = DEFAULTS.reduction,
         frame_scores: bool = DEFAULTS.frame_scores,
         skip_bad_records: bool = DEFAULTS.skip_bad_records,
@@ -139,6 +140,7 @@ class VideoAestheticScoringOperator(BaseOperator):
         self.output_key = output_key
         self.device = device
         self.decode = decode
+        self.precision = precision
         self.reduction = reduction
         self.frame_scores = frame_scores
         self.skip_bad_records = skip_bad_records

@@ -40,7 +40,8 @@ class VideoAestheticEvaluator:
     spaced over it, into a top-level ``aesthetic_score``.
 
     Keyword-only extras: ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``decode`` (how frames become
-    pixels: "auto", "exact", "fast", "gpu"; see ``video_aesthetics.decoding``), ``reduction`` of frame scores
+    pixels: "auto", "exact", "fast", "gpu", "hardware"; see ``video_aesthetics.decoding``), ``precision`` of the image
+    tower ("auto", "fp32", "bf16", "fp8"; see ``video_aesthetics.precision``), ``reduction`` of frame scores
     ("mean", "min", "max"), ``frame_scores`` (also write ``aesthetic_frame_scores``) and ``nproc``.
     ``aes_min``/``aes_max`` apply DataFlow-MM's VideoAestheticFilter as the scores are written: each
     clip (whole-video: each row) gets ``filtered`` true when aes_min <= score <= aes_max, false
@@ -71,6 +72,7 @@ class VideoAestheticEvaluator:
         *,
         device: str = DEFAULTS.device,
         decode: str = DEFAULTS.decode,
+        precision: str = DEFAULTS.precision,
         reduction: str = DEFAULTS.reduction,
         frame_scores: bool = DEFAULTS.frame_scores,
         nproc: int | None = DEFAULTS.nproc,
@@ -92,7 +94,7 @@ class VideoAestheticEvaluator:
         self.embeddings_dtype = embeddings_dtype
         self.last_stats: Any = None
         self._scorer: Any = None
-        self._scorer_key: tuple[str, str | None, str] | None = None
+        self._scorer_key: tuple[str, str | None, str, str] | None = None
 
     @property
     def scorer(self) -> Any:
@@ -124,6 +126,7 @@ class VideoAestheticEvaluator:
         *,
         device: str | None = None,
         decode: str | None = None,
+        precision: str | None = None,
         reduction: str | None = None,
         frame_scores: bool | None = None,
         nproc: int | None = None,
@@ -186,7 +189,7 @@ class VideoAestheticEvaluator:
         from video_aesthetics.scoring import Scorer, resolve_device
 
         device = device if device is not None else resolve_device(config.device)
-        key = (config.clip_model, config.mlp_checkpoint, str(device))
+        key = (config.clip_model, config.mlp_checkpoint, str(device), config.precision)
         if self._scorer is None or self._scorer_key != key:
             self._scorer = None  # release the old model before loading the next
             self._scorer = Scorer.load(config, device)
