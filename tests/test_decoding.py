@@ -33,18 +33,17 @@ from video_aesthetics.decoding import (
     frame_for_device,
     frame_loader,
     gpu_decode_error,
-    hardware_decode_error,
     is_complete_jpeg,
     is_plain_jpeg,
     jpeg_engine,
     load_frame_fast,
-    nvimgcodec_error,
     pack_for_device,
     read_frame,
     resolve_decode,
 )
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import PreprocessConfig, load_frame
+from video_aesthetics.jpeg_hardware import hardware_decode_error
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES
 from video_aesthetics.scoring import Scorer, WorkerFailure, iter_results
 
@@ -342,22 +341,6 @@ def test_hardware_decode_without_cuda_is_a_config_error_naming_the_alternatives(
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="decode 'hardware' cannot run: CUDA is not available.*use decode 'gpu'"):
             resolve_decode("hardware", torch.device("cuda"))
-
-
-def test_hardware_decode_error_says_why_off_a_gpu() -> None:
-    assert "this run scores on cpu" in str(hardware_decode_error(torch.device("cpu")))
-    if not torch.cuda.is_available():
-        assert "CUDA is not available" in str(hardware_decode_error(torch.device("cuda")))
-
-
-def test_a_missing_nvimgcodec_is_named_with_what_to_install() -> None:
-    try:
-        from nvidia import nvimgcodec  # type: ignore[attr-defined,import-not-found,import-untyped,unused-ignore]  # noqa: F401
-    except ImportError:
-        error = nvimgcodec_error()
-        assert error is not None and "nvImageCodec is not installed" in error and "video-aesthetics[gpu]" in error
-    else:
-        assert nvimgcodec_error() is None
 
 
 def test_the_device_paths_share_the_workers_half_and_name_their_engine() -> None:

@@ -59,7 +59,15 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         # Types, bounds and closed choices as declared (parameters.PARAMETERS); the finer rules follow.
-        for name in ("load_num", "batch_size", "num_workers", "reduction", "frame_scores", "skip_bad_records", "precision"):
+        for name in (
+            "load_num",
+            "batch_size",
+            "num_workers",
+            "reduction",
+            "frame_scores",
+            "skip_bad_records",
+            "precision",
+        ):
             BY_NAME[name].check(getattr(self, name))
         if not isinstance(self.device, str) or not _is_device(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")

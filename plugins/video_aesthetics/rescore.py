@@ -99,14 +99,19 @@ class _Rows:
     lines: np.ndarray
     clips: np.ndarray
     keys: Any  # pyarrow table: video, clip_id, frame
-    vectors: np.ndarray
+    scores: np.ndarray  # each row's frame score (float32)
 
 
 class _RowStream:
-    """The dataset's rows, handed out through a given line, in order; checks that rows come in input order."""
+    """The dataset's rows, handed out through a given line, in order; checks that rows come in input order.
 
-    def __init__(self, dataset: EmbeddingsDataset) -> None:
+    Each batch read is scored at once, in place: its rows are handed out as frame scores, so chunks
+    never copy the embeddings themselves (a chunk spanning two batches would).
+    """
+
+    def __init__(self, dataset: EmbeddingsDataset, head: AffineHead) -> None:
         self.dataset = dataset
+        self.head = head
         self.batches = dataset.batches()
         self.pending: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
         self.last_key = -1
@@ -126,7 +131,7 @@ class _RowStream:
             )
         if len(key):
             self.last_key = int(key[-1])
-            self.pending.append((line, clip, keys, vectors))
+            self.pending.append((line, clip, keys, frame_scores(self.head, vectors)))
         return True
 
     def through(self, last_line: int) -> _Rows:
@@ -137,15 +142,15 @@ class _RowStream:
             self._pull()
         taken: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
         rest: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = []
-        for line, clip, keys, vectors in self.pending:
+        for line, clip, keys, scores in self.pending:
             cut = int(np.searchsorted(line, last_line, side="right"))
             if cut:
-                taken.append((line[:cut], clip[:cut], keys.slice(0, cut), vectors[:cut]))
+                taken.append((line[:cut], clip[:cut], keys.slice(0, cut), scores[:cut]))
             if cut < len(line):
-                rest.append((line[cut:], clip[cut:], keys.slice(cut), vectors[cut:]))
+                rest.append((line[cut:], clip[cut:], keys.slice(cut), scores[cut:]))
         self.pending = rest
         if not taken:
-            return _Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), None, np.zeros((0, self.dataset.dim)))
+            return _Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), None, np.zeros(0, np.float32))
         return _Rows(
             np.concatenate([t[0] for t in taken]),
             np.concatenate([t[1] for t in taken]),
@@ -171,12 +176,12 @@ def rescore_records(
     """The rescored records, in order; InputError at the first record that does not match the embeddings."""
     from video_aesthetics.writeback import with_results
 
-    stream = _RowStream(dataset)
+    stream = _RowStream(dataset, head)
     seq = 0
     while chunk := list(itertools.islice(records, CHUNK_RECORDS)):
         last_line = chunk[-1][0] + 1
         rows = stream.through(last_line)
-        groups, scores = _scored_groups(rows, head, config.reduction)
+        groups, scores = _scored_groups(rows, config.reduction)
         for record_no, record in chunk:
             outline = _outline(record, config)
             counts.records += 1
@@ -223,13 +228,13 @@ def _outline(record: dict[str, Any], config: ScoringConfig) -> list[tuple[int | 
 _Group = tuple[str | None, str | None, float, int, int]
 
 
-def _scored_groups(rows: _Rows, head: AffineHead, reduction: str) -> tuple[dict[tuple[int, int], _Group], np.ndarray]:
+def _scored_groups(rows: _Rows, reduction: str) -> tuple[dict[tuple[int, int], _Group], np.ndarray]:
     """Each clip's rows of the chunk, with its reduced score; and the rows' frame scores."""
     if not len(rows.lines):
         return {}, np.zeros(0, np.float32)
     from video_aesthetics.head import reduce_scores
 
-    scores = frame_scores(head, rows.vectors)
+    scores = rows.scores
     key = rows.lines * _CLIP_SHIFT + (rows.clips + 1)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     sizes = np.diff(np.r_[starts, len(key)])

@@ -81,7 +81,9 @@ class Scorer:
         self._pool: ThreadPoolExecutor | None = None
         # open_clip's encode_image is its image tower; keeping only the tower frees the text
         # tower's memory (123M parameters for ViT-L/14) on the device.
-        self.tower = prepare_tower(getattr(model, "visual", model).to(self.device, dtype=self.dtype).eval(), self.precision)
+        self.tower = prepare_tower(
+            getattr(model, "visual", model).to(self.device, dtype=self.dtype).eval(), self.precision
+        )
         # The head is applied on the CPU to the embeddings copied there, folded in float64
         # (head.head_scores), as rescore applies it: float32-stored embeddings rescore to the same bytes.
         # The module stays for whoever inspects it.
@@ -206,7 +208,9 @@ def iter_results(
     workers = config.num_workers
     decode = resolve_decode(config.decode, scorer.device)
     while True:
-        dataset = FrameBatches(source, config, scorer.preprocess, share, start_batch=next_batch, decode=decode)
+        dataset = FrameBatches(
+            source, config, scorer.preprocess, share, start_batch=next_batch, decode=decode, device=scorer.device
+        )
         loader = DataLoader(
             dataset,
             batch_size=None,
