@@ -72,7 +72,7 @@ def test_one_row_per_scored_frame_in_input_order(scored: dict[str, Any]) -> None
 def test_the_embedding_is_what_the_head_saw(scored: dict[str, Any], model_args: dict[str, str]) -> None:
     import torch
 
-    from video_aesthetics.head import load_head
+    from video_aesthetics.head import fold_head, head_scores, load_head
 
     table = pq.read_table(scored["path"])
     vectors = vectors_of(table.column("embedding"), 768, "float32").astype(np.float32)
@@ -87,6 +87,9 @@ def test_the_embedding_is_what_the_head_saw(scored: dict[str, Any], model_args: 
         for clip in (record.get("video_clips") or {}).get("clips", [])
         for s in clip.get("aesthetic_frame_scores") or []
     ]
+    # The run applied the folded head (head.head_scores) to these very float32 values: the same bytes, and
+    # within 1e-6 of the head applied layer by layer in float32.
+    assert written == head_scores(fold_head(head), vectors).tolist()
     assert from_embeddings == pytest.approx(written, abs=1e-6)
 
 

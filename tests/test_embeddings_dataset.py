@@ -144,13 +144,15 @@ def test_hostile_embeddings_are_refused_with_the_reason(tmp_path: Path, written:
     shuffled = _rewrite(path, tmp_path / "shuffled.parquet", table=table.take(list(reversed(range(table.num_rows)))))
     past = _rewrite(path, tmp_path / "past.parquet", meta={**meta, "records": 2})
     dropped = _rewrite(path, tmp_path / "dropped.parquet", table=table.drop_columns(["clip_id"]))
-    from video_aesthetics.rescore import _RowStream
+    from video_aesthetics.head import FoldedHead
+    from video_aesthetics.rescore import AffineHead, _RowStream
 
     for location, reason in ((narrow, "metadata says 512"), (past, "of a file of 2 records"), (dropped, "clip_id")):
         with pytest.raises(InputError, match=re.escape(reason)):
             list(EmbeddingsDataset(location).batches())
     with pytest.raises(InputError, match="not in input order"):
-        _RowStream(EmbeddingsDataset(shuffled)).through(10)
+        dataset = EmbeddingsDataset(shuffled)
+        _RowStream(dataset, AffineHead(FoldedHead(np.zeros(dataset.dim), 0.0), {})).through(10)
 
 
 def test_parts_of_different_runs_are_refused(tmp_path: Path, written: dict[str, Any]) -> None:

@@ -183,9 +183,10 @@ def parse_line(data: str | bytes, source: Path | str, number: int) -> dict[str, 
     except UnicodeDecodeError as err:
         return bad(f"not valid UTF-8 (byte 0x{body[err.start]:02x} at byte {err.start + 1})")
     try:
-        record = json.loads(
-            text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
-        )
+        if text.startswith("\ufeff"):
+            # What json.loads says of a BOM (a line's first BOM is taken off above); decode() alone would not check.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        record = _STRICT.decode(text)
     except json.JSONDecodeError as err:
         return bad(f"malformed JSON ({err.msg} at column {err.colno})")
     except RecursionError:
@@ -221,6 +222,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"key {key!r} appears twice in one object (one value would be lost)")
             seen.add(key)
     return record
+
+
+# One strict decoder for every line: json.loads with options builds a new one (and its scanner) per call.
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
 
 
 def _int_digits() -> int:

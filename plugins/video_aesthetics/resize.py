@@ -127,9 +127,11 @@ def _resample(images: torch.Tensor, taps: Taps, dim: int, offset: int = 0) -> to
     shape[dim] = index.shape[1]
     acc = torch.full(shape, 1 << (PRECISION_BITS - 1), dtype=torch.int32, device=images.device)
     view = (-1, 1) if dim == -2 else (-1,)
+    # One int32 copy of the chunk (its size is bounded for that), so that every kernel below takes one
+    # dtype: mixed uint8 and int32 operands rest on type promotion that differs between devices' kernels.
+    pixels = images.to(torch.int32)
     for tap in range(index.shape[0]):
-        # uint8 times int32 is computed in int32: two kernels a tap, no int32 copy of the gathered pixels.
-        acc.addcmul_(images.index_select(dim, index[tap]), weight[tap].view(view))
+        acc.addcmul_(pixels.index_select(dim, index[tap]), weight[tap].view(view))
     return (acc >> PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
 
 
