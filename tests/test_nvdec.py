@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -247,3 +248,44 @@ def test_the_device_decoder_decodes_handed_over_videos_with_nvdec(
         assert done["counts"] == [3, 3, 3, 3] and done["errors"] == [None] * 4
         delta = (done["pixels"].cpu().int() - today["pixels"].int()).abs().float()
         assert delta.mean() <= 2.0, f"{threads} threads: mean deviation {delta.mean():.2f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# What NVDEC's own FFmpeg may open: MP4/MOV files alone, the very file checked
+
+
+def test_nvdec_reads_an_mp4_through_the_descriptor_it_checked(tmp_path: Path) -> None:
+    path = nvdec.make_test_video(tmp_path / "v.mp4", frames=3)
+    with nvdec.pinned_mp4(path) as pinned:
+        assert pinned.startswith("/proc/self/fd/")
+        # Replacing the path after the check changes nothing: the name refers to the file opened.
+        path.rename(tmp_path / "moved.mp4")
+        path.write_bytes(b"#EXTM3U\n#EXT-X-TARGETDURATION:1\nhttp://127.0.0.1:9/x.ts\n")
+        assert Path(pinned).read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("playlist.mp4", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/segment.ts\n"),
+        ("concat.mp4", b"ffconcat version 1.0\nfile /etc/passwd\n"),
+        ("dash.mp4", b'<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011"></MPD>'),
+        ("short.mp4", b"ftyp"),
+        ("empty.mp4", b""),
+    ],
+)
+def test_anything_but_an_mp4_is_left_to_pyav(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(nvdec.NvdecError, match="is not an MP4/MOV file"), nvdec.pinned_mp4(path):
+        pass
+
+
+def test_a_fifo_or_folder_never_reaches_nvdec(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(nvdec.NvdecError, match="not a regular file"), nvdec.pinned_mp4(fifo):
+        pass
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(nvdec.NvdecError, match="not a regular file"), nvdec.pinned_mp4(tmp_path / "folder.mp4"):
+        pass

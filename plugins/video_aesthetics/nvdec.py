@@ -22,6 +22,7 @@ resized to the model's size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import itertools
@@ -305,8 +306,8 @@ def read_frames_nvdec(
     # A stream of our own rather than the default one: PyNvVideoCodec takes stream 0 as "make your own".
     work = stream if stream is not None and stream.cuda_stream != 0 else _thread_stream(target)
     reader = _thread_reader(_pynvvideocodec(), target, work)
-    with torch.cuda.device(target), torch.cuda.stream(work):
-        frames = reader.read(_local_file(path), indices, clock)
+    with pinned_mp4(path) as source, torch.cuda.device(target), torch.cuda.stream(work):
+        frames = reader.read(source, indices, clock)
     # SimpleDecoder reuses its output buffers on the next call: the copies must be done by then.
     work.synchronize()
     if work != caller:
@@ -326,9 +327,9 @@ def nvdec_timestamps(path: Path | str, indices: Sequence[int], device: torch.dev
     info, clock = video.probe_with_clock(path)
     stream = torch.cuda.Stream(target)
     wanted = sorted(set(int(i) for i in indices))
-    with torch.cuda.device(target), torch.cuda.stream(stream):
+    with pinned_mp4(path) as source, torch.cuda.device(target), torch.cuda.stream(stream):
         decoder = nvc.SimpleDecoder(
-            _local_file(path),
+            source,
             gpu_id=int(target.index or 0),
             cuda_stream=int(stream.cuda_stream),
             use_device_memory=True,
@@ -350,12 +351,34 @@ def nvdec_timestamps(path: Path | str, indices: Sequence[int], device: torch.dev
     }
 
 
-def _local_file(path: Path | str) -> str:
-    """An absolute path (never read as a URL or protocol by FFmpeg) to a regular file (no FIFO to hang on)."""
-    text = os.path.abspath(os.fspath(path))
-    if not stat.S_ISREG(os.stat(text).st_mode):
-        raise NvdecError(f"{text} is not a regular file")
-    return text
+# ISO base media (MP4, MOV, M4V...): a box whose type is "ftyp" starts the file.
+_MP4_BRAND = b"ftyp"
+
+
+@contextlib.contextmanager
+def pinned_mp4(path: Path | str) -> Iterator[str]:
+    """A name for ``path``'s file, opened here once, that PyNvVideoCodec's FFmpeg opens as that same file.
+
+    PyNvVideoCodec's demuxer probes every container FFmpeg knows, playlists among them (HLS, DASH,
+    concat), which open further files and URLs: the PyAV path allows container demuxers only
+    (video.DEMUXERS), and this one cannot be told to. So NVDEC takes only MP4/MOV files, whose first
+    box no playlist can begin with, and reads them through /proc/self/fd: the file checked here is
+    the file decoded, even if the path is replaced meanwhile. Anything else raises NvdecError, and
+    the video is decoded by PyAV under its rules.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(os.fspath(path), flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NvdecError(f"{path} is not a regular file")
+        if os.pread(fd, 8, 0)[4:8] != _MP4_BRAND:
+            raise NvdecError(f"{path} is not an MP4/MOV file (NVDEC takes those alone); PyAV decodes it")
+        pinned = f"/proc/self/fd/{fd}"
+        if not os.path.exists(pinned):
+            raise NvdecError(f"{pinned} does not exist: NVDEC reads files through /proc (Linux)")
+        yield pinned
+    finally:
+        os.close(fd)
 
 
 _READERS = threading.local()
