@@ -82,24 +82,16 @@ def resolve_decode(name: str, device: torch.device) -> str:
         raise ConfigError(f"decode must be one of {', '.join(DECODES)}, got {name!r}")
     if name == "auto":
         return _auto_decode(device)
-    if name == "hardware":
+    if name in DEVICE_DECODES:
+        what, error_of, instead = _DEVICE_PATHS[name]
         if device.type != "cuda":
             raise ConfigError(
-                f"decode 'hardware' decodes JPEGs on a GPU's hardware JPEG engines, but this run scores on {device} "
+                f"decode {name!r} {what}, but this run scores on {device} "
                 "(no CUDA device, or device 'cpu'); use decode 'auto', 'fast' or 'exact', or a CUDA device"
             )
-        error = hardware_decode_error(device)
+        error = error_of(device)
         if error is not None:
-            raise ConfigError(f"decode 'hardware' cannot run: {error}; use decode 'gpu' or 'auto'")
-    if name == "gpu":
-        if device.type != "cuda":
-            raise ConfigError(
-                f"decode 'gpu' decodes JPEGs on the scoring GPU, but this run scores on {device} "
-                "(no CUDA device, or device 'cpu'); use decode 'auto', 'fast' or 'exact', or a CUDA device"
-            )
-        error = gpu_decode_error(device)
-        if error is not None:
-            raise ConfigError(f"decode 'gpu' cannot run: {error}; use decode 'fast' or 'auto'")
+            raise ConfigError(f"decode {name!r} cannot run: {error}; {instead}")
     return name
 
 
@@ -144,6 +136,17 @@ def gpu_decode_error(device: torch.device) -> str | None:
     return (
         None if tuple(decoded.shape) == (3, 16, 16) else f"torchvision decoded a 16x16 JPEG as {tuple(decoded.shape)}"
     )
+
+
+# Each device path: what it does, why it cannot run on a CUDA device (None: it can), what to use instead.
+_DEVICE_PATHS: dict[str, tuple[str, Callable[[torch.device], str | None], str]] = {
+    "gpu": ("decodes JPEGs on the scoring GPU", gpu_decode_error, "use decode 'fast' or 'auto'"),
+    "hardware": (
+        "decodes JPEGs on a GPU's hardware JPEG engines",
+        hardware_decode_error,
+        "use decode 'gpu' or 'auto'",
+    ),
+}
 
 
 # ---------------------------------------------------------------------------------------------------
