@@ -289,3 +289,58 @@ def test_a_fifo_or_folder_never_reaches_nvdec(tmp_path: Path) -> None:
     (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(nvdec.NvdecError, match="not a regular file"), nvdec.pinned_mp4(tmp_path / "folder.mp4"):
         pass
+
+
+class _RecordingDecoder:
+    """Stands in for PyNvVideoCodec's SimpleDecoder (no GPU here): it opens its source by name, as the
+    real one does again when it seeks back, and hands out frames as (3, H, W) tensors."""
+
+    def __init__(self, source: str, **_: object) -> None:
+        self.sources: list[str] = []
+        self.reconfigure_decoder(source)
+
+    def reconfigure_decoder(self, source: str) -> None:
+        self.source = source
+        self.sources.append(Path(source).read_bytes()[:64])
+
+    def reopen(self) -> bytes:
+        return Path(self.source).read_bytes()[:64]
+
+    def __len__(self) -> int:
+        return 10
+
+    def get_batch_frames_by_index(self, indices: list[int]) -> list[torch.Tensor]:
+        return [torch.full((3, 4, 6), index, dtype=torch.uint8) for index in indices]
+
+
+def test_the_reader_keeps_a_videos_descriptor_open_while_its_decoder_may_reopen_it(tmp_path: Path) -> None:
+    first = nvdec.make_test_video(tmp_path / "a.mp4", frames=3)
+    second = nvdec.make_test_video(tmp_path / "b.mp4", frames=5, width=96, height=64)
+    fake = SimpleNamespace(SimpleDecoder=_RecordingDecoder, OutputColorType=SimpleNamespace(RGBP="RGBP"))
+    reader = nvdec._Reader(fake, torch.device("cpu"), SimpleNamespace(cuda_stream=7))  # type: ignore[arg-type]
+    frames = reader.read(str(first), [2, 0, 2], None)
+    assert frames[:, 0, 0, 0].tolist() == [2, 0, 2]
+    held = reader.fd
+    assert held is not None and reader.decoder.source == f"/proc/self/fd/{held}"
+    # A seek back reopens the name: it is still the first video, whatever was opened since.
+    other = os.open(second, os.O_RDONLY)
+    try:
+        assert reader.decoder.reopen() == first.read_bytes()[:64]
+    finally:
+        os.close(other)
+    reader.read(str(second), [1], None)
+    assert reader.decoder.reopen() == second.read_bytes()[:64]
+    with pytest.raises(OSError):
+        os.fstat(held)  # the first video's descriptor was closed once the decoder had moved on
+    reader.close()
+    assert reader.fd is None and reader.decoder is None
+
+
+def test_the_reader_refuses_a_playlist_before_any_decoder_sees_it(tmp_path: Path) -> None:
+    playlist = tmp_path / "list.mp4"
+    playlist.write_bytes(b"#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n")
+    fake = SimpleNamespace(SimpleDecoder=_RecordingDecoder, OutputColorType=SimpleNamespace(RGBP="RGBP"))
+    reader = nvdec._Reader(fake, torch.device("cpu"), SimpleNamespace(cuda_stream=7))  # type: ignore[arg-type]
+    with pytest.raises(nvdec.NvdecError, match="not an MP4/MOV file"):
+        reader.read(str(playlist), [0], None)
+    assert reader.decoder is None and reader.fd is None

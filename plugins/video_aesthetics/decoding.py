@@ -128,6 +128,9 @@ def gpu_decode_error(device: torch.device) -> str | None:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 90)).save(buffer, "JPEG")
     try:
+        if device.type == "cuda":
+            # nvJPEG's hardware route writes when called, not in stream order: nothing may be in flight.
+            torch.cuda.synchronize(device)
         decoded = decode_jpeg(_as_tensor(buffer.getvalue()), mode=ImageReadMode.RGB, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -356,6 +359,9 @@ class DeviceDecoder:
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             done = self._decode(batch)
         # Block this (decoding) thread, not the device: the model's stream may use the pixels at once.
+        # Load-bearing beyond that: nvJPEG's batched hardware decode (torchvision on A100/H100/H200)
+        # writes its output when called, not in stream order, so memory that queued kernels still
+        # read must never be handed to it; draining this stream before the next batch ensures that.
         self.stream.synchronize()
         self._held.clear()
         return done

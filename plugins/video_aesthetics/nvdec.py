@@ -306,8 +306,8 @@ def read_frames_nvdec(
     # A stream of our own rather than the default one: PyNvVideoCodec takes stream 0 as "make your own".
     work = stream if stream is not None and stream.cuda_stream != 0 else _thread_stream(target)
     reader = _thread_reader(_pynvvideocodec(), target, work)
-    with pinned_mp4(path) as source, torch.cuda.device(target), torch.cuda.stream(work):
-        frames = reader.read(source, indices, clock)
+    with torch.cuda.device(target), torch.cuda.stream(work):
+        frames = reader.read(os.fspath(path), indices, clock)
     # SimpleDecoder reuses its output buffers on the next call: the copies must be done by then.
     work.synchronize()
     if work != caller:
@@ -355,16 +355,16 @@ def nvdec_timestamps(path: Path | str, indices: Sequence[int], device: torch.dev
 _MP4_BRAND = b"ftyp"
 
 
-@contextlib.contextmanager
-def pinned_mp4(path: Path | str) -> Iterator[str]:
-    """A name for ``path``'s file, opened here once, that PyNvVideoCodec's FFmpeg opens as that same file.
+def open_mp4(path: Path | str) -> int:
+    """An open descriptor of ``path``'s file, checked: the only way a video reaches PyNvVideoCodec's FFmpeg.
 
     PyNvVideoCodec's demuxer probes every container FFmpeg knows, playlists among them (HLS, DASH,
     concat), which open further files and URLs: the PyAV path allows container demuxers only
     (video.DEMUXERS), and this one cannot be told to. So NVDEC takes only MP4/MOV files, whose first
-    box no playlist can begin with, and reads them through /proc/self/fd: the file checked here is
-    the file decoded, even if the path is replaced meanwhile. Anything else raises NvdecError, and
-    the video is decoded by PyAV under its rules.
+    box no playlist can begin with, and reads them through /proc/self/fd (``fd_path``): the file
+    checked here is the file decoded, even if the path is replaced meanwhile. Anything else raises
+    NvdecError, and the video is decoded by PyAV under its rules. The caller closes the descriptor,
+    and only once the decoder reading it has moved on (it may open the name again to seek back).
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(os.fspath(path), flags)
@@ -373,10 +373,24 @@ def pinned_mp4(path: Path | str) -> Iterator[str]:
             raise NvdecError(f"{path} is not a regular file")
         if os.pread(fd, 8, 0)[4:8] != _MP4_BRAND:
             raise NvdecError(f"{path} is not an MP4/MOV file (NVDEC takes those alone); PyAV decodes it")
-        pinned = f"/proc/self/fd/{fd}"
-        if not os.path.exists(pinned):
-            raise NvdecError(f"{pinned} does not exist: NVDEC reads files through /proc (Linux)")
-        yield pinned
+        if not os.path.exists(fd_path(fd)):
+            raise NvdecError(f"{fd_path(fd)} does not exist: NVDEC reads files through /proc (Linux)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+@contextlib.contextmanager
+def pinned_mp4(path: Path | str) -> Iterator[str]:
+    """``open_mp4``'s file by its /proc name, for as long as the block runs."""
+    fd = open_mp4(path)
+    try:
+        yield fd_path(fd)
     finally:
         os.close(fd)
 
@@ -401,11 +415,20 @@ class _Reader:
         self.device = device
         self.stream = stream
         self.decoder: Any = None
+        # The descriptor the decoder reads its video through (open_mp4), open until the next video's.
+        self.fd: int | None = None
         # The timestamps of the frames of the last read, by the order of its distinct indices.
         self.last_timestamps: list[int | None] = []
 
     def close(self) -> None:
         self.decoder = None
+        self._hold(None)
+
+    def _hold(self, fd: int | None) -> None:
+        """Keep ``fd`` open while the decoder reads it (it may reopen its /proc name to seek back); close the last."""
+        previous, self.fd = self.fd, fd
+        if previous is not None:
+            os.close(previous)
 
     def read(self, path: str, indices: Sequence[int], clock: video.FrameClock | None) -> torch.Tensor:
         wanted = [int(i) for i in indices]
@@ -413,8 +436,15 @@ class _Reader:
             return torch.zeros((0, 3, 0, 0), dtype=torch.uint8, device=self.device)
         if min(wanted) < 0:
             raise NvdecError(f"frame index {min(wanted)} is negative")
+        fd = open_mp4(path)
         try:
-            decoder = self._open(path)
+            decoder = self._open(fd_path(fd))
+        except Exception as err:  # PyNvVideoCodec raises its own exception types and RuntimeError
+            os.close(fd)
+            self.close()
+            raise NvdecError(f"{path}: {type(err).__name__}: {_first_line(err)}") from err
+        self._hold(fd)  # the decoder has let go of the last video's descriptor
+        try:
             total = len(decoder)
             if total <= 0:
                 raise NvdecError(f"{path}: NVDEC finds no frame count")
@@ -425,7 +455,7 @@ class _Reader:
             raise  # ours (no frame count, a misnumbered frame, an odd layout): the decoder itself is sound
         except Exception as err:  # PyNvVideoCodec raises its own exception types and RuntimeError
             # A failed call may leave the decoder mid-seek: the next video gets a fresh one.
-            self.decoder = None
+            self.close()
             raise NvdecError(f"{path}: {type(err).__name__}: {_first_line(err)}") from err
         return torch.stack([frames[targets[index]] for index in wanted])
 

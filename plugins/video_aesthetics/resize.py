@@ -123,6 +123,11 @@ def _device_taps(taps: Taps, device: torch.device, offset: int) -> tuple[torch.T
 def _resample(images: torch.Tensor, taps: Taps, dim: int, offset: int = 0) -> torch.Tensor:
     """One pass along ``dim`` (-1: columns, -2: rows) of uint8 images whose index 0 is input index ``offset``."""
     index, weight = _device_taps(taps, images.device, offset)
+    if images.is_cuda:
+        # Cached tensors are read from many streams: one evicted from the cache must not be reused
+        # before this stream's kernels that read it are done.
+        index.record_stream(torch.cuda.current_stream(images.device))
+        weight.record_stream(torch.cuda.current_stream(images.device))
     shape = list(images.shape)
     shape[dim] = index.shape[1]
     acc = torch.full(shape, 1 << (PRECISION_BITS - 1), dtype=torch.int32, device=images.device)
