@@ -126,7 +126,9 @@ def head_scores(head: FoldedHead, embeddings: np.ndarray) -> np.ndarray:
         np.multiply(block, head.weight, out=part)
         np.add.reduce(part, axis=1, out=sums[start : start + len(block)])
     sums += head.bias
-    return sums.astype(np.float32)
+    # A score past float32's range becomes inf, which the records count as a non-finite score.
+    with np.errstate(over="ignore"):
+        return sums.astype(np.float32)
 
 
 def reduce_scores(scores: np.ndarray, counts: np.ndarray, reduction: str) -> np.ndarray:
