@@ -559,3 +559,20 @@ def test_score_then_rescore_on_the_command_line_writes_the_same_bytes(
         main(["rescore", "--input", str(scored), "--embeddings", str(embeddings), "--output", str(again), *common]) == 0
     )
     assert again.read_bytes() == scored.read_bytes()
+
+
+def test_a_rescore_into_another_field_than_the_scoring_runs_is_refused(
+    tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str]
+) -> None:
+    """Scores written into output_key 'scored': a rescore into video_clips would leave them beside its own."""
+    direct = _score(dataset, tmp_path / "direct.jsonl", model_args, "float32", output_key="scored")
+    again = tmp_path / "again.jsonl"
+    with pytest.raises(ConfigError, match=r"wrote its scores into 'scored': rescore with --output-key scored"):
+        rescore_file(direct, direct.with_suffix(".parquet"), again, _config(model_args, dataset[1]))
+    assert not again.exists()
+    stats = rescore_file(
+        direct, direct.with_suffix(".parquet"), again, _config(model_args, dataset[1], output_key="scored")
+    )
+    assert stats.scored > 0 and again.read_bytes() == direct.read_bytes()
+    # The run says how its scores were computed; so do its embeddings.
+    assert stats.model["precision"] == "fp32"

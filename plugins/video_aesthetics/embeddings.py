@@ -228,6 +228,8 @@ class EmbeddingWriter:
             "whole_video": self.config.whole_video,
             "input_video_key": self.config.input_video_key,
             "video_clips_key": self.config.video_clips_key,
+            "output_key": self.config.output_key,
+            "precision": self.model.get("precision"),
         }
 
     def finish(self, records: int) -> PendingFile:

@@ -205,7 +205,7 @@ def rescore_records(
             yield with_results(record, results, config, owned=True)
         if groups:
             line, clip = min(groups)
-            raise _mismatch(label, line - 1, dataset, f"has no clip {clip}, but the embeddings hold one")
+            raise _mismatch(label, line - 1, dataset, f"it has no clip {clip}, but the embeddings hold one")
     extra = stream.leftover_line()
     if extra is not None or counts.records != dataset.records:
         raise InputError(
@@ -315,7 +315,7 @@ def _result(
 
 def _mismatch(label: str, record_no: int, dataset: EmbeddingsDataset, problem: str) -> InputError:
     return InputError(
-        f"{label}: record {record_no + 1} does not match the embeddings {dataset.location}: it {problem}; "
+        f"{label}: record {record_no + 1} does not match the embeddings {dataset.location}: {problem}; "
         "rescore the scored file these embeddings were written with (same records, same order, same field "
         "names); nothing was written"
     )
@@ -341,6 +341,13 @@ def rescore_file(
     started = time.monotonic()
     dataset = EmbeddingsDataset(embeddings_path)
     check_clip(dataset.meta, clip_model, embeddings_path)
+    recorded_key = dataset.meta.get("output_key")
+    if recorded_key is not None and recorded_key != config.output_key:
+        # Another field would leave the scoring run's scores beside the new ones: two scores per clip.
+        raise ConfigError(
+            f"the embeddings {embeddings_path} were written by a run that wrote its scores into {recorded_key!r}: "
+            f"rescore with --output-key {recorded_key} (this run would write {config.output_key!r})"
+        )
     if dataset.meta["whole_video"] != config.whole_video:
         mode = "whole videos" if dataset.meta["whole_video"] else "clips"
         raise ConfigError(
@@ -384,7 +391,11 @@ def rescore_file(
         errors=dict(sorted(counts.errors.items())),
         output=str(output),
         rejects=str(rejects) if rejects is not None else None,
-        model={"clip": dataset.meta.get("clip") or {}, "head": head.identity},
+        model={
+            "clip": dataset.meta.get("clip") or {},
+            "head": head.identity,
+            "precision": dataset.meta.get("precision"),
+        },
     )
     log.info("rescored %d clips of %d records from %s in %.1fs", counts.clips, counts.records, embeddings_path, seconds)
     return stats

@@ -107,12 +107,14 @@ class Scorer:
         # The head first: it is small, and a wrong path should not wait for a 900 MB tower to load.
         device = torch.device(device) if device is not None else resolve_device(config.device)
         # Before any weights load: decode "gpu" without a GPU is a configuration error, found at once.
-        resolve_decode(config.decode, device)
+        decode = resolve_decode(config.decode, device)
         precision = resolve_precision(config.precision, device)
+        log.info("scoring on %s: the tower in %s, frames decoded on the %s path", device, precision, decode)
         head = load_head(config.mlp_checkpoint)
         clip = load_clip(config.clip_model)
         check_width(head.input_dim, clip.embed_dim, head.identity["path"])
-        identity = {"clip": clip.identity, "head": head.identity}
+        # How the scores were computed, beside which model: a run's summary and its embeddings' metadata say it.
+        identity = {"clip": clip.identity, "head": head.identity, "precision": precision, "decode": decode}
         forward_batch = forward_batch_for(config, device)
         return cls(clip.model, head.module, clip.preprocess, device, identity, forward_batch, precision)
 
