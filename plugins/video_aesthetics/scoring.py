@@ -86,8 +86,8 @@ class Scorer:
         )
         # The head is applied on the CPU to the embeddings copied there, folded in float64
         # (head.head_scores), as rescore applies it: float32-stored embeddings rescore to the same bytes.
-        # The module stays for whoever inspects it.
-        self.head = head.to(self.device, dtype=torch.float32).eval()
+        # The module is kept (on the CPU, where it is used) for whoever inspects the scorer.
+        self.head = head.to("cpu", dtype=torch.float32).eval()
         self.folded_head = fold_head(head)
         self.preprocess = preprocess
         self.identity = identity or {}
