@@ -20,6 +20,7 @@ from video_aesthetics.embeddings_dataset import (
     EmbeddingsDataset,
     check_clip,
     clip_checksum,
+    integers_of,
     read_metadata,
     vectors_of,
 )
@@ -169,3 +170,17 @@ def test_parts_of_different_runs_are_refused(tmp_path: Path, written: dict[str, 
     assert dataset.records == 8 and [p.first_line for p in dataset.parts] == [0, 4]
     lines = np.concatenate([line for line, _, _, _ in dataset.batches()])
     assert lines.min() == 1 and lines.max() == 8
+
+
+@pytest.mark.parametrize("kind", [pa.int8(), pa.int16(), pa.int32(), pa.int64()])
+def test_integer_columns_read_from_their_buffers(kind: pa.DataType) -> None:
+    # Sliced (an offset into the buffers) and with nulls, as a row group's clip column can be.
+    column = pa.array([5, None, -3, 7, None, 2], kind).slice(1, 4)
+    clips = integers_of(column, null=-1)
+    assert clips.dtype == np.int64
+    assert clips.tolist() == [-1, -3, 7, -1]
+    assert integers_of(pa.array([1, 2, 3], kind).slice(1)).tolist() == [2, 3]
+
+
+def test_integer_columns_of_another_type_are_converted() -> None:
+    assert integers_of(pa.array([1.0, 4.0])).tolist() == [1, 4]

@@ -34,6 +34,19 @@ def test_stem_from_string_list_and_windows_path() -> None:
     assert video_stem({"video": 3}, "video") is None
 
 
+def test_posix_stem_is_pathlibs_for_every_short_path() -> None:
+    # video_stem reads the name without pathlib (rescore's speed): every path of up to four pieces agrees.
+    import itertools
+    from pathlib import PurePosixPath
+
+    pieces = ["a", ".", "/", "..", "b.c", "x.", "", ".mp4", "//", "\x00", "é"]
+    for size in range(1, 5):
+        for combo in itertools.product(pieces, repeat=size):
+            path = "".join(combo)
+            if path:
+                assert video_stem({"video": path}, "video") == PurePosixPath(path).stem, path
+
+
 def test_clip_id_falls_back_to_stem_and_index() -> None:
     assert clip_id({"id": "x_0"}, "x", 5) == "x_0"
     assert clip_id({"id": 7}, "x", 5) == "7"

@@ -576,3 +576,64 @@ def test_a_rescore_into_another_field_than_the_scoring_runs_is_refused(
     assert stats.scored > 0 and again.read_bytes() == direct.read_bytes()
     # The run says how its scores were computed; so do its embeddings.
     assert stats.model["precision"] == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"),
+    [
+        ("other video", "record 2 does not match the embeddings {e}: its clip 0 is video './videos/elsewhere.mp4'"),
+        ("scored but no embeddings", "record 5 does not match the embeddings {e}: its clip 0 has a score but no"),
+        ("failed", "record 1 does not match the embeddings {e}: its clip 0 failed (decode_failed) but has embeddings"),
+        ("last clip removed", "record 1 does not match the embeddings {e}: it has no clip {last}, but the embeddings"),
+    ],
+)
+def test_a_mismatch_names_the_record_the_clip_and_what_differs(
+    tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str], how: str, problem: str
+) -> None:
+    direct = _score(dataset, tmp_path / "direct.jsonl", model_args, "float16")
+    records = read_jsonl(direct)
+    last = len(records[0]["video_clips"]["clips"]) - 1
+    if how == "failed":
+        records[0]["video_clips"]["clips"][0]["aesthetic_error"] = "decode_failed"
+    elif how == "last clip removed":
+        del records[0]["video_clips"]["clips"][-1]
+    else:
+        records = _mismatched(records, how)
+    edited = write_jsonl(tmp_path / "edited.jsonl", records)
+    embeddings = direct.with_suffix(".parquet")
+    with pytest.raises(InputError) as caught:
+        rescore_file(edited, embeddings, tmp_path / "out.jsonl", _config(model_args, dataset[1]))
+    assert problem.format(e=embeddings, last=last) in str(caught.value)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_cycle_collector_is_left_as_it_was(
+    tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str], enabled: bool
+) -> None:
+    import gc
+
+    direct = _score(dataset, tmp_path / "direct.jsonl", model_args, "float16")
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        rescore_file(direct, direct.with_suffix(".parquet"), tmp_path / "out.jsonl", _config(model_args, dataset[1]))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_strings_gathered_from_the_buffers_are_pyarrows_take() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from video_aesthetics.rescore import _strings_at
+
+    # Two chunks, one a slice (an offset into its buffers), with empty and non-ASCII strings; and one with a null.
+    plain = pa.chunked_array([pa.array(["a", "", "vidéo", "b"]).slice(1), pa.array(["", "", "xyz", "ü", "q"])])
+    nulls = pa.chunked_array([pa.array(["a", None, "c"]), pa.array(["d"])])
+    for column in (plain, nulls):
+        for every in ([], [0], [1, 2], [0, 2, 3, 4, 6], list(range(len(column)))):
+            rows = [i for i in every if i < len(column)]
+            expected = [column[i].as_py() for i in rows]
+            assert _strings_at(column, np.array(rows, np.int64)) == expected, rows
+    assert _strings_at(pa.chunked_array([pa.array(["", ""])]), np.array([0, 1])) == ["", ""]

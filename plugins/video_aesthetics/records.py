@@ -141,7 +141,17 @@ def video_stem(record: dict[str, Any], video_key: str) -> str | None:
     if video is None:
         return None
     # Windows paths from upstream tools must split on backslashes too.
-    return PureWindowsPath(video).stem if "\\" in video else PurePosixPath(video).stem
+    return PureWindowsPath(video).stem if "\\" in video else _posix_stem(video)
+
+
+def _posix_stem(video: str) -> str:
+    """PurePosixPath(video).stem, without building the path (which cost rescore about 2 µs a record)."""
+    name = video.rsplit("/", 1)[-1]
+    if name in ("", "."):
+        # pathlib skips empty and "." parts: the name is an earlier part.
+        return PurePosixPath(video).stem
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def video_path(record: dict[str, Any], video_key: str) -> str | None:

@@ -2,8 +2,8 @@
 
 ``rescore_file`` reads a scored (or input) JSONL file and the embeddings a scoring run wrote beside
 it (video_aesthetics.embeddings), and writes what a full scoring run with the new head would: the
-same records through the same writer (writeback.with_results, runner.write_lines), published
-atomically with the rejects. Only the head is loaded; open_clip is never imported.
+same records through the same writer (writeback.with_outcomes, which writeback.with_results writes
+through; runner.write_lines), published atomically with the rejects. Only the head is loaded; open_clip is never imported.
 
 The head is LAION's MLP without activations, an affine map: it is folded once into one weight
 vector and a bias in float64 and applied by head.head_scores, and the frames reduced by
@@ -16,8 +16,10 @@ keys (line, clip index, video, clip id); any mismatch stops the run, and nothing
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from video_aesthetics.records import (
     SCORE,
     UNSCORED,
     RecordCounts,
-    SampleResult,
+    classify,
     clip_id,
     clip_list,
     clip_plan,
@@ -48,6 +50,7 @@ from video_aesthetics.records import (
 
 if TYPE_CHECKING:
     from video_aesthetics.head import FoldedHead
+    from video_aesthetics.writeback import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +177,12 @@ def rescore_records(
     label: str,
 ) -> Iterator[dict[str, Any]]:
     """The rescored records, in order; InputError at the first record that does not match the embeddings."""
-    from video_aesthetics.writeback import with_results
+    from video_aesthetics.writeback import with_outcomes
 
     stream = _RowStream(dataset, head)
-    seq = 0
     while chunk := list(itertools.islice(records, CHUNK_RECORDS)):
         last_line = chunk[-1][0] + 1
-        rows = stream.through(last_line)
-        groups, scores = _scored_groups(rows, config.reduction)
+        groups = _Groups(stream.through(last_line), config)
         for record_no, record in chunk:
             outline = _outline(record, config)
             counts.records += 1
@@ -189,22 +190,15 @@ def rescore_records(
                 counts.passthrough += 1
                 yield record
                 continue
-            results = []
-            keys = _RecordKeys(record, config)
-            for clip, cid, error in outline:
-                group = groups.pop((record_no + 1, -1 if clip is None else clip), None)
-                try:
-                    result = _result(keys, seq, clip, cid, error, group, scores if config.frame_scores else None)
-                except _Mismatch as mismatch:
-                    what = "its video" if clip is None else f"its clip {clip}"
-                    raise _mismatch(label, record_no, dataset, f"{what} {mismatch}") from None
-                seq += 1
-                counts.clips += 1
-                counts.count_result(result)
-                results.append(result)
-            yield with_results(record, results, config, owned=True)
-        if groups:
-            line, clip = min(groups)
+            try:
+                outcomes = groups.match(record_no + 1, outline, _RecordKeys(record, config))
+            except _Mismatch as mismatch:
+                raise _mismatch(label, record_no, dataset, str(mismatch)) from None
+            _count(counts, outcomes, groups.scored_count)
+            yield with_outcomes(record, outcomes, config, owned=True)
+        leftover = groups.unmatched()
+        if leftover is not None:
+            line, clip = leftover
             raise _mismatch(label, line - 1, dataset, f"it has no clip {clip}, but the embeddings hold one")
     extra = stream.leftover_line()
     if extra is not None or counts.records != dataset.records:
@@ -214,37 +208,164 @@ def rescore_records(
         )
 
 
-def _outline(record: dict[str, Any], config: ScoringConfig) -> list[tuple[int | None, str | None, str | None]]:
-    """(clip index, clip id, error known before decoding) of each sample of ``record``, as scoring
-    enumerates them (records.clip_plan, samples_of); the id is None where the record names no video."""
+def _count(counts: RecordCounts, outcomes: list[Outcome], scored: int) -> None:
+    """RecordCounts.count_result of each outcome, without a SampleResult; ``scored`` of them have no error."""
+    counts.clips += len(outcomes)
+    if scored == len(outcomes):  # the common case, without a look at each
+        counts.scored += scored
+        return
+    for _, error, _ in outcomes:
+        if error is None:
+            counts.scored += 1
+        else:
+            counts.failed += 1
+            counts.errors[error] = counts.errors.get(error, 0) + 1
+
+
+def _outline(record: dict[str, Any], config: ScoringConfig) -> list[tuple[str | None, str | None]]:
+    """(clip id, error known before decoding) of each sample of ``record``, in order, as scoring enumerates
+    them (records.clip_plan, samples_of); the id is None where the record names no video, or whole-video."""
     if config.whole_video:
-        return [(None, None, sample.error) for sample in samples_of(record, 0, config, 0, paths=False)]
+        return [(None, sample.error) for sample in samples_of(record, 0, config, 0, paths=False)]
     plan = clip_plan(record, config)
-    return [] if plan is None else [(index, cid, error) for index, (cid, error) in enumerate(plan[1])]
+    return [] if plan is None else plan[1]
 
 
-# One clip's rows in a chunk: video and clip id (the key columns), reduced score, first and end row.
-# A plain tuple: one is made per clip, and a dataclass would cost more than the rest of its work.
-_Group = tuple[str | None, str | None, float, int, int]
+# Past every row's key: the cursor of _Groups.match stops here without a bounds check.
+_END_KEY = 1 << 62
 
 
-def _scored_groups(rows: _Rows, reduction: str) -> tuple[dict[tuple[int, int], _Group], np.ndarray]:
-    """Each clip's rows of the chunk, with its reduced score; and the rows' frame scores."""
-    if not len(rows.lines):
-        return {}, np.zeros(0, np.float32)
-    from video_aesthetics.head import reduce_scores
+class _Groups:
+    """One chunk's embedding rows grouped by clip (one group per line and clip, in input order), with each
+    clip's reduced score; ``match`` hands them out to the chunk's records, in order, through a cursor."""
 
-    scores = rows.scores
-    key = rows.lines * _CLIP_SHIFT + (rows.clips + 1)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    sizes = np.diff(np.r_[starts, len(key)])
-    # The scoring run's own reduction: the same bytes from the same frame scores.
-    reduced = reduce_scores(scores, sizes, reduction)
-    lines, clips = rows.lines[starts].tolist(), rows.clips[starts].tolist()
-    firsts = rows.keys.take(starts)
-    videos, ids = firsts.column("video").to_pylist(), firsts.column("clip_id").to_pylist()
-    groups = zip(videos, ids, reduced.tolist(), starts.tolist(), (starts + sizes).tolist(), strict=True)
-    return dict(zip(zip(lines, clips, strict=True), groups, strict=True)), scores
+    def __init__(self, rows: _Rows, config: ScoringConfig) -> None:
+        self.frame_scores = config.frame_scores
+        self.cursor = 0
+        self.skipped: int | None = None  # the first group no clip of the input took
+        self.scored_count = 0  # of the samples the last match handed out, how many have a score
+        self.keys: list[int] = [_END_KEY]
+        self.videos: list[str | None] = []
+        self.ids: list[str | None] = []
+        self.scores: list[float] = []
+        self.frames: list[list[float]] = []
+        self.lines, self.clips = rows.lines, rows.clips
+        if not len(rows.lines):
+            return
+        from video_aesthetics.head import reduce_scores
+
+        key = rows.lines * _CLIP_SHIFT + (rows.clips + 1)
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        sizes = np.diff(np.r_[starts, len(key)])
+        # The scoring run's own reduction: the same bytes from the same frame scores.
+        self.scores = reduce_scores(rows.scores, sizes, config.reduction).tolist()
+        self.keys = key[starts].tolist()
+        self.keys.append(_END_KEY)
+        self.lines, self.clips = rows.lines[starts], rows.clips[starts]
+        self.videos = _strings_at(rows.keys.column("video"), starts)
+        self.ids = _strings_at(rows.keys.column("clip_id"), starts)
+        if self.frame_scores:
+            frames = rows.scores.tolist()
+            ends = (starts + sizes).tolist()
+            self.frames = [frames[start:end] for start, end in zip(starts.tolist(), ends, strict=True)]
+
+    def match(self, line: int, outline: list[tuple[str | None, str | None]], keys: _RecordKeys) -> list[Outcome]:
+        """The outcome of each sample of the record at ``line``; _Mismatch where it contradicts its embeddings.
+        ``scored_count`` is then how many have a score."""
+        outcomes: list[Outcome] = []
+        scored_clips = 0
+        base = line * _CLIP_SHIFT  # a row's key: line * _CLIP_SHIFT + clip + 1, clip -1 for a whole video
+        found, videos, ids, scores = self.keys, self.videos, self.ids, self.scores
+        frames = self.frames if self.frame_scores else None
+        whole, scored, isfinite = keys.whole_video, keys.scored or (), math.isfinite
+        at = self.cursor
+        for index, (cid, error) in enumerate(outline):
+            clip = None if whole else index
+            want = base if clip is None else base + index + 1
+            while found[at] < want:  # groups of no clip of the input: refused once the chunk is done
+                if self.skipped is None:
+                    self.skipped = at
+                at += 1
+            if found[at] != want:
+                outcomes.append(_without_embeddings(keys, clip, error))
+                continue
+            # Where the input holds the sample's earlier result (_RecordKeys.target), inline: it runs per clip.
+            target = keys.record if whole else scored[index] if index < len(scored) else None
+            if isinstance(target, dict) and (prior := target.get(ERROR)) and isinstance(prior, str):
+                raise _Mismatch(f"{_what(clip)} failed ({prior}) but has embeddings")
+            if videos[at] != keys.video or ids[at] != (cid if cid is not None else keys.clip_id(clip)):
+                raise _Mismatch(_wrong_clip(keys, clip, cid, videos[at], ids[at]))
+            score = scores[at]
+            frame_list = frames[at] if frames is not None else None
+            if isfinite(score):
+                outcomes.append((score, None, frame_list))
+                scored_clips += 1
+            else:
+                outcomes.append((*classify(score, None), frame_list))
+            at += 1
+        self.cursor = at
+        self.scored_count = scored_clips
+        return outcomes
+
+    def unmatched(self) -> tuple[int, int] | None:
+        """(line, clip) of the first group no record took, or None."""
+        at = self.skipped if self.skipped is not None else self.cursor
+        if self.keys[at] == _END_KEY:
+            return None
+        return int(self.lines[at]), int(self.clips[at])
+
+
+def _strings_at(column: Any, rows: np.ndarray) -> list[str | None]:
+    """``column[rows]`` (a string column of a table; ``rows`` ascending) as Python strings.
+
+    Gathered from the column's buffers where it has no null: pyarrow's ``take`` imports pyarrow.compute,
+    0.05 s of every run; and converting numpy indices imports pandas (0.3 s), so they go in as a buffer.
+    """
+    import pyarrow as pa
+
+    chunks = column.chunks
+    if any(chunk.null_count or str(chunk.type) != "string" for chunk in chunks):
+        indices = pa.Array.from_buffers(pa.int64(), len(rows), [None, pa.py_buffer(rows.astype(np.int64))])
+        return column.take(indices).to_pylist()
+    values: list[str | None] = []
+    first = 0
+    for chunk in chunks:
+        end = first + len(chunk)
+        low, high = np.searchsorted(rows, [first, end])
+        picked = rows[low:high] - first
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32, count=chunk.offset + len(chunk) + 1)[chunk.offset :]
+        begins, lengths = offsets[picked].astype(np.int64), (offsets[picked + 1] - offsets[picked]).astype(np.int64)
+        packed = np.zeros(len(picked) + 1, np.int32)
+        np.cumsum(lengths, out=packed[1:])
+        data = chunk.buffers()[2]
+        if packed[-1] and data is not None:
+            gather = np.repeat(begins - packed[:-1], lengths) + np.arange(int(packed[-1]))
+            text = pa.py_buffer(np.frombuffer(data, np.uint8)[gather])
+        else:
+            text = pa.py_buffer(b"")
+        values.extend(pa.StringArray.from_buffers(len(picked), pa.py_buffer(packed), text).to_pylist())
+        first = end
+    return values
+
+
+def _without_embeddings(keys: _RecordKeys, clip: int | None, error: str | None) -> Outcome:
+    prior_score, prior_error = keys.prior(clip)
+    if prior_score:
+        raise _Mismatch(f"{_what(clip)} has a score but no embeddings")
+    # No embeddings: the clip keeps the reason it had none (or, from an unscored input, "unscored").
+    return None, prior_error or error or UNSCORED, None
+
+
+def _wrong_clip(keys: _RecordKeys, clip: int | None, cid: str | None, video: str | None, found_id: str | None) -> str:
+    expected_id = cid if cid is not None else keys.clip_id(clip)
+    return (
+        f"{_what(clip)} is video {keys.video!r} clip {expected_id!r}, "
+        f"the embeddings hold video {video!r} clip {found_id!r}"
+    )
+
+
+def _what(clip: int | None) -> str:
+    return "its video" if clip is None else f"its clip {clip}"
 
 
 class _RecordKeys:
@@ -258,59 +379,33 @@ class _RecordKeys:
             self.clips: list[Any] = []
             self.scored: list[Any] | None = None
         else:
-            self.clips = clip_list(record, config.video_clips_key or "") or []
-            self.scored = clip_list(record, config.output_key)
+            clips_key = config.video_clips_key or ""
+            clips = clip_list(record, clips_key)
+            self.clips = clips or []
+            self.scored = clips if config.output_key == clips_key else clip_list(record, config.output_key)
 
     def clip_id(self, index: int | None) -> str | None:
         """The id of a clip of a record that names no video (clip_plan gives every other clip's id)."""
         return None if index is None else clip_id(self.clips[index], "", index)
 
-    def prior(self, index: int | None) -> tuple[float | None, str | None]:
-        """The score and error the input already holds for a sample (a scored file), else (None, None)."""
-        if self.whole_video:
-            target: Any = self.record
-        else:
-            target = (
-                self.scored[index]
-                if self.scored is not None and index is not None and index < len(self.scored)
-                else None
-            )
+    def target(self, index: int | None) -> Any:
+        """Where the input holds a sample's earlier result: the record (whole video), its clip, or None."""
+        if index is None:
+            return self.record
+        scored = self.scored
+        return scored[index] if scored is not None and index < len(scored) else None
+
+    def prior(self, index: int | None) -> tuple[bool, str | None]:
+        """Whether the input already holds a score for a sample, and the error it holds (else None)."""
+        target = self.target(index)
         if not isinstance(target, dict):
-            return None, None
+            return False, None
         score, error = target.get(SCORE), target.get(ERROR)
-        reason = error if error and isinstance(error, str) else None
-        return (float(score) if is_finite_number(score) else None), reason
+        return is_finite_number(score), (error if error and isinstance(error, str) else None)
 
 
 class _Mismatch(Exception):
     """A sample that contradicts its embeddings; rescore_records names the record and the file."""
-
-
-def _result(
-    keys: _RecordKeys,
-    seq: int,
-    clip: int | None,
-    cid: str | None,
-    error: str | None,
-    group: _Group | None,
-    scores: np.ndarray | None,
-) -> SampleResult:
-    """One sample's result from its embeddings' group; ``scores``: the chunk's frame scores, when written."""
-    prior_score, prior_error = keys.prior(clip)
-    if group is None:
-        if prior_score is not None:
-            raise _Mismatch("has a score but no embeddings")
-        # No embeddings: the clip keeps the reason it had none (or, from an unscored input, "unscored").
-        return SampleResult(seq, None, prior_error or error or UNSCORED)
-    if prior_error is not None:
-        raise _Mismatch(f"failed ({prior_error}) but has embeddings")
-    video, found_id, score, start, end = group
-    expected_id = cid if cid is not None else keys.clip_id(clip)
-    if video != keys.video or found_id != expected_id:
-        raise _Mismatch(
-            f"is video {keys.video!r} clip {expected_id!r}, the embeddings hold video {video!r} clip {found_id!r}"
-        )
-    return SampleResult(seq, score, None, scores[start:end].tolist() if scores is not None else None)
 
 
 def _mismatch(label: str, record_no: int, dataset: EmbeddingsDataset, problem: str) -> InputError:
@@ -319,6 +414,20 @@ def _mismatch(label: str, record_no: int, dataset: EmbeddingsDataset, problem: s
         "rescore the scored file these embeddings were written with (same records, same order, same field "
         "names); nothing was written"
     )
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused: records are trees that reference counting frees, but each chunk's
+    records live long enough to reach the older generations, whose collections walk every object of the
+    process (torch's alone are hundreds of thousands): about a tenth of a rescore's time. Resumed after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def rescore_file(
@@ -374,7 +483,8 @@ def rescore_file(
         except OSError as err:
             raise ConfigError(f"cannot write beside {write_target(output)}: {err.strerror}") from None
         source = JsonlSource(Path(input_path), skip_bad_records=config.skip_bad_records, check=record_check(config))
-        write_lines(out_file.handle, rescore_records(enumerate(source), dataset, head, config, counts, label))
+        with _no_cycle_collection():
+            write_lines(out_file.handle, rescore_records(enumerate(source), dataset, head, config, counts, label))
         if rej_file is not None:
             rejected = write_bad_lines(rej_file.handle, source)
         publish_together([f for f in (rej_file, out_file) if f is not None])

@@ -21,6 +21,10 @@ from video_aesthetics.records import (
     samples_of,
 )
 
+# One sample's outcome as written: its score and no error, or no score and why (records.outcome), and its
+# frames' scores (None: none written).
+Outcome = tuple[float | None, str | None, list[float] | None]
+
 
 def with_results(
     record: dict[str, Any], results: list[SampleResult], config: ScoringConfig, *, owned: bool = False
@@ -28,38 +32,48 @@ def with_results(
     """A copy of ``record`` with its samples' results written in; ``record`` itself is not changed.
 
     ``owned``: the caller parsed ``record`` for this write alone, so its clips may be written into
-    rather than copied (rescore's speed), unless output_key puts them beside the originals.
+    rather than copied, unless output_key puts them beside the originals.
     """
+    return with_outcomes(record, [(*outcome(result), result.frame_scores) for result in results], config, owned=owned)
+
+
+def with_outcomes(
+    record: dict[str, Any], outcomes: list[Outcome], config: ScoringConfig, *, owned: bool = False
+) -> dict[str, Any]:
+    """``with_results`` from outcomes already classified (records.outcome): rescore writes these, without a
+    SampleResult per clip; both write through ``_write_outcome``, so the same outcome is the same bytes."""
     if config.whole_video:
         scored = dict(record)
-        _write_result(scored, results[0], config)
+        _write_outcomes(outcomes, [scored], config)
         return scored
     clips_key = config.video_clips_key or ""
     in_place = owned and config.output_key == clips_key
     container = record[clips_key] if in_place else copy.deepcopy(record[clips_key])
-    clips = container["clips"] if isinstance(container, dict) else container
-    for result, clip in zip(results, clips, strict=True):
-        if isinstance(clip, dict):
-            _write_result(clip, result, config)
+    _write_outcomes(outcomes, container["clips"] if isinstance(container, dict) else container, config)
     scored = dict(record)
     scored[config.output_key] = container
     return scored
 
 
-def _write_result(target: dict[str, Any], result: SampleResult, config: ScoringConfig) -> None:
-    score, error = outcome(result)
-    target[SCORE] = score
-    # A rerun over already-scored records must not keep a stale error or frame list.
-    target.pop(ERROR, None)
-    target.pop(FRAME_SCORES, None)
-    if error is not None:
-        target[SCORE] = None
-        target[ERROR] = error
-    if config.frame_scores and result.frame_scores is not None:
-        # JSON has no NaN or infinity: such a frame's score is written as null.
-        target[FRAME_SCORES] = [s if s is not None and math.isfinite(s) else None for s in result.frame_scores]
-    if config.filtering:
-        target[FILTERED] = passes_filter(target, config.aes_min, config.aes_max)
+def _write_outcomes(outcomes: list[Outcome], targets: list[Any], config: ScoringConfig) -> None:
+    """Each outcome into its target (a clip or a record), in order; a target that is no object is left as it is."""
+    frame_scores, filtering = config.frame_scores, config.filtering
+    for (score, error, frames), target in zip(outcomes, targets, strict=True):
+        if not isinstance(target, dict):
+            continue
+        target[SCORE] = score  # None where there is an error (records.classify)
+        # A rerun over already-scored records must not keep a stale error or frame list.
+        if ERROR in target:
+            del target[ERROR]
+        if FRAME_SCORES in target:
+            del target[FRAME_SCORES]
+        if error is not None:
+            target[ERROR] = error
+        if frames is not None and frame_scores:
+            # JSON has no NaN or infinity: such a frame's score is written as null.
+            target[FRAME_SCORES] = [s if s is not None and math.isfinite(s) else None for s in frames]
+        if filtering:
+            target[FILTERED] = passes_filter(target, config.aes_min, config.aes_max)
 
 
 def merge_results(
