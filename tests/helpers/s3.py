@@ -202,7 +202,8 @@ def auth_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthS3S
         iam.put_role_policy(
             RoleName=ROLE_NAME,
             PolicyName="read-frames",
-            PolicyDocument=_policy(_allow(["s3:GetObject", "s3:ListBucket"])),
+            # AWS authorises a listing as s3:ListBucket; moto 5.2.6 asks for s3:ListObjectsV2 instead.
+            PolicyDocument=_policy(_allow(["s3:GetObject", "s3:ListBucket", "s3:ListObjectsV2"])),
         )
         server_ = AuthS3Server(endpoint, reader, denied)
         server_.client("s3", anyone).create_bucket(Bucket=AUTH_BUCKET)
