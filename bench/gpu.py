@@ -1,18 +1,20 @@
-"""The GPU benchmark: can the decode paths keep one GPU busy with ViT-L/14? One run, one JSON object.
+"""The GPU benchmark: can the decode paths keep one GPU busy with ViT-L/14, and how fast can the tower go? One JSON.
 
     python bench/gpu.py                         # on a GPU: ViT-L/14 (random weights), at most about 8 minutes
     python bench/gpu.py --smoke --device cpu    # a tiny model and a few frames: checks that it runs
 
-Prints (stdout, one line) the GPU's name; the model-only ceiling (images/s of the scorer on pixels
-already on the device, in the tower's shipped precision: bf16 on GPUs); end-to-end images/s (JSONL in, JPEG frames
-decoded, JSONL out, through runner.score_records) on the exact, fast and gpu decode paths at
-1280x720 and 1920x1080 (JPEGs of quality 90 made here), each with its ratio to the ceiling; the
-time to first score from a local checkpoint through the project's loader, and the smallest shard
-(chunk_size) for which that start-up is at most 5% of the shard's time; the peak GPU memory of
-the end-to-end runs; each decode path's pixel and score deviation from exact and its cost per
-frame; precision variants (bf16, fp16, fp32, tf32, fp32 weights under bf16 autocast, bf16 under
-torch.compile: speed and max score deviation from fp32; the head always fp32); attention kernels
-(SDPA backends); channels-last.
+Prints (stdout, one line) one JSON object: the GPU's name and the versions the figures depend on
+(``versions``); the model-only ceiling (images/s of the scorer on pixels already on the device, in
+the shipped precision: bf16 on GPUs); end-to-end images/s (JSONL in, JPEG frames decoded, JSONL out,
+through runner.score_records) on the exact, fast, gpu and hardware decode paths at 1280x720 and
+1920x1080 (JPEGs of quality 90 made here), each with its ratio to the ceiling, and what ``auto``
+picks (``default_decode``); the time to first score and the smallest shard (chunk_size) for which it
+is at most 5% of the shard's time; peak GPU memory; each decode path's pixel and score deviation
+from exact and its cost, each JPEG engine's decoder alone and the device resize alone
+(``decode_paths``); whole videos, PyAV against NVDEC (``video``, bench/gpu_video.py); one batch's
+device time by kernel (``profile``); attention kernels; every way of running the tower side by side
+with its score deviation from fp32 (``tower``, bench/gpu_tower.py); and issue 20's three figures
+(``targets``). ``--deviations`` prints only each precision's score deviation, on any device.
 
 Sections past the time budget (--budget-s) are skipped and say so, so that the run fits its slot.
 Weights are random: they cost what real ones cost; the scores only serve to compare variants.
