@@ -207,18 +207,13 @@ def _as_tensor(data: bytes | bytearray) -> torch.Tensor:
 # Resizing, on any device
 
 
-def resize_crop(images: torch.Tensor, pp: PreprocessConfig, *, exact: bool | None = None) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) of one size as the model's pixels (N, size, size, 3), on their device.
+def resize_crop(images: torch.Tensor, pp: PreprocessConfig) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) on the CPU as the model's pixels (N, size, size, 3): the fast path's resize.
 
-    The resize and the centre crop or pad are the exact path's (frames.to_pixels). ``exact`` (the
-    default off the CPU): resize.py's Pillow resize, bit for bit. Otherwise torch's uint8
-    antialiased kernel (CPU only), within 1 level of Pillow's and about 4 times faster on a CPU
-    than the exact one (the fast path's choice, measured in docs/performance.md).
+    The resize and the centre crop or pad are the exact path's (frames.to_pixels), the resize by
+    torch's uint8 antialiased kernel (CPU only): within 1 level of Pillow's and about 4 times faster
+    on a CPU than resize.resize_crop_exact, which the device paths use (docs/performance.md).
     """
-    if exact is None:
-        exact = images.device.type != "cpu"
-    if exact:
-        return resize_crop_exact(images, pp)
     height, width = images.shape[-2:]
     target_width, target_height = resized_size(width, height, pp)
     if (target_width, target_height) != (width, height):
@@ -272,7 +267,7 @@ def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.nd
         return to_pixels(image, pp)
     check_frame_size(*image.size)
     rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
-    return resize_crop(rgb, pp, exact=False)[0].numpy()
+    return resize_crop(rgb, pp)[0].numpy()
 
 
 def frame_loader(decode: str) -> Callable[[Path, PreprocessConfig], Any]:

@@ -32,7 +32,6 @@ import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -552,14 +551,6 @@ def _planar(frame: Any, device: torch.device) -> torch.Tensor:
 
 Resize = Callable[[list[torch.Tensor | None]], list[torch.Tensor | None]]
 
-# Videos of a batch decoded side by side, each thread with its own SimpleDecoder and CUDA stream
-# (a GPU has several NVDEC engines). 1 decodes them one after another in DeviceDecoder's thread.
-# A module setting for benchmarks to compare; not a scoring parameter.
-THREADS = 1
-
-_POOLS: dict[tuple[torch.device, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
 
 def place_videos(
     batch: dict[str, Any], ready: list[Any], device: torch.device, stream: torch.cuda.Stream | None, resize: Resize
@@ -574,7 +565,7 @@ def place_videos(
     requests = {
         sample: VideoRequest.from_batch(item) for sample, item in enumerate(batch["videos"]) if item is not None
     }
-    decoded = _decode_all(requests, device, stream)
+    decoded = {sample: _full_frames(request, device, stream) for sample, request in requests.items()}
     rest: Iterator[Any] = iter(ready)
     frames: list[Any] = []
     counts, errors = list(batch["counts"]), list(batch["errors"])
@@ -595,25 +586,6 @@ def place_videos(
         frames.extend(pixels)
         counts[sample] = len(pixels)
     return {**batch, "counts": counts, "errors": errors, "names": names}, frames
-
-
-def _decode_all(
-    requests: dict[int, VideoRequest], device: torch.device, stream: torch.cuda.Stream | None
-) -> dict[int, torch.Tensor | None]:
-    if THREADS <= 1 or len(requests) <= 1 or device.type != "cuda":
-        return {sample: _full_frames(request, device, stream) for sample, request in requests.items()}
-    pool = _pool(device, THREADS)
-    # Each pool thread decodes on a stream of its own (stream None): its reads synchronise only it.
-    futures = {sample: pool.submit(_full_frames, request, device, None) for sample, request in requests.items()}
-    return {sample: future.result() for sample, future in futures.items()}
-
-
-def _pool(device: torch.device, threads: int) -> ThreadPoolExecutor:
-    with _POOLS_LOCK:
-        key = (device, threads)
-        if key not in _POOLS:
-            _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nvdec")
-        return _POOLS[key]
 
 
 def _full_frames(request: VideoRequest, device: torch.device, stream: torch.cuda.Stream | None) -> torch.Tensor | None:
