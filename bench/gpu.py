@@ -45,7 +45,6 @@ from PIL import Image
 
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
-    DeviceDecoder,
     frame_for_device,
     gpu_decode_error,
     hardware_decode_error,
@@ -53,6 +52,7 @@ from video_aesthetics.decoding import (
     pack_for_device,
     resolve_decode,
 )
+from video_aesthetics.device_decoder import DeviceDecoder
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import load_frame, resized_size
 from video_aesthetics.jsonl import JsonlSource, write_jsonl

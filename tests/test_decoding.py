@@ -1,10 +1,10 @@
 """The decode paths (exact, fast, gpu, hardware, auto): pixels and scores against the exact path, odd and hostile files.
 
-The gpu path's device half (DeviceDecoder) runs here on the CPU: the same code, torchvision decoding
-the JPEGs on the CPU (libjpeg-turbo, PIL's decoder) instead of with nvJPEG, and the exact resize the
-GPU uses, so that its pixels are the exact path's bit for bit. The hardware path needs a GPU with
-JPEG engines: here only its selection, refusals and fallbacks are tested; on CUDA the tests marked
-so run too.
+The gpu path's device half (device_decoder.DeviceDecoder) runs here on the CPU: the same code, torchvision
+decoding the JPEGs on the CPU (libjpeg-turbo, PIL's decoder) instead of with nvJPEG, and the exact resize
+the GPU uses, so that its pixels are the exact path's bit for bit. The hardware path needs a GPU with
+JPEG engines: here only its selection, refusals and fallbacks are tested. DeviceDecoder's own tests are
+tests/test_device_decoder.py's.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
     CPU_DEFAULT,
     MAX_FRAME_BYTES,
-    DeviceDecoder,
-    decoded_ahead,
     decodes_on_device,
     frame_for_device,
     frame_loader,
@@ -41,11 +39,11 @@ from video_aesthetics.decoding import (
     read_frame,
     resolve_decode,
 )
+from video_aesthetics.device_decoder import DeviceDecoder, decoded_ahead
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import PreprocessConfig, load_frame
-from video_aesthetics.jpeg_hardware import hardware_decode_error
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES
-from video_aesthetics.scoring import Scorer, WorkerFailure, iter_results
+from video_aesthetics.scoring import Scorer, iter_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # decoding.py silences torchvision 0.29's deprecation of its codecs at import; pytest resets filters per test.
@@ -255,25 +253,6 @@ def test_a_truncated_jpeg_is_not_shipped_as_bytes() -> None:
         assert not is_complete_jpeg(whole[:cut])
 
 
-def test_device_decoder_drops_only_the_bad_frames_and_keeps_order(tmp_path: Path) -> None:
-    good = [_save(tmp_path / f"{seed}.jpg", picture(seed, 320, 180), quality=90) for seed in range(3)]
-    png = _save(tmp_path / "x.png", picture(7, 320, 180))
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(_without_segment(_jpeg(), 0xDB))
-    # sample 0: good0, bad, png; sample 1: bad only; sample 2: good1, good2 (in that order)
-    frames = [frame_for_device(p, PP) for p in (good[0], bad, png, bad, good[1], good[2])]
-    names = [["good0.jpg", "bad.jpg", "x.png"], ["bad.jpg"], ["good1.jpg", "good2.jpg"]]
-    batch = {"batch": 5, "seqs": [10, 11, 12], "counts": [3, 1, 2], "errors": [None, None, None], "names": names}
-    done = DeviceDecoder(PP, "cpu")({**batch, **pack_for_device(frames, PP)})
-    assert done["batch"] == 5 and done["seqs"] == [10, 11, 12]
-    assert done["counts"] == [2, 0, 2] and done["errors"] == [None, CORRUPT_FRAMES, None]
-    # The kept frames' names, so that embeddings made on the device name the frames they came from.
-    assert done["names"] == [["good0.jpg", "x.png"], [], ["good1.jpg", "good2.jpg"]]
-    expected = np.stack([load_frame(p, PP) for p in (good[0], png, good[1], good[2])])
-    delta = _delta(done["pixels"].numpy(), expected)
-    assert delta.max() <= DEVICE_MAX_DELTA and delta.mean() <= DEVICE_MEAN_DELTA
-
-
 def test_pack_for_device_uses_one_tensor_for_all_jpegs(tmp_path: Path) -> None:
     jpegs = [_jpeg(seed) for seed in range(3)]
     pixels = load_frame(_save(tmp_path / "x.png", picture(1, 320, 180)), PP)
@@ -354,13 +333,6 @@ def test_the_device_paths_share_the_workers_half_and_name_their_engine() -> None
         jpeg_engine("fast")
 
 
-def test_device_decoder_refuses_the_hardware_engine_where_it_cannot_run() -> None:
-    with pytest.raises(ConfigError, match="cannot decode JPEGs on the hardware engines.*scores on cpu"):
-        DeviceDecoder(PP, "cpu", engine="hardware")
-    with pytest.raises(ConfigError, match="engine must be one of nvjpeg, hardware"):
-        DeviceDecoder(PP, "cpu", engine="nvdec")
-
-
 def test_the_workers_ship_bytes_on_the_hardware_path(tmp_path: Path, model_args: dict) -> None:
     records = _clips(tmp_path, videos=1, clips=2, width=160, height=90)
     config = _config(model_args, tmp_path, batch_size=2)
@@ -369,31 +341,6 @@ def test_the_workers_ship_bytes_on_the_hardware_path(tmp_path: Path, model_args:
     # The device half of either engine makes the same pixels of them (here: nvjpeg's code on the CPU).
     done = DeviceDecoder(PP, "cpu")(batch)
     assert done["counts"] == [3, 3] and done["pixels"].shape == (6, 224, 224, 3)
-
-
-def _hardware_skip_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs a CUDA device"
-    return hardware_decode_error(torch.device("cuda"))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("engine", ["nvjpeg", "hardware"])
-def test_device_engines_on_cuda_decode_every_kind_of_jpeg_near_exact(tmp_path: Path, engine: str) -> None:
-    """On a GPU: plain, greyscale, progressive (the engines refuse it: nvJPEG takes over) and broken JPEGs."""
-    if engine == "hardware" and _hardware_skip_reason() is not None:
-        pytest.skip(str(_hardware_skip_reason()))
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(3)]
-    paths.append(_save(tmp_path / "grey.jpg", Image.fromarray(picture(5, 640, 360)).convert("L"), quality=90))
-    paths.append(_save(tmp_path / "progressive.jpg", picture(6, 640, 360), quality=90, progressive=True))
-    frames = [frame_for_device(path, PP) for path in paths]
-    frames.insert(2, _without_segment(_jpeg(7), 0xDB))  # no quantisation tables: nothing decodes it
-    batch = {"batch": 0, "seqs": [0], "counts": [len(frames)], "errors": [None], **pack_for_device(frames, PP)}
-    done = DeviceDecoder(PP, torch.device("cuda"), engine=engine)(batch)
-    assert done["counts"] == [len(paths)] and done["pixels"].is_cuda
-    delta = _delta(done["pixels"].cpu().numpy(), np.stack([load_frame(path, PP) for path in paths]))
-    # nvJPEG's and the engines' IDCT and chroma upsampling are not libjpeg-turbo's (docs/performance.md).
-    assert delta.mean() <= 2.0
 
 
 def test_gpu_decode_is_refused_clearly_where_cuda_is_absent() -> None:
@@ -531,22 +478,3 @@ def test_whole_video_scores_on_the_fast_path(tmp_path: Path, model_args: dict, s
     [fast] = list(iter_results([{"video": str(video)}], config.replace(decode="fast"), scorer))
     assert exact.error is None and fast.error is None
     assert fast.frame_scores == pytest.approx(exact.frame_scores, abs=SCORE_DELTA)
-
-
-def test_decoding_ahead_keeps_order_and_raises_where_the_loader_fails(tmp_path: Path, model_args: dict) -> None:
-    records = _clips(tmp_path, videos=3, clips=1, width=160, height=90)
-    config = _config(model_args, tmp_path, batch_size=1)
-    batches = list(FrameBatches(records, config, PP, decode="gpu"))
-
-    def failing():
-        yield from batches[:2]
-        raise WorkerFailure()
-
-    decoder = DeviceDecoder(PP, "cpu")
-    assert [b["batch"] for b in decoded_ahead(iter(batches), decoder)] == [0, 1, 2]
-    got = []
-    with pytest.raises(WorkerFailure):
-        for batch in decoded_ahead(failing(), decoder):
-            got.append(batch["batch"])
-    # Batch 1 was decoded but not handed over: iter_results starts again after the last batch it scored.
-    assert got == [0]

@@ -146,7 +146,7 @@ def test_hostile_embeddings_are_refused_with_the_reason(tmp_path: Path, written:
     past = _rewrite(path, tmp_path / "past.parquet", meta={**meta, "records": 2})
     dropped = _rewrite(path, tmp_path / "dropped.parquet", table=table.drop_columns(["clip_id"]))
     from video_aesthetics.head import FoldedHead
-    from video_aesthetics.rescore import AffineHead, _RowStream
+    from video_aesthetics.rescore_matching import AffineHead, _RowStream
 
     for location, reason in ((narrow, "metadata says 512"), (past, "of a file of 2 records"), (dropped, "clip_id")):
         with pytest.raises(InputError, match=re.escape(reason)):

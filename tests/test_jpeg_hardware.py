@@ -1,6 +1,6 @@
 """The hardware JPEG engines through nvImageCodec (video_aesthetics.jpeg_hardware): where they run, and why not.
 
-Decoding on the engines needs a GPU that has them: tests/test_decoding.py runs DeviceDecoder's
+Decoding on the engines needs a GPU that has them: tests/test_device_decoder.py runs DeviceDecoder's
 hardware engine there when one is present; here, what every machine can check.
 """
 

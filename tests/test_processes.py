@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from video_aesthetics.processes import children_allowed, die_with_parent, stop_children
+from video_aesthetics.processes import children_allowed, die_with_parent, stop_children, tie_to_parent
 
 
 def _sleep_forever(ready: Any) -> None:
@@ -71,26 +71,27 @@ def test_stop_children_with_no_children_does_nothing() -> None:
 
 
 _PARENT = """
-import multiprocessing, sys, time
-from video_aesthetics.processes import die_with_parent
+import multiprocessing, os, sys, time
+from video_aesthetics.processes import die_with_parent, tie_to_parent
 
-def child(path):
-    die_with_parent()
-    open(path, "w").write(str(__import__("os").getpid()))
+def child(path, how, parent):
+    assert die_with_parent() if how == "die_with_parent" else tie_to_parent(parent)
+    open(path, "w").write(str(os.getpid()))
     time.sleep(600)
 
 if __name__ == "__main__":
-    multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],)).start()
+    multiprocessing.get_context("spawn").Process(target=child, args=(*sys.argv[1:], os.getpid())).start()
     time.sleep(600)
 """
 
 
-def test_a_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None:
-    assert die_with_parent.__doc__
+@pytest.mark.parametrize("how", ["die_with_parent", "tie_to_parent"])
+def test_a_child_dies_when_its_parent_is_killed_outright(tmp_path: Path, how: str) -> None:
+    assert die_with_parent.__doc__ and tie_to_parent.__doc__
     script = tmp_path / "parent.py"
     script.write_text(_PARENT)
     pid_file = tmp_path / "child.pid"
-    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), how])
     try:
         deadline = time.monotonic() + 120
         while not pid_file.exists() or not pid_file.read_text():
@@ -103,6 +104,36 @@ def test_a_child_dies_when_its_parent_is_killed_outright(tmp_path: Path) -> None
         assert _wait_gone(child), f"child {child} outlived its killed parent"
     finally:
         parent.kill()
+
+
+_ORPHAN = """
+import multiprocessing, os, sys, time
+from video_aesthetics.processes import tie_to_parent
+
+def child(path, parent):
+    open(path + ".started", "w").write(str(os.getpid()))
+    while os.getppid() == parent:  # the parent dies before this child asks to die with it
+        time.sleep(0.01)
+    tie_to_parent(parent)
+    open(path, "w").write("survived")
+
+if __name__ == "__main__":
+    multiprocessing.get_context(sys.argv[2]).Process(target=child, args=(sys.argv[1], os.getpid())).start()
+    while not __import__("pathlib").Path(sys.argv[1] + ".started").exists():
+        time.sleep(0.01)
+    os._exit(0)  # at once: multiprocessing would otherwise wait for the child at exit
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_child_whose_parent_died_before_it_asked_dies_at_once(tmp_path: Path, method: str) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN)
+    marker = tmp_path / "child"
+    subprocess.run([sys.executable, str(script), str(marker), method], check=True, timeout=120)
+    child = int(Path(f"{marker}.started").read_text())
+    assert _wait_gone(child), f"orphaned child {child} lived on"
+    assert not marker.exists(), "the orphaned child went on working after its parent had died"
 
 
 def test_children_allowed_lifts_the_daemon_flag_only_while_children_start() -> None:

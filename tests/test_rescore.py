@@ -18,7 +18,7 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings import EmbeddingsOutput
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.records import clip_list
-from video_aesthetics.rescore import load_affine_head, rescore_file
+from video_aesthetics.rescore import rescore_file
 from video_aesthetics.runner import score_file
 
 SHARED_HEAD = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "sac+logos+ava1-l14-linearMSE.pth"
@@ -163,19 +163,6 @@ def test_another_head_or_reduction_equals_a_full_run_with_it(
     flags = [[c.get("filtered") for c in clip_list(r, "video_clips") or []] for r in read_jsonl(full)]
     assert flags == [[c.get("filtered") for c in clip_list(r, "video_clips") or []] for r in read_jsonl(rescored)]
     assert _max_gap(_scores(first), _scores(full)) > (tolerance if change in ("scaled", "official") else 0)
-
-
-def test_the_folded_head_is_the_head(head_file: Path) -> None:
-    import torch
-
-    from video_aesthetics.head import load_head
-
-    head = load_affine_head(str(head_file), 768)
-    module = load_head(head_file).module
-    vectors = torch.nn.functional.normalize(torch.randn(64, 768, generator=torch.Generator().manual_seed(3)), dim=-1)
-    with torch.inference_mode():
-        expected = module.double()(vectors.double()).squeeze(-1).numpy()
-    assert abs(vectors.double().numpy() @ head.weight + head.bias - expected).max() < 1e-12
 
 
 def test_rescore_loads_neither_clip_nor_a_frame(
@@ -495,35 +482,6 @@ def test_a_rescore_run_publishes_what_a_full_run_with_its_head_would(
     assert not (dag_runs["out"] / "refused" / "_manifest.json").exists()
 
 
-@pytest.mark.parametrize("whole_video", [False, True])
-def test_rescores_samples_are_the_scoring_runs(whole_video: bool) -> None:
-    """samples_of without paths (rescore's) numbers and classifies clips exactly as with them."""
-    from video_aesthetics.records import samples_of
-
-    records: list[dict[str, Any]] = [
-        clip_record("a.mp4", ["a_0", "", "../up", "x/y", "ok"]),
-        {"video": ["a.mp4"], "video_clips": [{"id": "bare"}, "text", 3, None, {"id": None}]},
-        {"video": ["one.mp4", "two.mp4"], "video_clips": {"clips": [{"id": "x"}, "y"]}},
-        {"video": "..", "video_clips": {"clips": [{"id": "x"}]}},
-        {"video": "C:\\videos\\win.mp4", "video_clips": {"clips": [{"id": "w"}]}},
-        {"video": "http://host/v.mp4", "video_clips": {"clips": [{"id": "u"}]}},
-        {"video": "nul\x00.mp4"},
-        {"video": 7},
-        {"video": None, "video_clips": {"clips": [{"id": "x"}]}},
-        {"caption": "nothing"},
-        {"video": ["v.mp4"], "video_clips": "not clips"},
-    ]
-    config = ScoringConfig(video_clips_key="" if whole_video else "video_clips")
-    seq = 0
-    for number, record in enumerate(records):
-        expected = samples_of(record, number, config, seq)
-        got = samples_of(record, number, config, seq, paths=False)
-        assert [(s.seq, s.record, s.clip, s.error) for s in got] == [
-            (s.seq, s.record, s.clip, s.error) for s in expected
-        ], record
-        seq += len(expected)
-
-
 @pytest.mark.parametrize("change", ["same", "scaled", "official", "min", "max"])
 def test_float32_embeddings_rescore_to_the_bytes_of_a_direct_run(
     tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str], heads: dict[str, Path], change: str
@@ -620,20 +578,3 @@ def test_the_cycle_collector_is_left_as_it_was(
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
-
-
-def test_strings_gathered_from_the_buffers_are_pyarrows_take() -> None:
-    import numpy as np
-    import pyarrow as pa
-
-    from video_aesthetics.rescore import _strings_at
-
-    # Two chunks, one a slice (an offset into its buffers), with empty and non-ASCII strings; and one with a null.
-    plain = pa.chunked_array([pa.array(["a", "", "vidéo", "b"]).slice(1), pa.array(["", "", "xyz", "ü", "q"])])
-    nulls = pa.chunked_array([pa.array(["a", None, "c"]), pa.array(["d"])])
-    for column in (plain, nulls):
-        for every in ([], [0], [1, 2], [0, 2, 3, 4, 6], list(range(len(column)))):
-            rows = [i for i in every if i < len(column)]
-            expected = [column[i].as_py() for i in rows]
-            assert _strings_at(column, np.array(rows, np.int64)) == expected, rows
-    assert _strings_at(pa.chunked_array([pa.array(["", ""])]), np.array([0, 1])) == ["", ""]

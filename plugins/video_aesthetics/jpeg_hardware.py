@@ -3,7 +3,7 @@
 nvImageCodec is an optional extra (``pip install 'video-aesthetics[gpu]'``), imported only when the
 hardware path is asked for or ``auto`` looks for it on CUDA. ``hardware_decode_error`` decides,
 once per device, whether the path can run: nvImageCodec imports, and a probe JPEG decodes on the
-engines to pixels close to PIL's. decoding.DeviceDecoder uses HardwareJpegDecoder and decodes what
+engines to pixels close to PIL's. device_decoder.DeviceDecoder uses HardwareJpegDecoder and decodes what
 the engines refuse with nvJPEG, then on the CPU.
 """
 

@@ -3,9 +3,10 @@
 Where it runs: CUDA cannot be used in forked DataLoader workers, so on the device decode paths the
 workers only probe a video with PyAV and pick its frame indices (``video_request``: exactly the
 indices the PyAV path picks), and hand the path and indices over; the scoring process decodes them
-in DeviceDecoder's thread (``place_videos``), on its CUDA stream, and resizes them as it resizes
-JPEGs. ``videos_on_device`` makes that choice once per run, and logs it: without PyNvVideoCodec, a
-CUDA device or a working NVDEC (``nvdec_error``), the workers decode with PyAV as they always did.
+in DeviceDecoder's thread (``device_videos.place_videos``), on its CUDA stream, and resizes them as
+it resizes JPEGs. ``videos_on_device`` makes that choice once per run, and logs it: without
+PyNvVideoCodec, a CUDA device or a working NVDEC (``nvdec_error``), the workers decode with PyAV as
+they always did.
 
 Frame numbers: PyNvVideoCodec's SimpleDecoder counts frames in presentation order from the keyframe
 it seeks to, which is the PyAV path's numbering (presentation timestamps at the average rate,
@@ -18,20 +19,19 @@ Colours: NVDEC's RGB conversion (limited range, the stream's BT.601/709 matrix, 
 nearest chroma) and swscale's behind PyAV's ``to_image`` round differently and upsample chroma
 differently: a few levels per full-size pixel at colour edges, well under one on average once
 resized to the model's size.
+
+This module hands over, chooses and reads; nvdec_reader.py holds the decoder itself, and
+nvdec_source.py the checked opening of the only files it may read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import itertools
 import logging
 import os
-import stat
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -44,7 +44,16 @@ import torch
 
 from video_aesthetics import video
 from video_aesthetics.frames import select_evenly
-from video_aesthetics.records import UNREADABLE_VIDEO
+from video_aesthetics.nvdec_reader import (
+    Reader,
+    check_frame_number,
+    first_line,
+    frame_pts,
+    planar,
+    thread_reader,
+    thread_stream,
+)
+from video_aesthetics.nvdec_source import NvdecError, pinned_mp4
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +61,10 @@ PACKAGE = "PyNvVideoCodec"
 INSTALL_HINT = "pip install 'video-aesthetics[gpu]'"
 # Off: whole videos are decoded by PyAV in the workers even where NVDEC could (benchmarks compare both in one run).
 ENABLED = True
-# Frame indices asked of SimpleDecoder at once: its frames stay valid only until the next call.
-_CHUNK = 32
 # Encoders tried for the self-test video, NVDEC's most common codec first.
 _TEST_CODECS = ("libx264", "h264", "mpeg4")
 # The self-test's largest mean difference (levels) from PyAV's pixels of the same frames.
 _TEST_TOLERANCE = 6.0
-
-
-class NvdecError(RuntimeError):
-    """NVDEC could not give a video's frames: no PyNvVideoCodec, an unsupported codec, a damaged file, a misnumbered frame."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def _nvdec_error(device: torch.device) -> str | None:
     try:
         return _self_test(nvc, device)
     except Exception as err:  # noqa: BLE001 - whatever the driver or build lacks, the answer is "not here"
-        return f"{PACKAGE} cannot decode a test video on {device} ({type(err).__name__}: {_first_line(err)})"
+        return f"{PACKAGE} cannot decode a test video on {device} ({type(err).__name__}: {first_line(err)})"
 
 
 def videos_on_device(device: torch.device | str | None = None) -> bool:
@@ -165,12 +168,7 @@ def _pynvvideocodec() -> ModuleType:
     except ImportError as err:
         raise NvdecError(f"{PACKAGE} is not installed ({INSTALL_HINT})") from err
     except Exception as err:  # its import checks the driver and raises RuntimeError when it is unfit
-        raise NvdecError(f"{PACKAGE} does not load ({type(err).__name__}: {_first_line(err)})") from err
-
-
-def _first_line(err: BaseException) -> str:
-    # PyNvVideoCodec appends pages of troubleshooting to its messages; the first line says what failed.
-    return (str(err).strip().splitlines() or [""])[0]
+        raise NvdecError(f"{PACKAGE} does not load ({type(err).__name__}: {first_line(err)})") from err
 
 
 def _self_test(nvc: ModuleType, device: torch.device) -> str | None:
@@ -185,7 +183,7 @@ def _self_test(nvc: ModuleType, device: torch.device) -> str | None:
     with tempfile.TemporaryDirectory(prefix="nvdec-check-") as folder:
         path = make_test_video(Path(folder) / "check.mp4", frames=6, width=160, height=96)
         clock = video.probe_with_clock(path)[1]
-        reader = _Reader(nvc, device, stream)
+        reader = Reader(nvc, device, stream)
         try:
             with torch.cuda.device(device), torch.cuda.stream(stream):
                 got = reader.read(str(path), wanted, None)
@@ -303,8 +301,8 @@ def read_frames_nvdec(
     target = _cuda(target)
     caller = torch.cuda.current_stream(target)
     # A stream of our own rather than the default one: PyNvVideoCodec takes stream 0 as "make your own".
-    work = stream if stream is not None and stream.cuda_stream != 0 else _thread_stream(target)
-    reader = _thread_reader(_pynvvideocodec(), target, work)
+    work = stream if stream is not None and stream.cuda_stream != 0 else thread_stream(target)
+    reader = thread_reader(_pynvvideocodec(), target, work)
     with torch.cuda.device(target), torch.cuda.stream(work):
         frames = reader.read(os.fspath(path), indices, clock)
     # SimpleDecoder reuses its output buffers on the next call: the copies must be done by then.
@@ -336,7 +334,7 @@ def nvdec_timestamps(path: Path | str, indices: Sequence[int], device: torch.dev
         )
         frames = list(decoder.get_batch_frames_by_index(wanted))
         stamps = [frame_pts(frame) for frame in frames]
-        shapes = [tuple(_planar(frame, target).shape) for frame in frames]
+        shapes = [tuple(planar(frame, target).shape) for frame in frames]
         nvdec_count = len(decoder)
     stream.synchronize()
     return {
@@ -348,265 +346,3 @@ def nvdec_timestamps(path: Path | str, indices: Sequence[int], device: torch.dev
         "pyav_numbers": [None if pts is None else clock.number(pts) for pts in stamps],
         "shapes": shapes,
     }
-
-
-# ISO base media (MP4, MOV, M4V...): a box whose type is "ftyp" starts the file.
-_MP4_BRAND = b"ftyp"
-
-
-def open_mp4(path: Path | str) -> int:
-    """An open descriptor of ``path``'s file, checked: the only way a video reaches PyNvVideoCodec's FFmpeg.
-
-    PyNvVideoCodec's demuxer probes every container FFmpeg knows, playlists among them (HLS, DASH,
-    concat), which open further files and URLs: the PyAV path allows container demuxers only
-    (video.DEMUXERS), and this one cannot be told to. So NVDEC takes only MP4/MOV files, whose first
-    box no playlist can begin with, and reads them through /proc/self/fd (``fd_path``): the file
-    checked here is the file decoded, even if the path is replaced meanwhile. Anything else raises
-    NvdecError, and the video is decoded by PyAV under its rules. The caller closes the descriptor,
-    and only once the decoder reading it has moved on (it may open the name again to seek back).
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(os.fspath(path), flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NvdecError(f"{path} is not a regular file")
-        if os.pread(fd, 8, 0)[4:8] != _MP4_BRAND:
-            raise NvdecError(f"{path} is not an MP4/MOV file (NVDEC takes those alone); PyAV decodes it")
-        if not os.path.exists(fd_path(fd)):
-            raise NvdecError(f"{fd_path(fd)} does not exist: NVDEC reads files through /proc (Linux)")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-@contextlib.contextmanager
-def pinned_mp4(path: Path | str) -> Iterator[str]:
-    """``open_mp4``'s file by its /proc name, for as long as the block runs."""
-    fd = open_mp4(path)
-    try:
-        yield fd_path(fd)
-    finally:
-        os.close(fd)
-
-
-_READERS = threading.local()
-
-
-def _thread_reader(nvc: ModuleType, device: torch.device, stream: torch.cuda.Stream) -> _Reader:
-    """This thread's reader for (device, stream): one SimpleDecoder, reconfigured from video to video."""
-    readers: dict[tuple[int, int], _Reader] = _READERS.__dict__.setdefault("by_stream", {})
-    key = (int(device.index or 0), int(stream.cuda_stream))
-    if key not in readers:
-        readers[key] = _Reader(nvc, device, stream)
-    return readers[key]
-
-
-class _Reader:
-    """One SimpleDecoder on one device and stream; creating one costs far more than reconfiguring it."""
-
-    def __init__(self, nvc: ModuleType, device: torch.device, stream: torch.cuda.Stream) -> None:
-        self.nvc = nvc
-        self.device = device
-        self.stream = stream
-        self.decoder: Any = None
-        # The descriptor the decoder reads its video through (open_mp4), open until the next video's.
-        self.fd: int | None = None
-        # The timestamps of the frames of the last read, by the order of its distinct indices.
-        self.last_timestamps: list[int | None] = []
-
-    def close(self) -> None:
-        self.decoder = None
-        self._hold(None)
-
-    def _hold(self, fd: int | None) -> None:
-        """Keep ``fd`` open while the decoder reads it (it may reopen its /proc name to seek back); close the last."""
-        previous, self.fd = self.fd, fd
-        if previous is not None:
-            os.close(previous)
-
-    def read(self, path: str, indices: Sequence[int], clock: video.FrameClock | None) -> torch.Tensor:
-        wanted = [int(i) for i in indices]
-        if not wanted:
-            return torch.zeros((0, 3, 0, 0), dtype=torch.uint8, device=self.device)
-        if min(wanted) < 0:
-            raise NvdecError(f"frame index {min(wanted)} is negative")
-        fd = open_mp4(path)
-        try:
-            decoder = self._open(fd_path(fd))
-        except Exception as err:  # PyNvVideoCodec raises its own exception types and RuntimeError
-            os.close(fd)
-            self.close()
-            raise NvdecError(f"{path}: {type(err).__name__}: {_first_line(err)}") from err
-        self._hold(fd)  # the decoder has let go of the last video's descriptor
-        try:
-            total = len(decoder)
-            if total <= 0:
-                raise NvdecError(f"{path}: NVDEC finds no frame count")
-            # Past the end: the last frame, as the PyAV path gives.
-            targets = {index: min(index, total - 1) for index in wanted}
-            frames = self._frames(decoder, sorted(set(targets.values())), path, clock)
-        except NvdecError:
-            raise  # ours (no frame count, a misnumbered frame, an odd layout): the decoder itself is sound
-        except Exception as err:  # PyNvVideoCodec raises its own exception types and RuntimeError
-            # A failed call may leave the decoder mid-seek: the next video gets a fresh one.
-            self.close()
-            raise NvdecError(f"{path}: {type(err).__name__}: {_first_line(err)}") from err
-        return torch.stack([frames[targets[index]] for index in wanted])
-
-    def _open(self, path: str) -> Any:
-        if self.decoder is not None:
-            try:
-                self.decoder.reconfigure_decoder(path)
-                return self.decoder
-            except Exception as err:  # noqa: BLE001 - a source it cannot reconfigure to gets a new decoder
-                log.debug("NVDEC decoder not reconfigured for %s (%s); making a new one", path, err)
-                self.decoder = None
-        self.decoder = self.nvc.SimpleDecoder(
-            path,
-            gpu_id=int(self.device.index or 0),
-            cuda_stream=int(self.stream.cuda_stream),
-            use_device_memory=True,
-            output_color_type=self.nvc.OutputColorType.RGBP,
-        )
-        return self.decoder
-
-    def _frames(
-        self, decoder: Any, targets: list[int], path: str, clock: video.FrameClock | None
-    ) -> dict[int, torch.Tensor]:
-        found: dict[int, torch.Tensor] = {}
-        self.last_timestamps = []
-        for start in range(0, len(targets), _CHUNK):
-            chunk = targets[start : start + _CHUNK]
-            decoded = list(decoder.get_batch_frames_by_index(chunk))
-            if len(decoded) != len(chunk):
-                raise NvdecError(f"{path}: NVDEC returned {len(decoded)} of the frames {chunk}")
-            for index, frame in zip(chunk, decoded, strict=True):
-                pts = frame_pts(frame)
-                self.last_timestamps.append(pts)
-                check_frame_number(pts, index, clock, path)
-            # One copy out of the decoder's buffers, which its next call reuses.
-            stacked = torch.stack([_planar(frame, self.device) for frame in decoded])
-            found.update(zip(chunk, stacked, strict=True))
-        return found
-
-
-def frame_pts(frame: Any) -> int | None:
-    """A decoded frame's presentation timestamp, in its stream's time base; None when it has none to give."""
-    value = getattr(frame, "timestamp", None)
-    if value is None and callable(getattr(frame, "getPTS", None)):
-        value = frame.getPTS()
-    if callable(value):
-        value = value()
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def check_frame_number(pts: int | None, index: int, clock: video.FrameClock | None, path: str) -> None:
-    """Raise NvdecError unless the frame presented at ``pts`` is frame ``index`` by the PyAV path's numbering.
-
-    NVDEC's timestamp is the packet's, in the stream's time base, with or without the stream's start
-    subtracted (PyNvVideoCodec releases differ); either reading that gives ``index`` is accepted.
-    """
-    if pts is None or clock is None:
-        return
-    readings = {clock.number(pts), clock.number(pts + clock.start)}
-    if index not in readings:
-        raise NvdecError(
-            f"{path}: NVDEC gave the frame at timestamp {pts} (frame {clock.number(pts)} by PyAV's numbering) for frame {index}"
-        )
-
-
-def _planar(frame: Any, device: torch.device) -> torch.Tensor:
-    """A decoded RGB frame as a (3, H, W) uint8 view on ``device``, whatever layout the release exports."""
-    try:
-        tensor = torch.from_dlpack(frame)
-    except Exception as err:  # noqa: BLE001 - DLPack export varies by release: the CUDA array interface is the fallback
-        try:
-            tensor = torch.as_tensor(frame, device=device)
-        except Exception:  # noqa: BLE001
-            raise NvdecError(f"NVDEC's frame is neither DLPack nor a CUDA array ({type(err).__name__}: {err})") from err
-    if tensor.dtype != torch.uint8:
-        raise NvdecError(f"NVDEC gave {tensor.dtype} pixels, not uint8")
-    if tensor.dim() == 3 and tensor.shape[0] == 3:
-        planar = tensor
-    elif tensor.dim() == 3 and tensor.shape[-1] == 3:
-        planar = tensor.permute(2, 0, 1)
-    elif tensor.dim() == 2 and tensor.shape[0] % 3 == 0:
-        planar = tensor.reshape(3, tensor.shape[0] // 3, tensor.shape[1])
-    else:
-        raise NvdecError(f"NVDEC gave a frame of shape {tuple(tensor.shape)}, not planar RGB")
-    return planar if planar.device == device else planar.to(device)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The scoring process's half: DeviceDecoder's hook
-
-
-Resize = Callable[[list[torch.Tensor | None]], list[torch.Tensor | None]]
-
-
-def place_videos(
-    batch: dict[str, Any], ready: list[Any], device: torch.device, stream: torch.cuda.Stream | None, resize: Resize
-) -> tuple[dict[str, Any], list[Any]]:
-    """A batch's frames in order, the handed-over videos' decoded here, and its counts and errors to match.
-
-    ``batch["videos"]`` has one entry per sample: None for a sample whose frames came packed
-    (``ready`` holds them, in order), else a VideoRequest's ``to_batch()``. A video is decoded by
-    NVDEC on a CUDA ``device`` (PyAV when NVDEC cannot), by PyAV on the CPU; ``resize`` makes model
-    pixels of full frames, on ``stream``. A video nothing can read gets no frames and ``unreadable_video``.
-    """
-    requests = {
-        sample: VideoRequest.from_batch(item) for sample, item in enumerate(batch["videos"]) if item is not None
-    }
-    decoded = {sample: _full_frames(request, device, stream) for sample, request in requests.items()}
-    rest: Iterator[Any] = iter(ready)
-    frames: list[Any] = []
-    counts, errors = list(batch["counts"]), list(batch["errors"])
-    names = list(batch.get("names") or [None] * len(counts))
-    for sample, count in enumerate(batch["counts"]):
-        if sample not in requests:
-            frames.extend(itertools.islice(rest, count))
-            continue
-        full = decoded[sample]
-        if full is None:
-            counts[sample], errors[sample], names[sample] = 0, UNREADABLE_VIDEO, []
-            continue
-        full = full.to(device)
-        if stream is not None:
-            # Made on a decoding thread's stream, read on this one: the allocator must wait for both.
-            full.record_stream(stream)
-        pixels = resize(list(full))
-        frames.extend(pixels)
-        counts[sample] = len(pixels)
-    return {**batch, "counts": counts, "errors": errors, "names": names}, frames
-
-
-def _full_frames(request: VideoRequest, device: torch.device, stream: torch.cuda.Stream | None) -> torch.Tensor | None:
-    """A video's asked frames, uint8 (k, 3, H, W): by NVDEC on CUDA (on the device), else by PyAV (on the CPU)."""
-    if device.type == "cuda" and nvdec_error(device) is None:
-        try:
-            return read_frames_nvdec(
-                request.path, request.indices, device, stream or _thread_stream(device), request.clock
-            )
-        except Exception as err:  # noqa: BLE001 - any NVDEC failure leaves the video to PyAV
-            log.warning("NVDEC cannot read %s (%s); decoding it with PyAV", request.path, err)
-    try:
-        frames = read_frames_pyav(request.path, request.indices)
-    except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
-        log.warning("cannot read video %s: %s", request.path, err)
-        return None
-    return frames if len(frames) else None
-
-
-def _thread_stream(device: torch.device) -> torch.cuda.Stream:
-    streams: dict[torch.device, torch.cuda.Stream] = _READERS.__dict__.setdefault("streams", {})
-    if device not in streams:
-        streams[device] = torch.cuda.Stream(device)
-    return streams[device]

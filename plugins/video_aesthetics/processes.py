@@ -45,6 +45,20 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> boo
     return done
 
 
+def tie_to_parent(parent: int, sig: int = signal.SIGKILL) -> bool:
+    """For a child of ``parent``: ``sig`` when ``parent`` exits, and at once if it already has; whether the kernel will send it.
+
+    A child can ask for the signal only once it runs. Should ``parent`` die in between (a task killed
+    while its workers start), the kernel has already handed the child to another parent and would never
+    signal it: the child would work on for nobody, holding frames or a GPU.
+    """
+    if die_with_parent(sig, parent=parent):
+        return True
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return False
+
+
 def socket_peer_pid(sock: socket.socket) -> int | None:
     """The process at the other end of a Unix socket (of a socketpair: the one that made it); None if unknown."""
     try:

@@ -48,7 +48,7 @@ import torch.multiprocessing as torch_mp
 from video_aesthetics.batches import RankShare
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, RankFailedError, StoreAccessError, VideoAestheticsError
-from video_aesthetics.processes import children_allowed, die_with_parent
+from video_aesthetics.processes import children_allowed, tie_to_parent
 from video_aesthetics.records import SampleResult, count_records
 from video_aesthetics.scoring import Scored, Scorer, iter_results, resolve_device
 
@@ -286,7 +286,7 @@ def _spawned_rank(
     phase = "starting"
     code = 0
     try:
-        if not die_with_parent():
+        if not tie_to_parent(parent):
             _exit_with_parent(parent)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")

@@ -8,7 +8,9 @@ that dies hands its remaining batches to this process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,12 +24,13 @@ from torch.utils.data import DataLoader
 
 from video_aesthetics.batches import ONE_RANK, FrameBatches, RankShare
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.decoding import DeviceDecoder, decoded_ahead, decodes_on_device, jpeg_engine, resolve_decode
+from video_aesthetics.decoding import decodes_on_device, jpeg_engine, resolve_decode
+from video_aesthetics.device_decoder import DeviceDecoder, decoded_ahead
 from video_aesthetics.errors import ConfigError, StoreAccessError
 from video_aesthetics.frames import PreprocessConfig
 from video_aesthetics.head import fold_head, head_scores, reduce_scores
 from video_aesthetics.precision import prepare_tower, resolve_precision, tower_dtype
-from video_aesthetics.processes import children_allowed, die_with_parent
+from video_aesthetics.processes import children_allowed, tie_to_parent
 from video_aesthetics.records import NO_FRAMES, SampleResult
 
 log = logging.getLogger(__name__)
@@ -218,7 +221,7 @@ def iter_results(
             batch_size=None,
             num_workers=workers,
             pin_memory=scorer.device.type == "cuda",
-            worker_init_fn=_worker_init if workers else None,
+            worker_init_fn=functools.partial(_worker_init, parent=os.getpid()) if workers else None,
         )
         batches: Iterable[dict[str, Any]] = _synchronous(loader)
         if decodes_on_device(decode):
@@ -239,9 +242,9 @@ def iter_results(
             workers = 0
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, parent: int) -> None:
     # A worker outliving its scorer (killed task, killed supervisor) would decode for nobody.
-    die_with_parent()
+    tie_to_parent(parent)
 
 
 class WorkerFailure(Exception):

@@ -49,7 +49,7 @@ class VideoInfo:
 class FrameClock:
     """How read_frames numbers a stream's frames: presentation timestamps at the average rate, from the start.
 
-    Other decoders (nvdec.py) check the frames they return against it, so that a frame index means
+    Other decoders (nvdec_reader.py) check the frames they return against it, so that a frame index means
     the same picture on every decode path.
     """
 

@@ -1,0 +1,48 @@
+"""nvdec_source.py: what NVDEC's own FFmpeg may open, MP4/MOV files alone, and the very file checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from video_aesthetics.nvdec import make_test_video
+from video_aesthetics.nvdec_source import NvdecError, pinned_mp4
+
+
+def test_nvdec_reads_an_mp4_through_the_descriptor_it_checked(tmp_path: Path) -> None:
+    path = make_test_video(tmp_path / "v.mp4", frames=3)
+    with pinned_mp4(path) as pinned:
+        assert pinned.startswith("/proc/self/fd/")
+        # Replacing the path after the check changes nothing: the name refers to the file opened.
+        path.rename(tmp_path / "moved.mp4")
+        path.write_bytes(b"#EXTM3U\n#EXT-X-TARGETDURATION:1\nhttp://127.0.0.1:9/x.ts\n")
+        assert Path(pinned).read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("playlist.mp4", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/segment.ts\n"),
+        ("concat.mp4", b"ffconcat version 1.0\nfile /etc/passwd\n"),
+        ("dash.mp4", b'<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011"></MPD>'),
+        ("short.mp4", b"ftyp"),
+        ("empty.mp4", b""),
+    ],
+)
+def test_anything_but_an_mp4_is_left_to_pyav(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(NvdecError, match="is not an MP4/MOV file"), pinned_mp4(path):
+        pass
+
+
+def test_a_fifo_or_folder_never_reaches_nvdec(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(NvdecError, match="not a regular file"), pinned_mp4(fifo):
+        pass
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(NvdecError, match="not a regular file"), pinned_mp4(tmp_path / "folder.mp4"):
+        pass
