@@ -75,6 +75,9 @@ def test_score_end_to_end(tmp_path: Path, model_args: dict) -> None:
         (["--device", "cuda:99999999999999999999"], "device must be"),
         (["--mlp-checkpoint", "/no/such/head.pth"], "/no/such/head.pth"),
         (["--output-key", "video"], "video field"),
+        (["--embeddings-dtype", "float32"], "no --embeddings was given: add --embeddings PATH.parquet"),
+        (["--decode", "gpu"], "use decode 'auto', 'fast' or 'exact'"),
+        (["--precision", "fp8"], "use precision 'auto' or 'fp32'"),
     ],
 )
 def test_bad_configuration_exits_2_and_says_what_to_change(

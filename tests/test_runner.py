@@ -135,6 +135,29 @@ def test_nproc_is_refused_outside_one_to_the_cpus_before_anything_is_read(
     check_nproc(None, "cpu")
 
 
+class _Unread(list):
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the input was read before the options were checked")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "flag"),
+    [
+        ("decode", "gpu", "decode 'gpu'"),
+        ("decode", "hardware", "decode 'hardware'"),
+        ("precision", "bf16", "precision"),
+        ("precision", "fp8", "precision"),
+    ],
+)
+def test_gpu_only_options_on_the_cpu_are_refused_before_the_input_is_read(
+    tmp_path: Path, model_args: dict, option: str, value: str, flag: str
+) -> None:
+    config = _config(model_args, tmp_path, device="cpu", **{option: value})
+    with pytest.raises(ConfigError, match=flag) as raised:
+        score_records(_Unread([clip_record("v.mp4", ["c"])]), config, list)
+    assert "use " in str(raised.value)  # it says what to choose instead
+
+
 def test_an_extra_output_of_the_run_is_held_to_the_same_checks(tmp_path: Path, model_args: dict) -> None:
     source, root = frame_dataset(tmp_path, videos=1)
     config = _config(model_args, root, skip_bad_records=True, mlp_checkpoint="/no/such/head.pth")

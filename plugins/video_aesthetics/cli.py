@@ -305,10 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _embeddings_output(args: argparse.Namespace) -> Any:
     if not args.embeddings:
+        if args.embeddings_dtype is not None:
+            raise ConfigError(
+                "--embeddings-dtype is the storage type of --embeddings, and no --embeddings was given: "
+                "add --embeddings PATH.parquet, or drop --embeddings-dtype"
+            )
         return None
-    from video_aesthetics.embeddings import EmbeddingsOutput
+    from video_aesthetics.embeddings import DEFAULT_DTYPE, EmbeddingsOutput
 
-    return EmbeddingsOutput(Path(args.embeddings), args.embeddings_dtype)
+    return EmbeddingsOutput(Path(args.embeddings), args.embeddings_dtype or DEFAULT_DTYPE)
 
 
 def as_flags(message: str) -> str:

@@ -172,6 +172,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         "Storage type of the embeddings: float16 (half the size; rescored scores within 1e-3) or float32.",
         OUTPUT,
         choices=EMBEDDING_DTYPES,
+        # On the command line it only qualifies --embeddings: None tells a flag given alone from the default.
+        face_defaults={"cli": None},
         left_out={"dag": "the DAG's embeddings param chooses off, float16 or float32 in one field"},
     ),
     Parameter(

@@ -92,6 +92,9 @@ def score_records(
     check_nproc(nproc, config.device)
     if embeddings is not None:
         refuse_ranked_embeddings(nproc, distributed)
+    from video_aesthetics.scoring import check_device_options
+
+    check_device_options(config)
     config = capped_workers(config)
     totals = count_records(source, config)
     log.info(

@@ -46,6 +46,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_device_options(config: ScoringConfig) -> None:
+    """Refuse (ConfigError) a GPU-only decode or precision for a run that scores on the CPU, before any input is read.
+
+    On CUDA the choice rests on the device's own probes, which run when the model loads (Scorer.load).
+    """
+    device = resolve_device(config.device)
+    if device.type != "cuda":
+        resolve_decode(config.decode, device)
+        resolve_precision(config.precision, device)
+
+
 # CPU images per forward pass. Each group runs on one intra-op thread (groups run side by side on
 # the process's threads): MKL's SGEMM rounds differently with the number of threads it splits a
 # matrix over, so only a fixed thread count per forward makes scores the same bits in every
