@@ -9,7 +9,6 @@ tests/test_device_decoder.py's.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -21,7 +20,17 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.media import clip_record, picture, write_frames, write_video
+from helpers.media import (
+    clip_frames,
+    clip_record,
+    jpeg_bytes,
+    picture,
+    pixel_delta,
+    save_image,
+    without_segment,
+    write_frames,
+    write_video,
+)
 from video_aesthetics.batches import FrameBatches
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
@@ -61,16 +70,6 @@ DEVICE_MEAN_DELTA = 0.0
 SCORE_DELTA = 1e-5
 
 
-def _save(path: Path, pixels: np.ndarray | Image.Image, **options: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(path, **options)
-    return path
-
-
-def _delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a.astype(np.int16) - b.astype(np.int16))
-
-
 def _device_pixels(paths: list[Path], pp: PreprocessConfig = PP) -> np.ndarray:
     """The gpu path on the CPU: the workers' half, then the device half, for one sample of ``paths``."""
     frames = [frame_for_device(path, pp) for path in paths]
@@ -85,11 +84,11 @@ SIZES = [(1280, 720), (1920, 1080), (640, 360), (360, 640), (225, 224)]
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
 def test_fast_pixels_are_within_a_level_of_exact(tmp_path: Path, width: int, height: int) -> None:
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
     exact = np.stack([load_frame(path, PP) for path in paths])
     fast = np.stack([load_frame_fast(path, PP) for path in paths])
     assert fast.shape == exact.shape == (3, 224, 224, 3) and fast.dtype == np.uint8
-    delta = _delta(fast, exact)
+    delta = pixel_delta(fast, exact)
     assert delta.max() <= FAST_MAX_DELTA and delta.mean() <= FAST_MEAN_DELTA
 
 
@@ -104,34 +103,36 @@ def test_fast_pixels_are_within_a_level_of_exact(tmp_path: Path, width: int, hei
     ids=["size160", "bilinear", "squash", "longest-padded"],
 )
 def test_fast_and_device_paths_follow_the_models_preprocessing(tmp_path: Path, pp: PreprocessConfig) -> None:
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 400, 240), quality=90) for seed in range(2)]
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, 400, 240), quality=90) for seed in range(2)]
     exact = np.stack([load_frame(path, pp) for path in paths])
     fast = np.stack([load_frame_fast(path, pp) for path in paths])
     device = _device_pixels(paths, pp)
     assert fast.shape == device.shape == exact.shape == (2, pp.size, pp.size, 3)
-    assert _delta(fast, exact).max() <= FAST_MAX_DELTA
-    assert _delta(device, exact).max() <= DEVICE_MAX_DELTA and _delta(device, exact).mean() <= DEVICE_MEAN_DELTA
+    assert pixel_delta(fast, exact).max() <= FAST_MAX_DELTA
+    assert (
+        pixel_delta(device, exact).max() <= DEVICE_MAX_DELTA and pixel_delta(device, exact).mean() <= DEVICE_MEAN_DELTA
+    )
 
 
 def test_tiny_frames_are_upscaled_within_bounds(tmp_path: Path) -> None:
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 100, 60), quality=90) for seed in range(3)]
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, 100, 60), quality=90) for seed in range(3)]
     exact = np.stack([load_frame(path, PP) for path in paths])
-    assert _delta(np.stack([load_frame_fast(p, PP) for p in paths]), exact).max() <= FAST_MAX_DELTA_UPSCALED
-    assert _delta(_device_pixels(paths), exact).max() <= DEVICE_MAX_DELTA
+    assert pixel_delta(np.stack([load_frame_fast(p, PP) for p in paths]), exact).max() <= FAST_MAX_DELTA_UPSCALED
+    assert pixel_delta(_device_pixels(paths), exact).max() <= DEVICE_MAX_DELTA
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
 def test_device_path_pixels_are_within_bounds_of_exact(tmp_path: Path, width: int, height: int) -> None:
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, width, height), quality=90) for seed in range(3)]
     exact = np.stack([load_frame(path, PP) for path in paths])
-    delta = _delta(_device_pixels(paths), exact)
+    delta = pixel_delta(_device_pixels(paths), exact)
     assert delta.max() <= DEVICE_MAX_DELTA and delta.mean() <= DEVICE_MEAN_DELTA
 
 
 def test_fast_pixels_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
     """Workers decode on one thread, the main process (num_workers 0) on several: the same bytes either way."""
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(2)]
-    paths.append(_save(tmp_path / "tiny.jpg", picture(5, 90, 50), quality=90))
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(2)]
+    paths.append(save_image(tmp_path / "tiny.jpg", picture(5, 90, 50), quality=90))
     before = torch.get_num_threads()
     outputs = set()
     try:
@@ -152,10 +153,10 @@ def test_fast_pixels_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
     ],
 )
 def test_other_jpeg_kinds_take_the_fast_path_within_bounds(tmp_path: Path, name: str, mode: str, options: dict) -> None:
-    path = _save(tmp_path / name, Image.fromarray(picture(3, 640, 360)).convert(mode), **options)
+    path = save_image(tmp_path / name, Image.fromarray(picture(3, 640, 360)).convert(mode), **options)
     assert is_plain_jpeg(path.read_bytes())
-    assert _delta(load_frame_fast(path, PP), load_frame(path, PP)).max() <= FAST_MAX_DELTA
-    assert _delta(_device_pixels([path])[0], load_frame(path, PP)).max() <= DEVICE_MAX_DELTA
+    assert pixel_delta(load_frame_fast(path, PP), load_frame(path, PP)).max() <= FAST_MAX_DELTA
+    assert pixel_delta(_device_pixels([path])[0], load_frame(path, PP)).max() <= DEVICE_MAX_DELTA
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_other_jpeg_kinds_take_the_fast_path_within_bounds(tmp_path: Path, name:
 )
 def test_other_images_are_decoded_exactly(tmp_path: Path, name: str, mode: str, options: dict) -> None:
     """Not plain JPEGs: the fast path is the exact path, and the gpu path's workers decode them exactly."""
-    path = _save(tmp_path / name, Image.fromarray(picture(4, 320, 180)).convert(mode), **options)
+    path = save_image(tmp_path / name, Image.fromarray(picture(4, 320, 180)).convert(mode), **options)
     exact = load_frame(path, PP)
     np.testing.assert_array_equal(load_frame_fast(path, PP), exact)
     shipped = frame_for_device(path, PP)
@@ -179,38 +180,21 @@ def test_other_images_are_decoded_exactly(tmp_path: Path, name: str, mode: str, 
     np.testing.assert_array_equal(_device_pixels([path])[0], exact)
 
 
-def _jpeg(seed: int = 1, width: int = 320, height: int = 180, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(picture(seed, width, height)).save(buffer, "JPEG", quality=90, **options)
-    return buffer.getvalue()
-
-
-def _without_segment(data: bytes, marker: int) -> bytes:
-    """``data`` with every header segment of type ``marker`` (0xDB: quantisation tables) removed."""
-    out, at = bytearray(data[:2]), 2
-    while data[at + 1] != 0xDA:  # up to the start of scan
-        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if data[at + 1] != marker:
-            out += data[at:end]
-        at = end
-    return bytes(out + data[at:])
-
-
 def _with_size(data: bytes, width: int, height: int) -> bytes:
     at = data.index(b"\xff\xc0")  # baseline start of frame: length, precision, height, width
     return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
 
 
 CORRUPT = {
-    "truncated": lambda: _jpeg()[:3000],
-    "cut-before-scan": lambda: _jpeg()[:300],
-    "no-end-marker": lambda: _jpeg()[:-2],
+    "truncated": lambda: jpeg_bytes()[:3000],
+    "cut-before-scan": lambda: jpeg_bytes()[:300],
+    "no-end-marker": lambda: jpeg_bytes()[:-2],
     "garbage": lambda: b"not a jpeg at all",
     "empty": lambda: b"",
-    "no-quantisation-tables": lambda: _without_segment(_jpeg(), 0xDB),
-    "decompression-bomb": lambda: _with_size(_jpeg(), 65000, 65000),
-    "larger-than-8k": lambda: _with_size(_jpeg(), 8000, 8000),
-    "a-sliver": lambda: _jpeg(width=8, height=400),  # resized to 224x11200 before the crop
+    "no-quantisation-tables": lambda: without_segment(jpeg_bytes(), 0xDB),
+    "decompression-bomb": lambda: _with_size(jpeg_bytes(), 65000, 65000),
+    "larger-than-8k": lambda: _with_size(jpeg_bytes(), 8000, 8000),
+    "a-sliver": lambda: jpeg_bytes(width=8, height=400),  # resized to 224x11200 before the crop
 }
 
 
@@ -242,20 +226,20 @@ def test_video_frames_are_held_to_the_same_bounds_on_every_path() -> None:
         with pytest.raises(FrameTooLargeError):
             image_pixels(sliver, PP, decode)
     frame = Image.fromarray(picture(2, 320, 180))
-    assert _delta(image_pixels(frame, PP, "fast"), image_pixels(frame, PP, "exact")).max() <= FAST_MAX_DELTA
+    assert pixel_delta(image_pixels(frame, PP, "fast"), image_pixels(frame, PP, "exact")).max() <= FAST_MAX_DELTA
 
 
 def test_a_truncated_jpeg_is_not_shipped_as_bytes() -> None:
-    whole = _jpeg()
+    whole = jpeg_bytes()
     assert is_complete_jpeg(whole) and is_complete_jpeg(whole + b"trailing bytes")
-    assert is_complete_jpeg(_jpeg(progressive=True))
+    assert is_complete_jpeg(jpeg_bytes(progressive=True))
     for cut in (len(whole) // 2, len(whole) - 2, 400):
         assert not is_complete_jpeg(whole[:cut])
 
 
 def test_pack_for_device_uses_one_tensor_for_all_jpegs(tmp_path: Path) -> None:
-    jpegs = [_jpeg(seed) for seed in range(3)]
-    pixels = load_frame(_save(tmp_path / "x.png", picture(1, 320, 180)), PP)
+    jpegs = [jpeg_bytes(seed) for seed in range(3)]
+    pixels = load_frame(save_image(tmp_path / "x.png", picture(1, 320, 180)), PP)
     packed = pack_for_device([jpegs[0], pixels, jpegs[1], jpegs[2]], PP)
     assert packed["slots"] == [-1, 0, -2, -3]
     assert packed["jpeg_ends"] == np.cumsum([len(j) for j in jpegs]).tolist()
@@ -287,7 +271,7 @@ def test_read_frame_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
 
 def test_a_frame_file_too_large_to_read_at_once_is_streamed_by_the_exact_path(tmp_path: Path) -> None:
     path = tmp_path / "huge.jpg"
-    path.write_bytes(_jpeg())
+    path.write_bytes(jpeg_bytes())
     with path.open("r+b") as handle:
         handle.truncate(MAX_FRAME_BYTES + 1)  # sparse: trailing zeros after the image, which PIL ignores
     assert read_frame(path) is None
@@ -334,7 +318,7 @@ def test_the_device_paths_share_the_workers_half_and_name_their_engine() -> None
 
 
 def test_the_workers_ship_bytes_on_the_hardware_path(tmp_path: Path, model_args: dict) -> None:
-    records = _clips(tmp_path, videos=1, clips=2, width=160, height=90)
+    records = clip_frames(tmp_path, videos=1, clips=2, width=160, height=90)
     config = _config(model_args, tmp_path, batch_size=2)
     [batch] = list(FrameBatches(records, config, PP, decode="hardware"))
     assert len(batch["jpeg_ends"]) == 6 and batch["pixels"].shape[0] == 0
@@ -410,16 +394,6 @@ def _config(model_args: dict[str, str], root: Path, **changes: object) -> Scorin
     return ScoringConfig(**{**model_args, "figure_root": str(root), "num_workers": 0, "device": "cpu", **changes})
 
 
-def _clips(root: Path, videos: int = 2, clips: int = 2, width: int = 640, height: int = 360) -> list[dict]:
-    records = []
-    for v in range(videos):
-        ids = [f"v{v}_{c}" for c in range(clips)]
-        for c, cid in enumerate(ids):
-            write_frames(root, f"v{v}", cid, count=3, seed=v * 10 + c, width=width, height=height, suffix=".jpg")
-        records.append(clip_record(f"v{v}.mp4", ids))
-    return records
-
-
 def _device_path_results(records: list[dict], config: ScoringConfig, scorer: Scorer) -> list[tuple[int, float, str]]:
     """iter_results' loop on the gpu path, on the CPU: workers' batches, DeviceDecoder ahead, the scorer."""
     dataset = FrameBatches(records, config, scorer.preprocess, decode="gpu")
@@ -434,7 +408,7 @@ def _device_path_results(records: list[dict], config: ScoringConfig, scorer: Sco
 
 
 def test_scores_on_every_path_stay_within_bounds_of_exact(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
-    records = _clips(tmp_path)
+    records = clip_frames(tmp_path)
     exact = list(iter_results(records, _config(model_args, tmp_path, decode="exact"), scorer))
     fast = list(iter_results(records, _config(model_args, tmp_path, decode="fast"), scorer))
     device = _device_path_results(records, _config(model_args, tmp_path, batch_size=3), scorer)
@@ -447,7 +421,7 @@ def test_scores_on_every_path_stay_within_bounds_of_exact(tmp_path: Path, model_
 
 
 def test_fast_scores_are_the_same_with_and_without_workers(tmp_path: Path, model_args: dict, scorer: Scorer) -> None:
-    records = _clips(tmp_path, width=320, height=180)
+    records = clip_frames(tmp_path, width=320, height=180)
     config = _config(model_args, tmp_path, decode="fast", batch_size=2)
     in_process = [(r.seq, r.score) for r in iter_results(records, config, scorer)]
     assert [(r.seq, r.score) for r in iter_results(records, config.replace(num_workers=2), scorer)] == in_process
@@ -460,7 +434,7 @@ def test_missing_and_corrupt_frames_on_the_fast_and_device_paths(
     good[1].write_bytes(good[1].read_bytes()[:300])
     broken = write_frames(tmp_path, "v", "v_broken", count=2, seed=3, suffix=".jpg")
     broken[0].write_bytes(b"not a jpeg")
-    broken[1].write_bytes(_without_segment(broken[1].read_bytes(), 0xDB))  # only the decoder finds this one
+    broken[1].write_bytes(without_segment(broken[1].read_bytes(), 0xDB))  # only the decoder finds this one
     (tmp_path / "v" / "v_empty" / "img").mkdir(parents=True)
     records = [clip_record("v.mp4", ["v_partly", "v_broken", "v_empty", "v_absent"])]
     expected = [None, CORRUPT_FRAMES, NO_FRAMES, NO_FRAMES]

@@ -8,8 +8,6 @@ marked so). The paths' pixels and scores against each other are tests/test_decod
 
 from __future__ import annotations
 
-import io
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.media import clip_record, picture, write_frames
+from helpers.media import (
+    clip_frames,
+    jpeg_bytes,
+    picture,
+    pixel_delta,
+    save_image,
+    without_segment,
+)
 from video_aesthetics.batches import FrameBatches
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import frame_for_device, pack_for_device
@@ -37,52 +42,15 @@ DEVICE_MAX_DELTA = 0
 DEVICE_MEAN_DELTA = 0.0
 
 
-def _save(path: Path, pixels: np.ndarray | Image.Image, **options: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(path, **options)
-    return path
-
-
-def _delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a.astype(np.int16) - b.astype(np.int16))
-
-
-def _jpeg(seed: int = 1, width: int = 320, height: int = 180, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(picture(seed, width, height)).save(buffer, "JPEG", quality=90, **options)
-    return buffer.getvalue()
-
-
-def _without_segment(data: bytes, marker: int) -> bytes:
-    """``data`` with every header segment of type ``marker`` (0xDB: quantisation tables) removed."""
-    out, at = bytearray(data[:2]), 2
-    while data[at + 1] != 0xDA:  # up to the start of scan
-        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if data[at + 1] != marker:
-            out += data[at:end]
-        at = end
-    return bytes(out + data[at:])
-
-
 def _config(model_args: dict[str, str], root: Path, **changes: object) -> ScoringConfig:
     return ScoringConfig(**{**model_args, "figure_root": str(root), "num_workers": 0, "device": "cpu", **changes})
 
 
-def _clips(root: Path, videos: int = 2, clips: int = 2, width: int = 640, height: int = 360) -> list[dict]:
-    records = []
-    for v in range(videos):
-        ids = [f"v{v}_{c}" for c in range(clips)]
-        for c, cid in enumerate(ids):
-            write_frames(root, f"v{v}", cid, count=3, seed=v * 10 + c, width=width, height=height, suffix=".jpg")
-        records.append(clip_record(f"v{v}.mp4", ids))
-    return records
-
-
 def test_device_decoder_drops_only_the_bad_frames_and_keeps_order(tmp_path: Path) -> None:
-    good = [_save(tmp_path / f"{seed}.jpg", picture(seed, 320, 180), quality=90) for seed in range(3)]
-    png = _save(tmp_path / "x.png", picture(7, 320, 180))
+    good = [save_image(tmp_path / f"{seed}.jpg", picture(seed, 320, 180), quality=90) for seed in range(3)]
+    png = save_image(tmp_path / "x.png", picture(7, 320, 180))
     bad = tmp_path / "bad.jpg"
-    bad.write_bytes(_without_segment(_jpeg(), 0xDB))
+    bad.write_bytes(without_segment(jpeg_bytes(), 0xDB))
     # sample 0: good0, bad, png; sample 1: bad only; sample 2: good1, good2 (in that order)
     frames = [frame_for_device(p, PP) for p in (good[0], bad, png, bad, good[1], good[2])]
     names = [["good0.jpg", "bad.jpg", "x.png"], ["bad.jpg"], ["good1.jpg", "good2.jpg"]]
@@ -93,7 +61,7 @@ def test_device_decoder_drops_only_the_bad_frames_and_keeps_order(tmp_path: Path
     # The kept frames' names, so that embeddings made on the device name the frames they came from.
     assert done["names"] == [["good0.jpg", "x.png"], [], ["good1.jpg", "good2.jpg"]]
     expected = np.stack([load_frame(p, PP) for p in (good[0], png, good[1], good[2])])
-    delta = _delta(done["pixels"].numpy(), expected)
+    delta = pixel_delta(done["pixels"].numpy(), expected)
     assert delta.max() <= DEVICE_MAX_DELTA and delta.mean() <= DEVICE_MEAN_DELTA
 
 
@@ -116,21 +84,21 @@ def test_device_engines_on_cuda_decode_every_kind_of_jpeg_near_exact(tmp_path: P
     """On a GPU: plain, greyscale, progressive (the engines refuse it: nvJPEG takes over) and broken JPEGs."""
     if engine == "hardware" and _hardware_skip_reason() is not None:
         pytest.skip(str(_hardware_skip_reason()))
-    paths = [_save(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(3)]
-    paths.append(_save(tmp_path / "grey.jpg", Image.fromarray(picture(5, 640, 360)).convert("L"), quality=90))
-    paths.append(_save(tmp_path / "progressive.jpg", picture(6, 640, 360), quality=90, progressive=True))
+    paths = [save_image(tmp_path / f"{seed}.jpg", picture(seed, 1280, 720), quality=90) for seed in range(3)]
+    paths.append(save_image(tmp_path / "grey.jpg", Image.fromarray(picture(5, 640, 360)).convert("L"), quality=90))
+    paths.append(save_image(tmp_path / "progressive.jpg", picture(6, 640, 360), quality=90, progressive=True))
     frames = [frame_for_device(path, PP) for path in paths]
-    frames.insert(2, _without_segment(_jpeg(7), 0xDB))  # no quantisation tables: nothing decodes it
+    frames.insert(2, without_segment(jpeg_bytes(7), 0xDB))  # no quantisation tables: nothing decodes it
     batch = {"batch": 0, "seqs": [0], "counts": [len(frames)], "errors": [None], **pack_for_device(frames, PP)}
     done = DeviceDecoder(PP, torch.device("cuda"), engine=engine)(batch)
     assert done["counts"] == [len(paths)] and done["pixels"].is_cuda
-    delta = _delta(done["pixels"].cpu().numpy(), np.stack([load_frame(path, PP) for path in paths]))
+    delta = pixel_delta(done["pixels"].cpu().numpy(), np.stack([load_frame(path, PP) for path in paths]))
     # nvJPEG's and the engines' IDCT and chroma upsampling are not libjpeg-turbo's (docs/performance.md).
     assert delta.mean() <= 2.0
 
 
 def test_decoding_ahead_keeps_order_and_raises_where_the_loader_fails(tmp_path: Path, model_args: dict) -> None:
-    records = _clips(tmp_path, videos=3, clips=1, width=160, height=90)
+    records = clip_frames(tmp_path, videos=3, clips=1, width=160, height=90)
     config = _config(model_args, tmp_path, batch_size=1)
     batches = list(FrameBatches(records, config, PP, decode="gpu"))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -112,3 +114,44 @@ def decode_rgb(path: Path) -> list[np.ndarray]:
     """Every frame of a video as RGB, converted with swscale's exact C path (the same pixels on any CPU)."""
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24", interpolation="BITEXACT") for frame in container.decode(video=0)]
+
+
+def save_image(path: Path, pixels: np.ndarray | Image.Image, **options: object) -> Path:
+    """``pixels`` saved at ``path`` with Pillow's ``options`` (format from the suffix), its folder made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(path, **options)
+    return path
+
+
+def pixel_delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each pixel's absolute difference between two uint8 images."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+def jpeg_bytes(seed: int = 1, width: int = 320, height: int = 180, **options: object) -> bytes:
+    """A quality-90 JPEG of ``picture(seed)``, with Pillow's other ``options`` (progressive, subsampling...)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture(seed, width, height)).save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def without_segment(data: bytes, marker: int) -> bytes:
+    """``data`` with every header segment of type ``marker`` (0xDB: quantisation tables) removed."""
+    out, at = bytearray(data[:2]), 2
+    while data[at + 1] != 0xDA:  # up to the start of scan
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if data[at + 1] != marker:
+            out += data[at:end]
+        at = end
+    return bytes(out + data[at:])
+
+
+def clip_frames(root: Path, videos: int = 2, clips: int = 2, width: int = 640, height: int = 360) -> list[dict]:
+    """Records of ``videos`` videos of ``clips`` clips, three JPEG frames each under ``root``."""
+    records = []
+    for v in range(videos):
+        ids = [f"v{v}_{c}" for c in range(clips)]
+        for c, cid in enumerate(ids):
+            write_frames(root, f"v{v}", cid, count=3, seed=v * 10 + c, width=width, height=height, suffix=".jpg")
+        records.append(clip_record(f"v{v}.mp4", ids))
+    return records
