@@ -3,7 +3,7 @@
     python bench/sharding.py [--records 1000000] [--chunk-size 15000] [--max-shards 1024] [--dir DIR]
 
 Makes a deterministic JSONL input (each record a video path, a caption and 4 clips), then runs the
-bodies of the plan_shards and merge tasks (``dag_tasks.plan_shards``, ``dag_tasks.merge``: checked
+bodies of the plan_shards and merge tasks (``shard_plan.plan_shards``, ``merge.merge``: checked
 merge, report, manifest, publish into a local store), each in a fresh process. Between the two the
 scored shards are written as score_shard writes them: the shard's records with aesthetic_score set
 on every clip (one clip in 50 failed), one ``dumps`` line each, with the XCom it returns.
@@ -144,7 +144,7 @@ def count_reads(input_path: Path) -> Counter:
 
 def child(step: str, work: Path) -> None:
     """One task body in this fresh process; prints its measurements as one JSON line."""
-    from video_aesthetics.airflow import dag_tasks
+    from video_aesthetics.airflow import layout, merge, shard_plan
 
     setup = json.loads((work / "bench.json").read_text())
     run_params = {**params(work), "chunk_size": setup["chunk_size"]}
@@ -152,13 +152,13 @@ def child(step: str, work: Path) -> None:
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if step == "plan":
-        shard_kwargs = dag_tasks.plan_shards(run_params, context(), setup["max_shards"])
+        shard_kwargs = shard_plan.plan_shards(run_params, context(), setup["max_shards"])
         (work / "shards.json").write_text(json.dumps(shard_kwargs))
-        plan_file = dag_tasks.run_layout(run_params, context()).plan_file
+        plan_file = layout.run_layout(run_params, context()).plan_file
         extra.update(shards=len(shard_kwargs), chunk_size=json.loads(plan_file.read_text())["chunk_size"])
     elif step == "merge":
         results = json.loads((work / "results.json").read_text())
-        summary = dag_tasks.merge(run_params, context(), results)
+        summary = merge.merge(run_params, context(), results)
         extra.update(records=summary["records"], clips=summary["clips"], output_sha256=summary["sha256"])
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -40,7 +40,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk import conf as airflow_conf
 
-from video_aesthetics.airflow import dag_tasks as tasks
+from video_aesthetics.airflow import frame_check, shard_plan
 from video_aesthetics.airflow.conf import int_setting, setting
 from video_aesthetics.airflow.object_store import location_uri
 from video_aesthetics.airflow.operators import MergeScoresOperator, VideoAestheticScoringOperator
@@ -144,13 +144,13 @@ PARAMS = form(
 @task(multiple_outputs=False)
 def check_frames() -> FrameCheck | RescoreCheck:
     context = get_current_context()
-    return tasks.check_frames(context["params"], context)
+    return frame_check.check_frames(context["params"], context)
 
 
 @task(multiple_outputs=False)
 def plan_shards() -> list[dict[str, Any]]:
     context = get_current_context()
-    return tasks.plan_shards(context["params"], context, airflow_conf.getint("core", "max_map_length"))
+    return shard_plan.plan_shards(context["params"], context, airflow_conf.getint("core", "max_map_length"))
 
 
 @dag(

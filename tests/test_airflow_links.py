@@ -84,7 +84,7 @@ print(json.dumps({
     "provider_version": provider.version if provider else None,
     "provider_links": [n for n in ProvidersManager().extra_links_class_names if n.startswith("video_aesthetics")],
     "chunk_size": conf.get("video_aesthetics", "chunk_size"),
-    "top_level": sorted(m for m in ("records", "config", "operators", "scoring", "sharding", "dag_tasks")
+    "top_level": sorted(m for m in ("records", "config", "operators", "scoring", "sharding", "merge")
                         if m in sys.modules),
 }))
 """

@@ -17,7 +17,7 @@ from helpers.typed import payload_problems
 
 use_private_airflow_home()
 
-from video_aesthetics.airflow import dag_tasks as tasks
+from video_aesthetics.airflow import frame_check, merge, shard_plan
 from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
 from video_aesthetics.airflow.payloads import (
     FrameCheck,
@@ -28,6 +28,7 @@ from video_aesthetics.airflow.payloads import (
     ShardResult,
     ShardTask,
 )
+from video_aesthetics.airflow.run_params import scoring_config
 from video_aesthetics.extraction import FrameReport
 
 RUN = {
@@ -93,14 +94,14 @@ def test_every_task_of_a_real_run_returns_its_declared_payload(
     tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str]
 ) -> None:
     params = run_params(tmp_path, dataset, model_args)
-    frames = tasks.check_frames(params, RUN)
+    frames = frame_check.check_frames(params, RUN)
     assert_payload(frames, FrameCheck)
     assert "inputs" in frames  # a FrameCheck, not a RescoreCheck: for mypy too
     assert frames["clips"] == 6 and frames["present"] == 6 and frames["inputs"] == 1
 
-    shard_kwargs = tasks.plan_shards(params, RUN, max_shards=1024)
+    shard_kwargs = shard_plan.plan_shards(params, RUN, max_shards=1024)
     assert len(shard_kwargs) == 2  # 3 records in shards of 2
-    scoring = tasks.score_kwargs(tasks.scoring_config(params))
+    scoring = shard_plan.score_kwargs(scoring_config(params))
     own_keys = ShardTask.__required_keys__ | ShardTask.__optional_keys__
     results = []
     for index, kwargs in enumerate(shard_kwargs):
@@ -114,25 +115,25 @@ def test_every_task_of_a_real_run_returns_its_declared_payload(
         assert result["embeddings"] is not None and result["embeddings"]["sha256"]
     assert sum(result["clips"] for result in results) == 6
 
-    summary = tasks.merge(params, RUN, results, frames)
+    summary = merge.merge(params, RUN, results, frames)
     assert_payload(summary, MergeSummary)
     assert summary["kept"] is not None and summary["embeddings"] is not None
     assert summary["summary"]["clips"] == summary["clips"] == 6
 
     # A rescore run of what was published: its first task reads no frame.
     rescore = run_params(tmp_path, dataset, model_args, input_path=None, rescore_from=summary["manifest"])
-    assert_payload(tasks.check_frames(rescore, {**RUN, "run_id": "manual__rescore"}), RescoreCheck)
+    assert_payload(frame_check.check_frames(rescore, {**RUN, "run_id": "manual__rescore"}), RescoreCheck)
 
 
 def test_a_run_without_filter_or_embeddings_leaves_those_payload_fields_empty(
     tmp_path: Path, dataset: tuple[Path, Path], model_args: dict[str, str]
 ) -> None:
     params = run_params(tmp_path, dataset, model_args, embeddings=None, aes_min=None, chunk_size=10)
-    [kwargs] = tasks.plan_shards(params, RUN, max_shards=1024)
+    [kwargs] = shard_plan.plan_shards(params, RUN, max_shards=1024)
     assert "embeddings" not in kwargs and "input_conn_id" not in kwargs
     result = VideoAestheticScoringOperator(task_id="score", **kwargs).execute(context={})
     assert_payload(result, ShardResult)
     assert result["embeddings"] is None
-    summary = tasks.merge(params, RUN, [result], None)
+    summary = merge.merge(params, RUN, [result], None)
     assert_payload(summary, MergeSummary)
     assert summary["kept"] is None and summary["embeddings"] is None

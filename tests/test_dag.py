@@ -218,7 +218,7 @@ print(json.dumps({
 
 
 def test_the_trigger_form_has_sections_bounds_and_says_what_a_manual_run_needs(dag_params: dict) -> None:
-    from video_aesthetics.airflow.dag_tasks import LOCATION_PARAMS, SCORING_PARAMS
+    from video_aesthetics.airflow.run_params import LOCATION_PARAMS, SCORING_PARAMS
 
     # Every scoring parameter (the seed's ten: the model's, the field names, init_distributed, output_key)
     # and every location is a param of the DAG.

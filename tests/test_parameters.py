@@ -21,7 +21,7 @@ from helpers.airflow_env import REPO, airflow_env, parse_dag_folder, use_private
 use_private_airflow_home()
 
 from video_aesthetics import parameters, settings
-from video_aesthetics.airflow import dag_tasks
+from video_aesthetics.airflow import run_params, shard_plan
 from video_aesthetics.airflow.operators import VideoAestheticScoringOperator
 from video_aesthetics.cli import as_flags, build_parser
 from video_aesthetics.config import PARAM_NAMES, ScoringConfig
@@ -63,7 +63,7 @@ NOT_PARAMETERS = {
     },
     "evaluator": {"self", "storage", "embeddings"},
 }
-# The DAG's params that are no ScoringConfig field: dag_tasks reads each of them itself.
+# The DAG's params that are no ScoringConfig field: the DAG's task bodies read each of them themselves.
 DAG_RUN_PARAMS = {"report_top", "chunk_size", "init_distributed", "nproc"}
 
 IDS = [p.name for p in PARAMETERS]
@@ -232,20 +232,20 @@ def test_the_dag_form_takes_nothing_undeclared(dag_params: dict[str, Any]) -> No
     assert sections == list(parameters.SECTIONS)  # each section whole, in the declared order
 
 
-def test_dag_tasks_hand_every_dag_parameter_on() -> None:
+def test_the_task_bodies_hand_every_dag_parameter_on() -> None:
     on_dag = {p.name for p in parameters.on_face("dag")}
-    assert set(dag_tasks.SCORING_PARAMS) == on_dag & set(PARAM_NAMES)
-    assert on_dag - set(dag_tasks.SCORING_PARAMS) == DAG_RUN_PARAMS
+    assert set(run_params.SCORING_PARAMS) == on_dag & set(PARAM_NAMES)
+    assert on_dag - set(run_params.SCORING_PARAMS) == DAG_RUN_PARAMS
     params = {"init_distributed": True, "nproc": 3, "report_top": 7}
-    assert dag_tasks.process_kwargs(params) == {"init_distributed": True, "nproc": 3}
-    assert dag_tasks.report_top(params) == 7
-    assert dag_tasks.report_top({}) == parameters.DEFAULTS.report_top
+    assert shard_plan.process_kwargs(params) == {"init_distributed": True, "nproc": 3}
+    assert run_params.report_top(params) == 7
+    assert run_params.report_top({}) == parameters.DEFAULTS.report_top
     for name, value in (("nproc", 65), ("init_distributed", "yes")):
         with pytest.raises(ConfigError, match=name):
-            dag_tasks.process_kwargs({name: value})
+            shard_plan.process_kwargs({name: value})
     with pytest.raises(ConfigError, match="report_top must be an integer >= 1 and <= 500, got 501"):
-        dag_tasks.report_top({"report_top": 501})
-    config = dag_tasks.scoring_config({name: vars(parameters.DEFAULTS)[name] for name in dag_tasks.SCORING_PARAMS})
+        run_params.report_top({"report_top": 501})
+    config = run_params.scoring_config({name: vars(parameters.DEFAULTS)[name] for name in run_params.SCORING_PARAMS})
     assert config == ScoringConfig()
 
 

@@ -70,7 +70,7 @@ def publish(
 ) -> dict[str, Any] | None:
     """Copy each shard's embeddings (checked against its score_shard's SHA-256) into ``version``; the manifest entry.
 
-    ``results`` are the score_shard results in plan order (dag_tasks._check_shard_results).
+    ``results`` are the score_shard results in plan order (merge._check_shard_results).
     """
     dtype = embeddings_dtype(params)
     if dtype is None:

@@ -285,7 +285,7 @@ def _optional_output(location: str | None, conn_id: str | None) -> Any:
 class MergeScoresOperator(BaseOperator):
     """Publish a sharded scoring run: its scored shards, in input order, as a new version of its partition.
 
-    The last task of the video_aesthetic_scoring DAG (see ``dag_tasks.merge`` for the checks and
+    The last task of the video_aesthetic_scoring DAG (see ``merge.merge`` for the checks and
     the versioned, all-or-nothing publish). Its asset outlets get the published summary as their
     event's extra; its XCom is that summary: paths, counts and checksums.
 
@@ -303,9 +303,9 @@ class MergeScoresOperator(BaseOperator):
         self.frames = frames
 
     def execute(self, context: Context) -> MergeSummary:
-        from video_aesthetics.airflow import dag_tasks
+        from video_aesthetics.airflow.merge import merge
 
-        summary = dag_tasks.merge(context["params"], context, list(self.shard_results or []), self.frames)
+        summary = merge(context["params"], context, list(self.shard_results or []), self.frames)
         # A JSON object like any event's extra (MergeSummary holds JSON values only).
         extra: dict[str, Any] = dict(summary)
         for outlet in self.outlets:

@@ -2,7 +2,7 @@
 
 Each task's result is declared here once, for the task that returns it and for mypy; a task that
 reads another's result still treats it as untrusted data (anyone who may edit a DAG's runs can write
-its XCom): ``dag_tasks.merge`` checks the score_shard results against the plan and their files'
+its XCom): ``merge.merge`` checks the score_shard results against the plan and their files'
 SHA-256 before it uses them, and reads them as plain mappings until then.
 
 Plain TypedDicts, not dataclasses: XCom stores JSON, and a task's result must stay a dict of JSON
@@ -62,7 +62,7 @@ class RescoreCheck(TypedDict):
 
 
 class ProcessArgs(TypedDict):
-    """How many processes score a shard (dag_tasks.process_kwargs)."""
+    """How many processes score a shard (shard_plan.process_kwargs)."""
 
     init_distributed: bool
     nproc: int | None
@@ -88,7 +88,7 @@ class ShardEmbeddings(TypedDict, total=False):
 class ShardTask(ProcessArgs, ShardConnections, ShardEmbeddings):
     """One score_shard task's own operator arguments, from plan_shards.
 
-    The task's other arguments are the run's scoring parameters (``dag_tasks.score_kwargs``): they
+    The task's other arguments are the run's scoring parameters (``shard_plan.score_kwargs``): they
     follow ``parameters.PARAMETERS`` and are typed there and by ScoringConfig, not declared again here.
     """
 
@@ -97,7 +97,7 @@ class ShardTask(ProcessArgs, ShardConnections, ShardEmbeddings):
 
 
 class ShardOutcome(TypedDict):
-    """What merge reads of a score_shard result, once checked (dag_tasks._check_shard_results)."""
+    """What merge reads of a score_shard result, once checked (merge._check_shard_results)."""
 
     output: str
     records: int

@@ -12,7 +12,7 @@ project's stamp (``STAMP_NAME``, a small regular file) naming the DAG and the ru
 the layout says (``<safe dag id>/<safe run id>``). A folder without such a stamp is never removed,
 whatever its age: it is not ours, or its stamp was damaged, and a person must look at it. (A plan
 writes its stamp before anything else, so a folder of ours that lacks one holds nothing either.)
-``dag_tasks.run_layout`` also refuses a work_root whose DAG folder would lie among output_root's
+``layout.run_layout`` also refuses a work_root whose DAG folder would lie among output_root's
 published partitions, so no published version can ever sit where staging is pruned.
 
 Works on a local folder and an object store alike (``object_store``): the age is the stamp's
