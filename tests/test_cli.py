@@ -95,7 +95,7 @@ def test_malformed_input_names_file_and_line(tmp_path: Path, model_args: dict, c
     source.write_bytes(source.read_bytes() + b'{"bad": "\xff"}\n')
     code, _, err = _run(capsys, *_score_args(source, tmp_path / "o.jsonl", tmp_path, model_args))
     assert code == 2
-    assert "in.jsonl:2: malformed JSON" in err and "--skip-bad-records" in err
+    assert "in.jsonl:2: malformed JSON" in err and "--skip-bad-records (skip_bad_records=True)" in err
     code, out, err = _run(
         capsys, *_score_args(source, tmp_path / "o.jsonl", tmp_path, model_args, "--skip-bad-records")
     )
@@ -301,3 +301,16 @@ def test_run_info_and_the_report_must_be_different_files(tmp_path: Path, capsys:
     args = _report_args(tmp_path)
     code, _, err = _run(capsys, *args[:-1], str(info), "--run-info", str(info))
     assert code == 2 and "is the input" in err and info.read_text() == "{}"
+
+
+def test_a_report_of_an_input_whose_name_is_not_utf8(
+    tmp_path: Path, model_args: dict, capsys: pytest.CaptureFixture
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=1, clips_per_video=1, frames_per_clip=1)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/in\xff.jsonl"))
+    source.rename(odd)
+    report = tmp_path / "report.html"
+    code, out, err = _run(capsys, *_score_args(odd, tmp_path / "o.jsonl", root, model_args, "--report", str(report)))
+    assert code == 0, err
+    assert "in\\udcff.jsonl" in report.read_text() and json.loads(out)["report"] == str(report)
+

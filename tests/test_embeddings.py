@@ -400,3 +400,18 @@ def test_a_clip_written_as_an_error_has_no_rows(tmp_path: Path, model_args: dict
         writer.commit(1)
     keys = pq.read_table(tmp_path / "e.parquet").drop_columns(["embedding"]).to_pylist()
     assert [(k["clip"], k["clip_id"]) for k in keys] == [(1, "b"), (1, "b")]
+
+
+def test_a_frame_whose_name_is_not_utf8_is_stored_with_escapes(tmp_path: Path, model_args: dict[str, str]) -> None:
+    frames = tmp_path / "frames"
+    paths = write_frames(frames, "v", "c", 2)
+    odd = os.fsdecode(bytes(paths[1].parent) + b"/f\xff.jpg")
+    os.rename(paths[1], odd)
+    source = write_jsonl(tmp_path / "in.jsonl", [clip_record("v.mp4", ["c"])])
+    path = tmp_path / "e.parquet"
+    stats = score_file(
+        source, tmp_path / "o.jsonl", _config(model_args, frames), embeddings=EmbeddingsOutput(path, "float32")
+    )
+    assert stats is not None and stats.scored == 1
+    assert sorted(pq.read_table(path).column("frame").to_pylist()) == ["f\\xff.jpg", "frame_000000.jpg"]
+

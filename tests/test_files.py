@@ -293,3 +293,17 @@ def test_atomic_writer_respects_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert (tmp_path / "x.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path, mode: int) -> None:
+    target = tmp_path / "private.jsonl"
+    target.write_text("old")
+    target.chmod(mode)
+    previous = os.umask(0o022)
+    try:
+        with atomic_writer(target) as handle:
+            handle.write("new")
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == mode

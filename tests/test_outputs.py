@@ -154,3 +154,23 @@ def test_remote_outputs_are_compared_by_text_and_not_probed(tmp_path: Path) -> N
     check_outputs([("--output", "s3://bucket/a.jsonl"), ("--report", "s3://bucket/b.html")])
     with pytest.raises(ConfigError, match="is the output"):
         check_outputs([("--output", "s3://bucket/a.jsonl"), ("--report", "s3://bucket/a.jsonl")])
+
+
+@pytest.mark.parametrize("role", ["--output", "--rejects", "--report", "--embeddings"])
+def test_an_output_named_dash_is_refused_as_it_would_be_a_file_not_standard_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"{role} - would write a file named '-'.*\./-"):
+        check_outputs([("--output", "o.jsonl"), (role, "-")] if role != "--output" else [(role, "-")])
+    assert _listing(tmp_path) == []
+
+
+def test_a_file_named_dash_is_compared_like_any_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("-").write_text("records\n")
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        check_outputs([("--output", "./-")], [("SCORED.jsonl", "-")])
+    with pytest.raises(ConfigError, match="would overwrite the output"):
+        check_outputs([("--output", "./-"), ("--report", f"{tmp_path}/-")])
+    assert Path("-").read_text() == "records\n"

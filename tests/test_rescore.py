@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings import EmbeddingsOutput
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.records import clip_list
+from video_aesthetics.report import ReportOutput
 from video_aesthetics.rescore import rescore_file
 from video_aesthetics.runner import score_file
 
@@ -295,12 +297,27 @@ def test_outputs_that_collide_with_the_inputs_are_refused(
     direct = _score(dataset, tmp_path / "direct.jsonl", model_args, "float16")
     embeddings = direct.with_suffix(".parquet")
     config = _config(model_args, dataset[1])
-    before = embeddings.read_bytes()
-    with pytest.raises(ConfigError):
-        rescore_file(direct, embeddings, embeddings, config)
-    with pytest.raises(ConfigError):
-        rescore_file(direct, embeddings, direct, config)
-    assert embeddings.read_bytes() == before
+    head = tmp_path / "head.pth"
+    shutil.copyfile(model_args["mlp_checkpoint"], head)
+    config = config.replace(mlp_checkpoint=str(head))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    shutil.copyfile(embeddings, parts / "part-00000.parquet")
+    inputs = [embeddings, direct, head, parts / "part-00000.parquet"]
+    before = [p.read_bytes() for p in inputs]
+    for location, output, report in [
+        (embeddings, embeddings, None),
+        (embeddings, direct, None),
+        (embeddings, head, None),
+        (embeddings, tmp_path / "out.jsonl", embeddings),
+        (embeddings, tmp_path / "out.jsonl", head),
+        (parts, parts / "part-00000.parquet", None),
+        (parts, tmp_path / "out.jsonl", parts / "part-00000.parquet"),
+    ]:
+        with pytest.raises(ConfigError, match="would overwrite the input"):
+            rescore_file(direct, location, output, config, report=ReportOutput(report, {}) if report else None)
+    assert [p.read_bytes() for p in inputs] == before
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_a_dataset_of_parts_rescores_the_concatenated_file(

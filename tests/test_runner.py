@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from helpers.media import clip_record, frame_dataset, read_jsonl, write_frames, 
 from video_aesthetics.capacity import check_nproc, cpus_present
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, WeightsError
+from video_aesthetics.files import PendingFile
+from video_aesthetics.report import ReportOutput
 from video_aesthetics.runner import score_file, score_records
 
 
@@ -162,7 +165,48 @@ def test_an_extra_output_of_the_run_is_held_to_the_same_checks(tmp_path: Path, m
     source, root = frame_dataset(tmp_path, videos=1)
     config = _config(model_args, root, skip_bad_records=True, mlp_checkpoint="/no/such/head.pth")
     out = tmp_path / "out.jsonl"
-    for extra in (source, out, tmp_path / "out.rejects.jsonl", Path("/proc/va/emb.npy")):
-        with pytest.raises(ConfigError, match="--embeddings"):
-            score_file(source, out, config, also_writes=[("--embeddings", extra)])
+    for extra in (source, out, tmp_path / "out.rejects.jsonl", Path("/proc/va/report.html")):
+        with pytest.raises(ConfigError, match="--report"):
+            score_file(source, out, config, report=ReportOutput(extra, {}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "input.jsonl"]
+
+
+def test_no_output_may_overwrite_a_weights_file_of_the_run(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=1)
+    head = tmp_path / "head.pth"
+    head.write_bytes(Path(model_args["mlp_checkpoint"]).read_bytes())
+    clip = shutil.copytree(model_args["clip_model"], tmp_path / "clip")
+    config = _config(model_args, root, clip_model=str(clip), mlp_checkpoint=str(head), skip_bad_records=True)
+    weights = clip / "open_clip_config.json"
+    for output, rejects, report in [
+        (head, None, None),
+        (tmp_path / "o.jsonl", head, None),
+        (tmp_path / "o.jsonl", None, head),
+        (tmp_path / "o.jsonl", None, weights),
+    ]:
+        with pytest.raises(ConfigError, match="would overwrite the input"):
+            score_file(
+                source, output, config, rejects_path=rejects, report=ReportOutput(report, {}) if report else None
+            )
+    assert head.read_bytes() == Path(model_args["mlp_checkpoint"]).read_bytes()
+    assert weights.read_bytes() == (Path(model_args["clip_model"]) / weights.name).read_bytes()
+
+
+class _ReportThatFails(ReportOutput):
+    def pending(self, *args: object, **kwargs: object) -> PendingFile:
+        raise OSError(28, "No space left on device", str(self.path))
+
+
+def test_the_report_is_published_with_the_records_or_neither_is(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=2)
+    config = _config(model_args, root, skip_bad_records=True)
+    out, report = tmp_path / "out.jsonl", tmp_path / "report.html"
+    stats = score_file(source, out, config, report=ReportOutput(report, {"input": str(source)}))
+    assert stats is not None
+    page = report.read_text()
+    # The report names the published output, never the temporary it was made from.
+    assert str(out) in page and ".tmp" not in page
+    published = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(OSError, match="No space left"):
+        score_file(source, out, config.replace(reduction="max"), report=_ReportThatFails(report, {}))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == published

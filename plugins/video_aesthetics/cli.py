@@ -263,23 +263,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(rescore_command(args)), flush=True)
             return 0
         config = config_from_args(args)
+        from video_aesthetics.report import ReportOutput
         from video_aesthetics.runner import score_file
 
-        # The report is one more output of the run: checked with the others, before the model loads.
+        # The report is one more output of the run: checked with the others before the model loads,
+        # published with them.
         stats = score_file(
             args.input,
             args.output,
             config,
             rejects_path=args.rejects,
             nproc=args.nproc,
-            also_writes=[("--report", args.report)],
             embeddings=_embeddings_output(args),
+            report=ReportOutput(Path(args.report), {"input": args.input, "output": args.output})
+            if args.report
+            else None,
         )
-        if stats is not None and args.report:
-            from video_aesthetics.report import write_report
-
-            run = {"input": args.input, "output": args.output}
-            write_report(args.output, args.report, config, model=stats.model, run=run, rejected=stats.rejected)
     except VideoAestheticsError as err:
         print(f"video-aesthetics: error: {as_flags(str(err))}", file=sys.stderr)
         return 2
@@ -323,7 +322,8 @@ def as_flags(message: str) -> str:
     """
     flags = {p.name: p.cli_flag for p in parameters.on_face("cli") if "_" in p.name or p.name == "nproc"}
     names = "|".join(sorted(flags, key=len, reverse=True))
-    return re.sub(rf"(?<![\w./<-])({names})(?![\w/>-])", lambda m: flags[m.group(1)], message)
+    # Not before "=": "skip_bad_records=True" is the library's spelling, quoted beside the flag.
+    return re.sub(rf"(?<![\w./<-])({names})(?![\w/>=-])", lambda m: flags[m.group(1)], message)
 
 
 def report_command(args: argparse.Namespace) -> dict[str, Any]:

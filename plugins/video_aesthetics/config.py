@@ -97,7 +97,7 @@ class ScoringConfig:
         if not self.whole_video and self.output_key == self.input_video_key:
             raise ConfigError(
                 f"output_key {self.output_key!r} is the video field (input_video_key): scores would "
-                "replace the video path; choose another output_key"
+                "replace the video path; choose another output_key, or the field that holds the video as input_video_key"
             )
 
     @classmethod

@@ -202,7 +202,7 @@ class EmbeddingWriter:
                 pa.array(self._videos, pa.string()),
                 pa.array(self._clip_index, pa.int32()),
                 pa.array(self._clip_ids, pa.string()),
-                pa.array(self._frames, pa.string()),
+                _utf8_array(self._frames),
                 embedding,
             ],
             schema=self._schema(),
@@ -276,3 +276,18 @@ def _embedding_type(dim: int | None, kind: np.dtype) -> Any:
     import pyarrow as pa
 
     return pa.binary(dim * kind.itemsize) if dim else pa.binary()
+
+
+def _utf8_array(names: list[str]) -> Any:
+    """Frame file names as an Arrow string column; a name that is not UTF-8 is kept with \\xNN escapes.
+
+    The file system hands such names over with surrogate escapes, which Parquet's UTF-8 cannot hold:
+    one oddly named frame must not end a run.
+    """
+    import pyarrow as pa
+
+    try:
+        return pa.array(names, pa.string())
+    except UnicodeEncodeError:
+        escaped = [n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for n in names]
+        return pa.array(escaped, pa.string())

@@ -103,6 +103,7 @@ class PendingFile:
         # Not mkstemp: its 0600 would make outputs private; 0666 lets the umask decide, as for any file.
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
+            _keep_permissions(fd, self.path)
             self.handle: IO[Any] = os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
         except BaseException:
             os.close(fd)
@@ -162,6 +163,16 @@ def publish_together(files: Iterable[PendingFile]) -> None:
     with _signals_deferred():
         for pending in files:
             pending.commit()
+
+
+def _keep_permissions(fd: int, path: Path) -> None:
+    """Give the file ``fd`` the permissions of the file it will replace: a rerun must not widen a private output."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(mode):
+        os.fchmod(fd, mode & 0o777)
 
 
 @contextlib.contextmanager

@@ -26,9 +26,9 @@ from pathlib import Path
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.files import PendingFile, is_remote_url, is_within, same_file
 
-# A role and its path; None (an output the run does not write) is skipped.
+# A role and its path; None (an output the run does not write, an input read from a stream) is skipped.
 Role = tuple[str, "Path | str | None"]
-# What names standard input or output: never a file on disk, so never a collision.
+# Outputs are files: "-" would be a file of that name in the working folder, not standard output.
 STANDARD_STREAM = "-"
 
 
@@ -39,8 +39,14 @@ def check_outputs(outputs: Iterable[Role], inputs: Iterable[Role] = (), *, probe
     writable (and creates missing folders, as writing would). Remote URLs (s3://...) are compared by
     text only: their store checks them when written.
     """
-    outs = [(role, path) for role, path in outputs if path is not None and str(path) != STANDARD_STREAM]
-    ins = [(role, path) for role, path in inputs if path is not None and str(path) != STANDARD_STREAM]
+    outs = [(role, path) for role, path in outputs if path is not None]
+    ins = [(role, path) for role, path in inputs if path is not None]
+    for role, path in outs:
+        if str(path) == STANDARD_STREAM:
+            raise ConfigError(
+                f"{role} - would write a file named '-', not standard output: outputs are files; give {role} a "
+                f"file path (./- for a file of that name)"
+            )
     for role, path in outs:
         if not is_remote_url(path):
             check_output_path(role, Path(path))

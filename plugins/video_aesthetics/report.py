@@ -33,7 +33,7 @@ from typing import Any, TypedDict
 from video_aesthetics import __version__
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import atomic_writer
+from video_aesthetics.files import PendingFile, atomic_writer
 from video_aesthetics.filtering import passes_filter
 from video_aesthetics.jsonl import JsonlSource
 from video_aesthetics.parameters import BY_NAME
@@ -418,10 +418,39 @@ def write_report(
     return summary
 
 
+@dataclass(frozen=True)
+class ReportOutput:
+    """A run's HTML report: written from the run's records before they are published, and published with them.
+
+    So a run whose report cannot be written publishes nothing, and an interrupted one leaves the
+    previous records and report as they were, a matching pair.
+    """
+
+    path: Path
+    run: dict[str, Any]
+
+    def pending(self, records: PendingFile, shown_as: Path, config: ScoringConfig, **options: Any) -> PendingFile:
+        """The report of the finished but unpublished ``records`` (to be published as ``shown_as``), itself unpublished."""
+        records.finish()
+        summary = summarise_file(records.tmp, config, source=str(shown_as), run=self.run, **options)
+        pending = PendingFile(self.path, "wb")
+        try:
+            pending.handle.write(encode_page(render_html(summary)))
+        except BaseException:
+            pending.discard()
+            raise
+        return pending
+
+
 def write_html(path: Path | str, page: str) -> Path:
-    with atomic_writer(path) as handle:
-        handle.write(page)
+    with atomic_writer(path, "wb") as handle:
+        handle.write(encode_page(page))
     return Path(path)
+
+
+def encode_page(page: str) -> bytes:
+    """``page`` as UTF-8; a file name that is not UTF-8 (surrogate escapes) shows as \\udcff instead of failing."""
+    return page.encode("utf-8", "backslashreplace")
 
 
 class Headline(TypedDict):

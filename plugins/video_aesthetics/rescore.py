@@ -27,10 +27,11 @@ from typing import Any
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.embeddings_dataset import EmbeddingsDataset, check_clip
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.files import PendingFile, exclusive, publish_together, same_file, write_target
+from video_aesthetics.files import PendingFile, exclusive, publish_together, write_target
 from video_aesthetics.jsonl import JsonlSource, default_rejects_path
 from video_aesthetics.records import RecordCounts, record_check
-from video_aesthetics.rescore_matching import load_affine_head, rescore_records
+from video_aesthetics.report import ReportOutput
+from video_aesthetics.rescore_matching import AffineHead, load_affine_head, rescore_records
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ def rescore_file(
     *,
     clip_model: str | None = None,
     rejects_path: Path | str | None = None,
-    also_writes: list[tuple[str, Path | str | None]] | None = None,
+    report: ReportOutput | None = None,
 ) -> Any:
     """Rescore ``input_path`` from ``embeddings_path`` into ``output_path``; the run's RunStats.
 
     ``config`` gives the head (mlp_checkpoint), the reduction, the thresholds and the field names;
     its clip_model is not used. ``clip_model``, when given, must be the CLIP the embeddings came from.
     """
-    from video_aesthetics.runner import RunStats, check_run_paths, write_bad_lines, write_lines
+    from video_aesthetics.runner import check_run_paths, model_files, write_bad_lines, write_lines
 
     started = time.monotonic()
     dataset = EmbeddingsDataset(embeddings_path)
@@ -86,9 +87,9 @@ def rescore_file(
     rejects = (
         (Path(rejects_path) if rejects_path else default_rejects_path(output)) if config.skip_bad_records else None
     )
-    if same_file(output, embeddings_path) or (rejects is not None and same_file(rejects, embeddings_path)):
-        raise ConfigError(f"the output {output} is the embeddings {embeddings_path}; choose another --output")
-    if check_run_paths(input_path, output, rejects, also_writes or []):
+    reads = [*model_files(config), *(("--embeddings", part.path) for part in dataset.parts)]
+    writes = [("--report", report.path if report is not None else None)]
+    if check_run_paths(input_path, output, rejects, writes, reads):
         raise InputError(f"rescore reads --input {input_path} as a file: save the stream to a file first")
     head = load_affine_head(config.mlp_checkpoint, dataset.dim)
     label = str(input_path)
@@ -106,9 +107,29 @@ def rescore_file(
             write_lines(out_file.handle, rescore_records(enumerate(source), dataset, head, config, counts, label))
         if rej_file is not None:
             rejected = write_bad_lines(rej_file.handle, source)
-        publish_together([f for f in (rej_file, out_file) if f is not None])
-    seconds = time.monotonic() - started
-    stats = RunStats(
+        seconds = time.monotonic() - started
+        stats = _stats(counts, rejected, seconds, output, rejects, dataset, head)
+        finished = [f for f in (rej_file,) if f is not None]
+        if report is not None:
+            page = report.pending(out_file, output, config, model=stats.model, rejected=rejected)
+            finished.append(stack.enter_context(page))
+        publish_together([*finished, out_file])
+    log.info("rescored %d clips of %d records from %s in %.1fs", counts.clips, counts.records, embeddings_path, seconds)
+    return stats
+
+
+def _stats(
+    counts: RecordCounts,
+    rejected: int,
+    seconds: float,
+    output: Path,
+    rejects: Path | None,
+    dataset: EmbeddingsDataset,
+    head: AffineHead,
+) -> Any:
+    from video_aesthetics.runner import RunStats
+
+    return RunStats(
         records=counts.records,
         clips=counts.clips,
         scored=counts.scored,
@@ -126,8 +147,6 @@ def rescore_file(
             "precision": dataset.meta.get("precision"),
         },
     )
-    log.info("rescored %d clips of %d records from %s in %.1fs", counts.clips, counts.records, embeddings_path, seconds)
-    return stats
 
 
 def rescore_command(args: Any) -> dict[str, Any]:
@@ -145,8 +164,7 @@ def rescore_command(args: Any) -> dict[str, Any]:
         "figure_root": args.figure_root,
     }
     config = ScoringConfig.from_params(params)
-    if args.report and Path(args.report).is_dir():
-        raise ConfigError(f"report path {args.report} is a directory; pass a file name such as report.html")
+    run = {"input": args.input, "output": args.output, "embeddings": args.embeddings}
     stats = rescore_file(
         args.input,
         args.embeddings,
@@ -154,13 +172,9 @@ def rescore_command(args: Any) -> dict[str, Any]:
         config,
         clip_model=args.clip_model,
         rejects_path=args.rejects,
-        also_writes=[("--report", args.report)],
+        report=ReportOutput(Path(args.report), run) if args.report else None,
     )
     result = stats.as_dict()
     if args.report:
-        from video_aesthetics.report import write_report
-
-        run = {"input": args.input, "output": args.output, "embeddings": args.embeddings}
-        write_report(args.output, args.report, config, model=stats.model, run=run, rejected=stats.rejected)
         result["report"] = args.report
     return result

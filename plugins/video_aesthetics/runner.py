@@ -24,12 +24,13 @@ from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import (
     PendingFile,
     exclusive,
+    is_remote_url,
     publish_together,
     spooled,
     write_target,
 )
 from video_aesthetics.jsonl import JsonlSource, default_rejects_path, dumps, input_kind
-from video_aesthetics.outputs import check_outputs
+from video_aesthetics.outputs import Role, check_outputs
 from video_aesthetics.progress import Progress
 from video_aesthetics.records import NO_FRAMES, RecordCounts, count_records, record_check
 from video_aesthetics.writeback import merge_results
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from video_aesthetics.embeddings import EmbeddingsOutput, EmbeddingWriter
+    from video_aesthetics.report import ReportOutput
 
 Writer = Callable[[Iterator[dict[str, Any]]], Any]
 # Loads the model for a device (None: the one the config names); lets the evaluator keep one across runs.
@@ -194,13 +196,14 @@ def score_file(
     rejects_path: Path | str | None = None,
     nproc: int | None = None,
     distributed: bool = False,
-    also_writes: Sequence[tuple[str, Path | str | None]] = (),
     embeddings: EmbeddingsOutput | None = None,
+    report: ReportOutput | None = None,
 ) -> RunStats | None:
     """Score a JSONL file into another; with skip_bad_records, bad lines go to a rejects file.
 
     With ``embeddings`` the scored frames' CLIP embeddings go to a Parquet file
-    (video_aesthetics.embeddings), published with the output and the rejects, or not at all.
+    (video_aesthetics.embeddings), published with the output and the rejects, or not at all; so
+    does the HTML ``report`` of the scored records.
 
     Every input line ends in the output or in the rejects file (or the run stops before writing
     anything). Before any scoring: the input must be readable (``"-"``, pipes and FIFOs are read
@@ -208,18 +211,20 @@ def score_file(
     different files after following links, the outputs must be writable files, and no other run
     may be writing them (a lock beside each). Output and rejects are written to temporaries and
     renamed into place together at the end, rejects first; an output that is a symbolic link keeps
-    the link and has its target replaced. ``also_writes`` names the caller's other outputs of the
-    run, by role (``[("--report", path)]``): they are held to the same checks (outputs.check_outputs)
-    before the model loads. Returns None on a torchrun rank that does not write.
+    the link and has its target replaced. The embeddings and the report are held to the same checks
+    (outputs.check_outputs) before the model loads, and no output may be a weights file of the run.
+    Returns None on a torchrun rank that does not write.
     """
     check_nproc(nproc, config.device)
     output = Path(output_path)
     rejects = (
         (Path(rejects_path) if rejects_path else default_rejects_path(output)) if config.skip_bad_records else None
     )
-    if embeddings is not None:
-        also_writes = [*also_writes, ("--embeddings", embeddings.path)]
-    stream = check_run_paths(input_path, output, rejects, also_writes)
+    also_writes = [
+        ("--embeddings", embeddings.path if embeddings is not None else None),
+        ("--report", report.path if report is not None else None),
+    ]
+    stream = check_run_paths(input_path, output, rejects, also_writes, model_files(config))
     writes = _writing_rank()
     if stream and not writes:
         raise InputError("under torchrun every rank reads the input itself: give --input a regular file, not a stream")
@@ -236,6 +241,7 @@ def score_file(
             path = stack.enter_context(_spooled_input(input_path, label, write_target(output).parent, output.name))
         source = JsonlSource(path, skip_bad_records=config.skip_bad_records, name=label, check=record_check(config))
         rejected: list[int] = []
+        finished: list[PendingFile] = []
 
         def write(records: Iterator[dict[str, Any]]) -> None:
             assert out_file is not None
@@ -243,18 +249,37 @@ def score_file(
             if rej_file is not None:
                 rejected.append(write_bad_lines(rej_file.handle, source))
             emb_file = emb_writer.finish(written) if emb_writer is not None else None
-            publish_together([f for f in (rej_file, emb_file, out_file) if f is not None])
+            finished.extend(f for f in (rej_file, emb_file) if f is not None)
 
         stats = score_records(source, config, write, nproc=nproc, distributed=distributed, embeddings=emb_writer)
-    if stats is None:
-        return None
-    stats.output = str(output)
-    if rejects is not None:
-        stats.rejected = rejected[0] if rejected else 0
-        stats.rejects = str(rejects)
-        if stats.rejected:
-            log.warning("%d malformed line(s) written to %s", stats.rejected, rejects)
+        if stats is None:
+            return None
+        stats.output = str(output)
+        if rejects is not None:
+            stats.rejected = rejected[0] if rejected else 0
+            stats.rejects = str(rejects)
+        assert out_file is not None
+        if report is not None:
+            page = report.pending(out_file, output, config, model=stats.model, rejected=stats.rejected)
+            finished.append(stack.enter_context(page))
+        publish_together([*finished, out_file])
+    if stats.rejected:
+        log.warning("%d malformed line(s) written to %s", stats.rejected, rejects)
     return stats
+
+
+def model_files(config: ScoringConfig) -> list[Role]:
+    """The run's weight files, as inputs that no output may overwrite (a name such as ViT-L/14 matches no file).
+
+    A checkpoint folder stands for the files in it (its config and weights).
+    """
+    clip = config.clip_model
+    paths = [clip, clip.split(":", 1)[1]] if ":" in clip and not is_remote_url(clip) else [clip]
+    files: list[Path | str] = []
+    for path in paths:
+        folder = Path(path)
+        files.extend(sorted(folder.iterdir()) if not is_remote_url(path) and folder.is_dir() else [path])
+    return [("--clip-model", p) for p in files] + [("--mlp-checkpoint", config.mlp_checkpoint)]
 
 
 STDIN = "-"
@@ -276,9 +301,12 @@ def check_run_paths(
     input_path: Path | str,
     output: Path,
     rejects: Path | None,
-    also_writes: Sequence[tuple[str, Path | str | None]] = (),
+    also_writes: Sequence[Role] = (),
+    also_reads: Sequence[Role] = (),
 ) -> bool:
     """Refuse paths that cannot work, before anything is read or written; whether the input is a stream.
+
+    ``also_reads`` are the run's other inputs (weights, embeddings), which no output may overwrite.
 
     Raises InputError for an input that is missing, a folder, a device or unreadable, and
     ConfigError (outputs.check_outputs) for outputs that are folders, not files, unwritable or links
@@ -294,7 +322,7 @@ def check_run_paths(
     else:
         stream = input_kind(input_path) == "stream"
     outputs = [("--output", output), ("--rejects", rejects), *also_writes]
-    check_outputs(outputs, [("--input", None if stream else input_path)])
+    check_outputs(outputs, [("--input", None if stream else input_path), *also_reads])
     return stream
 
 
