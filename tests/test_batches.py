@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from helpers.media import clip_record, write_frames, write_video
 from video_aesthetics.batches import DECODE_ERROR, FrameBatches, RankShare, load_batch, load_sample
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.frames import PreprocessConfig
-from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample
+from video_aesthetics.extraction import has_frames
+from video_aesthetics.frames import PreprocessConfig, load_frame
+from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample, iter_samples
 
 PP = PreprocessConfig(size=32)
 
@@ -115,3 +117,53 @@ def test_a_video_hand_over_carries_paths_and_indices_and_each_samples_reason(tmp
     write_frames(tmp_path, "v", "v_0", 2, seed=1)
     clip = (Sample(0, 0, 0, tmp_path / "v" / "v_0" / "img"),)
     assert "videos" not in load_batch(0, clip, _config(tmp_path), PP, "gpu", videos_on_device=True)
+
+
+# --- what records.stays_inside checked is what the workers read ----------------------------------------
+
+
+def _relink(link: Path, target: Path) -> None:
+    staged = link.with_name(link.name + ".swap")
+    staged.symlink_to(target, target_is_directory=target.is_dir())
+    os.replace(staged, link)
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast", "gpu"])
+def test_a_clip_folder_swapped_outside_after_its_check_is_never_read(tmp_path: Path, decode: str) -> None:
+    """The reviewer's race, made deterministic: samples checked, the folder link swapped, then decoded."""
+    root = tmp_path / "frames"
+    real = write_frames(root, "v", "real", 3, seed=1)[0].parent
+    outside = write_frames(tmp_path / "outside", "v", "real", 3, seed=2)[0].parent  # same frame names
+    (root / "v" / "race").mkdir()
+    (root / "v" / "race" / "img").symlink_to(real, target_is_directory=True)  # inside: fine
+    config = _config(root)
+    [sample] = list(iter_samples([clip_record("v.mp4", ["race"])], config))
+    assert sample.error is None  # checked while the link stayed inside
+    pixels, _, error = load_sample(sample, config, PP, decode)
+    assert error is None and len(pixels) == 3
+    _relink(root / "v" / "race" / "img", outside)
+    assert load_sample(sample, config, PP, decode) == ([], [], UNSAFE_PATH)
+    batch = load_batch(0, (sample,), config, PP, decode)
+    assert batch["errors"] == [UNSAFE_PATH] and batch["counts"] == [0]
+    _relink(root / "v" / "race" / "img", real)
+    assert load_sample(sample, config, PP, decode)[2] is None
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast", "gpu"])
+def test_a_frame_linked_to_another_inside_figure_root_is_scored_as_has_frames_counts_it(
+    tmp_path: Path, decode: str
+) -> None:
+    """One rule for the scorer and the DAG's check: a dedup link inside figure_root is a frame."""
+    root = tmp_path / "frames"
+    source = write_frames(root, "v", "c0", 3, seed=1)
+    dedup = root / "v" / "dedup" / "img"
+    dedup.mkdir(parents=True)
+    for frame in source:
+        (dedup / frame.name).symlink_to(os.path.relpath(frame, dedup))
+    config = _config(root)
+    assert has_frames(dedup, config.load_num, root)
+    pixels, names, error = load_sample(Sample(0, 0, 0, dedup), config, PP, decode)
+    assert error is None and names == [frame.name for frame in source]
+    if decode == "exact":
+        for got, frame in zip(pixels, source, strict=True):
+            np.testing.assert_array_equal(got, load_frame(frame, PP))

@@ -50,7 +50,7 @@ from video_aesthetics.decoding import (
 )
 from video_aesthetics.device_decoder import DeviceDecoder, decoded_ahead
 from video_aesthetics.errors import ConfigError
-from video_aesthetics.frames import PreprocessConfig, load_frame
+from video_aesthetics.frames import OutsideRootError, PreprocessConfig, list_frames, load_frame
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES
 from video_aesthetics.scoring import Scorer, iter_results
 
@@ -452,3 +452,92 @@ def test_whole_video_scores_on_the_fast_path(tmp_path: Path, model_args: dict, s
     [fast] = list(iter_results([{"video": str(video)}], config.replace(decode="fast"), scorer))
     assert exact.error is None and fast.error is None
     assert fast.frame_scores == pytest.approx(exact.frame_scores, abs=SCORE_DELTA)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What is checked is what is read: every path's reader checks the file it opened, not the name
+
+
+def _relink(link: Path, target: Path) -> None:
+    staged = link.with_name(link.name + ".swap")
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
+READERS = {"read_frame": read_frame, "fast": load_frame_fast, "device": frame_for_device}
+
+
+def _read(reader: str, path: Path, real_root: str) -> object:
+    if reader == "read_frame":
+        return read_frame(path, real_root=real_root)
+    return READERS[reader](path, PP, real_root)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("image", ["jpeg", "png", "huge"])
+def test_a_link_swapped_outside_figure_root_after_listing_is_read_by_no_path(
+    tmp_path: Path, reader: str, image: str
+) -> None:
+    """Frame link and clip folder link alike: listed while inside, swapped out, then read: refused."""
+    root, outside = tmp_path / "frames", tmp_path / "outside"
+    name = "frame_0.png" if image == "png" else "frame_0.jpg"
+    for folder, seed in ((root / "v" / "c" / "real", 1), (outside, 2)):
+        if image == "png":
+            save_image(folder / name, picture(seed))
+        else:
+            folder.mkdir(parents=True)
+            (folder / name).write_bytes(jpeg_bytes(seed))
+            if image == "huge":  # over MAX_FRAME_BYTES: the exact path reopens it, checked again
+                with (folder / name).open("r+b") as handle:
+                    handle.truncate(MAX_FRAME_BYTES + 1)
+    real_root = os.path.realpath(root)
+    frame_link = root / "v" / "c" / "img" / name
+    frame_link.parent.mkdir()
+    frame_link.symlink_to(root / "v" / "c" / "real" / name)
+    folder_link = root / "v" / "d" / "img"
+    folder_link.parent.mkdir()
+    folder_link.symlink_to(root / "v" / "c" / "real")
+    for link, target in ((frame_link, outside / name), (folder_link, outside)):
+        [listed] = list_frames(link if link.is_dir() else link.parent, root)
+        _read(reader, listed, real_root)  # inside figure_root: read
+        _relink(link, target)
+        with pytest.raises(OutsideRootError, match="outside figure_root"):
+            _read(reader, listed, real_root)
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_fifo_swapped_in_for_a_listed_frame_never_blocks_a_reader(tmp_path: Path, reader: str) -> None:
+    root = tmp_path / "frames"
+    (root / "img").mkdir(parents=True)
+    (root / "img" / "frame_0.jpg").write_bytes(jpeg_bytes())
+    [listed] = list_frames(root / "img", root)
+    listed.unlink()
+    os.mkfifo(listed)
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(_read(reader, listed, os.path.realpath(root)))
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "reading a FIFO must not block"
+    assert isinstance(outcome[0], OSError) and "not a regular file" in str(outcome[0])
+
+
+def test_a_frame_linked_inside_figure_root_reads_the_same_on_every_path(tmp_path: Path) -> None:
+    root = tmp_path / "frames"
+    target = root / "v" / "a" / "img" / "frame_0.jpg"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(jpeg_bytes(seed=5))
+    link = root / "v" / "b" / "img" / "frame_0.jpg"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../a/img/frame_0.jpg")
+    real_root = os.path.realpath(root)
+    assert read_frame(link, real_root=real_root) == target.read_bytes()
+    np.testing.assert_array_equal(load_frame(link, PP, real_root), load_frame(target, PP))
+    np.testing.assert_array_equal(load_frame_fast(link, PP, real_root), load_frame_fast(target, PP))
+    assert frame_for_device(link, PP, real_root) == frame_for_device(target, PP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,12 @@ import pytest
 from PIL import Image
 
 from helpers.media import decode_rgb, write_frames, write_jsonl, write_video
+from video_aesthetics.batches import load_sample
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
-from video_aesthetics.extraction import FrameReport, check_frames, clip_indices, extract_clip_frames
+from video_aesthetics.extraction import FrameReport, check_frames, clip_indices, extract_clip_frames, has_frames
+from video_aesthetics.frames import PreprocessConfig
+from video_aesthetics.records import Sample
 
 FRAMES = 24
 
@@ -375,3 +379,20 @@ def test_a_link_that_stays_inside_figure_root_is_read_but_never_written_through(
 
     assert (report.present, report.extracted, report.missing) == (1, 0, 1)
     assert files_under(figure_root) == before
+
+
+def test_has_frames_and_the_scorer_apply_one_rule_to_frame_links(tmp_path: Path) -> None:
+    """A frame linked to another inside figure_root counts for both; one linked outside, for neither."""
+    root = tmp_path / "frames"
+    source = write_frames(root, "v", "c0", 3, seed=1)
+    secret = write_frames(tmp_path / "outside", "v", "c0", 3, seed=2)
+    config = ScoringConfig(figure_root=str(root), load_num=3, num_workers=0)
+    pp = PreprocessConfig(size=32)
+    for clip, targets in (("dedup", source), ("leak", secret)):
+        folder = root / "v" / clip / "img"
+        folder.mkdir(parents=True)
+        for target in targets:
+            (folder / target.name).symlink_to(os.path.relpath(target, folder))
+    dedup, leak = root / "v" / "dedup" / "img", root / "v" / "leak" / "img"
+    assert has_frames(dedup, 3, root) and load_sample(Sample(0, 0, 0, dedup), config, pp)[2] is None
+    assert not has_frames(leak, 3, root) and load_sample(Sample(1, 0, 1, leak), config, pp)[2] == "no_frames"

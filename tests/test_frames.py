@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,10 @@ from helpers.media import picture, write_jpeg
 from video_aesthetics.frames import (
     FetchedFrame,
     FrameTooLargeError,
+    OutsideRootError,
     PreprocessConfig,
     check_frame_size,
+    descriptor_path,
     is_readable,
     list_frames,
     load_frame,
@@ -301,3 +305,136 @@ def test_a_small_png_that_decodes_to_a_huge_picture_is_refused_before_decoding(t
     with pytest.raises(FrameTooLargeError, match="13000x13000"), open_frame(bomb) as image:
         image.load()  # never reached: the header's size is refused first
     assert not is_readable(bomb)
+
+
+# --- what is checked is what is read: a link swapped between listing and reading -----------------------
+
+
+def _relink(link: Path, target: Path) -> None:
+    """Point the symbolic link ``link`` at ``target`` in one step, as a writer racing the scorer does."""
+    staged = link.with_name(link.name + ".swap")
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
+def _without_blocking(call: Callable[[], object]) -> object:
+    """What ``call`` returned or raised, failing the test if it is still blocked after 10 seconds."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as err:  # noqa: BLE001 - the test inspects whatever was raised
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "reading a FIFO swapped in for a frame must not block"
+    return outcome[0]
+
+
+def _race_root(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """figure_root with a frame folder ``v/c/img`` and, outside it, a folder holding a different frame_0.jpg."""
+    root = tmp_path / "frames"
+    write_jpeg(root / "v" / "c" / "real" / "frame_0.jpg", seed=1)
+    write_jpeg(root / "v" / "c" / "inside.jpg", seed=2)
+    outside = tmp_path / "outside"
+    write_jpeg(outside / "frame_0.jpg", seed=3)
+    return root, root / "v" / "c", outside
+
+
+def test_a_frame_link_swapped_outside_after_listing_is_never_read(tmp_path: Path) -> None:
+    root, clip, outside = _race_root(tmp_path)
+    folder = clip / "img"
+    folder.mkdir()
+    (folder / "frame_0.jpg").symlink_to(clip / "inside.jpg")
+    real_root = os.path.realpath(root)
+    [listed] = list_frames(folder, root)
+    pp = PreprocessConfig(size=32)
+    inside_pixels = load_frame(listed, pp, real_root)  # a link that stays inside is read
+    np.testing.assert_array_equal(inside_pixels, load_frame(clip / "inside.jpg", pp))
+    _relink(folder / "frame_0.jpg", outside / "frame_0.jpg")  # the check above no longer holds
+    with pytest.raises(OutsideRootError, match="outside figure_root"):
+        load_frame(listed, pp, real_root)
+    with pytest.raises(OutsideRootError), open_frame(listed, real_root):
+        pass
+    assert not is_readable(listed, real_root)
+    assert [p.name for p in list_frames(folder, root)] == []  # listed again: refused as any link out is
+
+
+def test_a_clip_folder_link_swapped_outside_after_listing_is_never_read(tmp_path: Path) -> None:
+    root, clip, outside = _race_root(tmp_path)
+    folder = clip / "img"
+    folder.symlink_to(clip / "real")  # a folder link that stays inside figure_root: fine
+    real_root = os.path.realpath(root)
+    [listed] = list_frames(folder, root)
+    pp = PreprocessConfig(size=32)
+    np.testing.assert_array_equal(load_frame(listed, pp, real_root), load_frame(clip / "real" / "frame_0.jpg", pp))
+    _relink(folder, outside)  # same name, same frame name, now outside figure_root
+    with pytest.raises(OutsideRootError, match="outside figure_root"):
+        load_frame(listed, pp, real_root)
+    assert not is_readable(listed, real_root)
+    # Listed now, the folder itself is refused: its descriptor's real path is outside the root.
+    with pytest.raises(OutsideRootError, match="outside figure_root"):
+        list_frames(folder, root)
+
+
+def test_a_fifo_swapped_in_for_a_frame_or_its_folder_never_blocks(tmp_path: Path) -> None:
+    root, clip, _ = _race_root(tmp_path)
+    folder = clip / "img"
+    write_jpeg(folder / "frame_0.jpg", seed=4)
+    real_root = os.path.realpath(root)
+    [listed] = list_frames(folder, root)
+    listed.unlink()
+    os.mkfifo(listed)
+    pp = PreprocessConfig(size=32)
+    for read in (lambda: load_frame(listed, pp, real_root), lambda: load_frame(listed, pp)):
+        refused = _without_blocking(read)
+        assert isinstance(refused, OSError) and "not a regular file" in str(refused)
+    assert _without_blocking(lambda: is_readable(listed, real_root)) is False
+    # A FIFO in place of the clip folder: no folder, so no frames.
+    listed.unlink()
+    folder.rmdir()
+    os.mkfifo(folder)
+    assert _without_blocking(lambda: list_frames(folder, root)) == []
+
+
+def test_a_link_to_a_frame_inside_the_root_is_listed_and_read(tmp_path: Path) -> None:
+    root, clip, _ = _race_root(tmp_path)
+    folder = clip / "img"
+    folder.mkdir()
+    (folder / "frame_0.jpg").symlink_to("../real/frame_0.jpg")  # relative, as dedup tools write them
+    [listed] = list_frames(folder, root)
+    pp = PreprocessConfig(size=32)
+    np.testing.assert_array_equal(
+        load_frame(listed, pp, os.path.realpath(root)), load_frame(clip / "real" / "frame_0.jpg", pp)
+    )
+
+
+def test_without_proc_a_descriptor_is_trusted_only_while_its_name_still_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Systems without /proc/self/fd (macOS): the name is resolved and must still be the file opened.
+    real_readlink = os.readlink
+
+    def no_proc(path: str, *args: object, **kwargs: object) -> str:
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(path)
+        return real_readlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "readlink", no_proc)
+    root, clip, outside = _race_root(tmp_path)
+    link = clip / "frame.jpg"
+    link.symlink_to(clip / "inside.jpg")
+    fd = os.open(link, os.O_RDONLY)
+    try:
+        assert descriptor_path(fd, link) == os.path.realpath(clip / "inside.jpg")
+        _relink(link, outside / "frame_0.jpg")
+        with pytest.raises(OutsideRootError, match="changed while it was opened"):
+            descriptor_path(fd, link)
+    finally:
+        os.close(fd)
+    pp = PreprocessConfig(size=32)
+    with pytest.raises(OutsideRootError, match="outside figure_root"):
+        load_frame(link, pp, os.path.realpath(root))

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -503,6 +504,21 @@ def test_the_report_shows_only_frames_the_scorer_would_read(tmp_path: Path, capl
             assert thumbnail({**summary["best"][0], "frame": forged}, summary) is None
     assert any("outside figure_root" in message for message in caplog.messages)
     assert any("bounds of a video frame" in message for message in caplog.messages)
+
+
+def test_a_frame_linked_inside_figure_root_is_shown_as_the_scorer_reads_it(tmp_path: Path) -> None:
+    root = tmp_path / "frames"
+    originals = write_frames(root, "v", "original", 3, seed=5)
+    copy = root / "v" / "dedup" / "img"
+    copy.mkdir(parents=True)
+    for frame in originals:
+        (copy / frame.name).symlink_to(os.path.relpath(frame, copy))
+    record = clip_record("v.mp4", ["dedup"])
+    record["video_clips"]["clips"][0]["aesthetic_score"] = 5.0
+    summary = summarise_file(write_jsonl(tmp_path / "s.jsonl", [record]), ScoringConfig(figure_root=str(root)), top=1)
+    [entry] = summary["best"]
+    assert entry["frame"] == str(copy / originals[1].name)
+    assert thumbnail(entry, summary) is not None
 
 
 def test_ghostscript_never_runs_for_a_frame_named_jpg(tmp_path: Path, model_args: dict) -> None:

@@ -24,8 +24,8 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import decodes_on_device, frame_loader, image_pixels, pack_for_device
 from video_aesthetics.errors import StoreAccessError
 from video_aesthetics.frame_store import RemoteFrames, remote_frames
-from video_aesthetics.frames import PreprocessConfig, list_frames, select_evenly, select_frames
-from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, Sample, iter_samples
+from video_aesthetics.frames import OutsideRootError, PreprocessConfig, list_frames, select_evenly, select_frames
+from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample, iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def load_sample(
     try:
         if config.whole_video:
             return _video_pixels(sample.path, config.load_num, pp, decode)
-        return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config))
+        return _folder_pixels(sample.path, config.load_num, pp, decode, remote_frames(config), config.frames_root)
     except StoreAccessError:
         raise  # the store failed, not the sample: the run fails (and is retried), no clip is marked
     except Exception:
@@ -172,24 +172,47 @@ def load_sample(
 
 
 def _folder_pixels(
-    folder: Path, load_num: int, pp: PreprocessConfig, decode: str, store: RemoteFrames | None = None
+    folder: Path,
+    load_num: int,
+    pp: PreprocessConfig,
+    decode: str,
+    store: RemoteFrames | None = None,
+    root: Path | None = None,
 ) -> tuple[list[Any], list[str], str | None]:
-    frames: list[Any] = list_frames(folder) if store is None else store.list(folder)
+    """A clip folder's selected frames, read by extraction.has_frames's rule: everything inside ``root`` (figure_root).
+
+    Locally the folder is listed, and each frame read, through descriptors checked inside
+    ``root`` (frames.list_frames, frames.open_inside): a link swapped after records.stays_inside
+    checked the folder cannot lead a read outside. A folder found outside then is unsafe_path,
+    as is a clip whose every selected frame was.
+    """
+    real_root = None if store is not None or root is None else os.path.realpath(root)
+    try:
+        frames: list[Any] = list_frames(folder, root) if store is None else store.list(folder)
+    except OutsideRootError as err:
+        log.warning("not reading %s: %s", folder, err)
+        return [], [], UNSAFE_PATH
     if not frames:
         return [], [], NO_FRAMES
     load = frame_loader(decode)
-    pixels, names = [], []
+    pixels, names, outside = [], [], False
     selected = select_frames(frames, load_num)
     # Remote frames are fetched side by side; one that cannot be fetched fails below like a damaged file.
     fetched = selected if store is None else store.fetch(selected)
     for chosen, path in zip(selected, fetched, strict=True):
         try:
-            pixels.append(load(path, pp))
+            pixels.append(load(path, pp, real_root))
+        except OutsideRootError as err:
+            log.warning("skipping frame %s: %s", path, err)
+            outside = True
+            continue
         except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
             log.warning("skipping unreadable frame %s: %s", path, err)
             continue
         names.append(os.path.basename(str(chosen).rstrip("/")))
-    return pixels, names, None if pixels else CORRUPT_FRAMES
+    if pixels:
+        return pixels, names, None
+    return pixels, names, UNSAFE_PATH if outside else CORRUPT_FRAMES
 
 
 def _video_pixels(

@@ -29,7 +29,6 @@ import functools
 import io
 import logging
 import os
-import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +48,7 @@ from video_aesthetics.frames import (
     PreprocessConfig,
     check_frame_size,
     load_frame,
+    open_inside,
     resized_size,
     to_pixels,
 )
@@ -154,22 +154,20 @@ _DEVICE_PATHS: dict[str, tuple[str, Callable[[torch.device], str | None], str]] 
 # Reading and checking bytes (every path but exact; the gpu path's workers do only this)
 
 
-def read_frame(path: Path | FetchedFrame, limit: int = MAX_FRAME_BYTES) -> bytes | None:
+def read_frame(path: Path | FetchedFrame, limit: int = MAX_FRAME_BYTES, real_root: str | None = None) -> bytes | None:
     """The bytes of a regular file, or None when it holds more than ``limit`` (stream it instead).
 
-    Opened without blocking and checked after opening: a FIFO or device swapped in for a frame
-    after it was listed must not hang a worker or feed it endlessly. A frame fetched from a remote
+    Opened without blocking and checked after opening (frames.open_inside): a FIFO or device
+    swapped in for a frame after it was listed must not hang a worker or feed it endlessly, and
+    with ``real_root`` (figure_root, resolved) the file opened must lie inside it (else
+    OutsideRootError); the bytes come from that descriptor. A frame fetched from a remote
     figure_root (FetchedFrame) is already in memory.
     """
     if isinstance(path, FetchedFrame):
         data = path.content()
         return data if len(data) <= limit else None
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if info.st_size > limit:
+    with os.fdopen(open_inside(path, real_root), "rb") as handle:
+        if os.fstat(handle.fileno()).st_size > limit:
             return None
         data = handle.read(limit + 1)
     return data if len(data) <= limit else None
@@ -242,21 +240,29 @@ def _crop_or_pad(images: torch.Tensor, size: int, fill: int) -> torch.Tensor:
 # The fast CPU path
 
 
-def load_frame_fast(path: Path, pp: PreprocessConfig) -> np.ndarray:
+def load_frame_fast(path: Path | FetchedFrame, pp: PreprocessConfig, real_root: str | None = None) -> np.ndarray:
     """``frames.load_frame``'s pixels, at most 1 level away, a few times faster for JPEGs.
 
-    Raises as the exact path does for a frame that cannot be read.
+    Raises as the exact path does for a frame that cannot be read. The file is opened once (with
+    ``real_root``, checked inside it) and every decoder reads the bytes read then.
     """
-    data = read_frame(path)
-    if data is None or not is_plain_jpeg(data):
-        return load_frame(path, pp)
+    data = read_frame(path, real_root=real_root)
+    if data is None:
+        return load_frame(path, pp, real_root)
+    if not is_plain_jpeg(data):
+        return load_frame(_as_read(path, data), pp)
     try:
         decoded = decode_jpeg(_as_tensor(data), mode=ImageReadMode.RGB)
     except RuntimeError as err:
         # libjpeg is stricter than PIL on some damage: the reference decides whether the frame is readable.
         log.debug("torchvision refused %s (%s); decoding it with PIL", path, err)
-        return load_frame(path, pp)
+        return load_frame(_as_read(path, data), pp)
     return resize_crop(decoded.unsqueeze(0), pp)[0].numpy()
+
+
+def _as_read(path: Path | FetchedFrame, data: bytes) -> FetchedFrame:
+    """Bytes already read from ``path`` (through a checked descriptor), for frames.load_frame: no second open."""
+    return path if isinstance(path, FetchedFrame) else FetchedFrame(str(path), data)
 
 
 def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.ndarray:
@@ -268,8 +274,12 @@ def image_pixels(image: Image.Image, pp: PreprocessConfig, decode: str) -> np.nd
     return resize_crop(rgb, pp)[0].numpy()
 
 
-def frame_loader(decode: str) -> Callable[[Path, PreprocessConfig], Any]:
-    """What a decoding worker does with one frame file on the resolved ``decode`` path."""
+def frame_loader(decode: str) -> Callable[..., Any]:
+    """What a decoding worker does with one frame file on the resolved ``decode`` path.
+
+    Each takes ``(path, pp, real_root=None)``: with ``real_root`` a frame whose opened file lies
+    outside it raises frames.OutsideRootError.
+    """
     return {"exact": load_frame, "fast": load_frame_fast, "gpu": frame_for_device, "hardware": frame_for_device}[decode]
 
 
@@ -277,15 +287,21 @@ def frame_loader(decode: str) -> Callable[[Path, PreprocessConfig], Any]:
 # The gpu and hardware paths: bytes in the workers (pixels on the device: device_decoder.py)
 
 
-def frame_for_device(path: Path, pp: PreprocessConfig) -> bytes | np.ndarray:
+def frame_for_device(
+    path: Path | FetchedFrame, pp: PreprocessConfig, real_root: str | None = None
+) -> bytes | np.ndarray:
     """A worker's share of the gpu and hardware paths: a plain, complete JPEG's bytes, or any other frame decoded here.
 
     Raises, as the exact path does, for a frame that cannot be read (a truncated JPEG among them).
+    The file is opened once (with ``real_root``, checked inside it): what is shipped or decoded
+    is what was read then.
     """
-    data = read_frame(path)
-    if data is not None and is_plain_jpeg(data) and is_complete_jpeg(data):
+    data = read_frame(path, real_root=real_root)
+    if data is None:
+        return load_frame(path, pp, real_root)
+    if is_plain_jpeg(data) and is_complete_jpeg(data):
         return data
-    return load_frame(path, pp)
+    return load_frame(_as_read(path, data), pp)
 
 
 def pack_for_device(frames: list[bytes | np.ndarray], pp: PreprocessConfig) -> dict[str, Any]:

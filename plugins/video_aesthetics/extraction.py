@@ -22,7 +22,7 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import LinkInTheWayError, write_below
 from video_aesthetics.frame_store import FETCH_THREADS, remote_frames, remote_has_frames
-from video_aesthetics.frames import is_readable, list_frames, select_frames
+from video_aesthetics.frames import OutsideRootError, is_readable, list_frames, select_frames
 from video_aesthetics.jsonl import JsonlSource
 from video_aesthetics.records import (
     Sample,
@@ -221,10 +221,15 @@ def has_frames(folder: Path, load_num: int, root: Path | None = None) -> bool:
     With ``root`` (figure_root), ``folder`` must lie below it, and frames count only where they
     resolve inside it, through any symbolic link.
     """
-    if root is not None and not stays_inside(folder, root, os.path.realpath(root)):
+    real_root = None if root is None else os.path.realpath(root)
+    if root is not None and real_root is not None and not stays_inside(folder, root, real_root):
         return False
-    selected = select_frames(list_frames(folder, root), load_num)
-    return bool(selected) and all(is_readable(path) for path in selected)
+    try:
+        # The scorer's rule (batches._folder_pixels): listed and read through descriptors checked inside root.
+        selected = select_frames(list_frames(folder, root), load_num)
+    except OutsideRootError:
+        return False
+    return bool(selected) and all(is_readable(path, real_root) for path in selected)
 
 
 def _process_group(group: _Group, load_num: int, extract: bool, root: Path) -> _GroupResult:

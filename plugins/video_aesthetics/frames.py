@@ -16,13 +16,14 @@ import logging
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from video_aesthetics.files import is_within
 
@@ -68,28 +69,89 @@ def natural_key(path: Path | PurePosixPath) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+class OutsideRootError(OSError):
+    """A frame or frame folder whose opened descriptor lies outside figure_root: it is never read."""
+
+
+# Opening never blocks (a FIFO swapped in for a frame) and never leaks into a child process.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def descriptor_path(fd: int, path: Path | str) -> str:
+    """The real path of what ``fd`` (opened from ``path``) holds: the file actually opened, not the name.
+
+    On Linux the kernel says it (/proc/self/fd). Elsewhere ``path`` is resolved, and that is
+    trusted only if it still names the very file open on ``fd`` (device and inode); if the name
+    was swapped meanwhile, OutsideRootError.
+    """
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+    real = os.path.realpath(path)
+    opened = os.fstat(fd)
+    try:
+        named = os.stat(real)
+    except OSError:
+        named = None
+    if named is None or (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+        raise OutsideRootError(f"{path} changed while it was opened; not reading it")
+    return real
+
+
+def open_inside(path: Path | str, real_root: str | None, directory: bool = False) -> int:
+    """A read-only descriptor of the regular file (or, with ``directory``, the folder) at ``path``.
+
+    With ``real_root`` (figure_root, resolved), what was opened must lie inside it, checked on the
+    descriptor itself (descriptor_path), so that swapping a link between a check and the read
+    cannot lead the read outside: the caller reads this descriptor, never the name again. Raises
+    OutsideRootError when it does not, OSError when it is not a regular file (or folder).
+    """
+    fd = os.open(path, _OPEN_FLAGS | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+            raise OSError(f"{path} is not a {'folder' if directory else 'regular file'}")
+        if real_root is not None:
+            real = descriptor_path(fd, path)
+            if not is_within(real, real_root):
+                raise OutsideRootError(f"{path} leads to {real}, outside figure_root {real_root}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def list_frames(folder: Path, root: Path | None = None) -> list[Path]:
     """The image files directly in ``folder``, in frame order; empty when the folder does not exist.
 
     Hidden files (macOS's ``._frame_1.jpg``, ``.DS_Store``) are not frames. A frame that is a
     symbolic link counts only if it resolves to a regular file inside ``root`` (figure_root; by
-    default ``folder`` itself), so that nothing outside it is ever read.
+    default ``folder`` itself), so that nothing outside it is ever read. With ``root``, the folder
+    is listed through a descriptor whose real path must lie inside it (OutsideRootError if not):
+    a folder link swapped after records.stays_inside checked it lists nothing from outside. The
+    frames are then read through frames.open_inside, which checks each opened file the same way.
     """
+    limit = os.path.realpath(root if root is not None else folder)
     try:
-        entries = list(os.scandir(folder))
+        fd = open_inside(folder, limit if root is not None else None, directory=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    limit: str | None = None
+    try:
+        real_folder = descriptor_path(fd, folder)
+        entries = list(os.scandir(fd))
+    finally:
+        os.close(fd)
     frames = []
     for entry in entries:
         if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
             continue
         try:
             if entry.is_symlink():
-                limit = limit or os.path.realpath(root if root is not None else folder)
-                real = os.path.realpath(entry.path)
+                # Resolved from the folder actually listed, not from its name (which may lead elsewhere now).
+                real = os.path.realpath(os.path.join(real_folder, entry.name))
                 if not (is_within(real, limit) and os.path.isfile(real)):
-                    log.warning("skipping frame %s: it links to %s, outside %s", entry.path, real, limit)
+                    log.warning("skipping frame %s: it links to %s, outside %s", Path(folder) / entry.name, real, limit)
                     continue
             elif not entry.is_file(follow_symlinks=False):
                 continue
@@ -177,31 +239,44 @@ def _pil_steps(pp: PreprocessConfig) -> Callable[[Image.Image], Any]:
 
 
 @contextlib.contextmanager
-def open_frame(path: Path | FetchedFrame) -> Iterator[Image.Image]:
+def open_frame(path: Path | FetchedFrame, real_root: str | None = None) -> Iterator[Image.Image]:
     """A frame file opened as JPEG, PNG or WebP (by content), its size checked; pixels not decoded yet.
 
     The one way any part of the project opens a frame: the scorer's decoders and the report's
     thumbnails (report.middle_frame, thumbnails.thumbnail) alike, so no reader has laxer rules.
+    A local frame is opened without blocking, must be a regular file and, with ``real_root``
+    (figure_root, resolved), must lie inside it as opened (open_inside); it is decoded from that
+    descriptor.
     """
-    source: Any = io.BytesIO(path.content()) if isinstance(path, FetchedFrame) else path
-    with Image.open(source, formats=FRAME_FORMATS) as image:
+    with contextlib.ExitStack() as stack:
+        if isinstance(path, FetchedFrame):
+            source: Any = io.BytesIO(path.content())
+        else:
+            source = stack.enter_context(os.fdopen(open_inside(path, real_root), "rb"))
+        try:
+            image = stack.enter_context(Image.open(source, formats=FRAME_FORMATS))
+        except UnidentifiedImageError as err:
+            raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}") from err
         if image.format not in _DECODED_FORMATS:
             raise ValueError(f"{path} holds a {image.format} picture; frames must be JPEG, PNG or WebP")
         check_frame_size(*image.size)
         yield image
 
 
-def load_frame(path: Path | FetchedFrame, pp: PreprocessConfig) -> np.ndarray:
-    """Decode one image file into model pixels; raises OSError/ValueError when it cannot be read."""
-    with open_frame(path) as image:
+def load_frame(path: Path | FetchedFrame, pp: PreprocessConfig, real_root: str | None = None) -> np.ndarray:
+    """Decode one image file into model pixels; raises OSError/ValueError when it cannot be read.
+
+    With ``real_root``, a local frame whose opened file lies outside it raises OutsideRootError.
+    """
+    with open_frame(path, real_root) as image:
         image.load()
         return to_pixels(image, pp)
 
 
-def is_readable(path: Path | FetchedFrame) -> bool:
+def is_readable(path: Path | FetchedFrame, real_root: str | None = None) -> bool:
     """Whether an image decodes completely (truncated JPEGs fail here, not only in the header)."""
     try:
-        with open_frame(path) as image:
+        with open_frame(path, real_root) as image:
             image.load()
         return True
     except Exception:  # noqa: BLE001 - PIL raises many types for damaged files

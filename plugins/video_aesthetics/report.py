@@ -350,26 +350,30 @@ def middle_frame(config: ScoringConfig, stem: str, cid: str) -> str | None:
     """
     if not (is_safe_component(stem) and is_safe_component(cid)):
         return None
-    from video_aesthetics.frames import list_frames, select_frames
+    from video_aesthetics.frames import OutsideRootError, list_frames, select_frames
 
     root = config.frames_root
+    real_root = os.path.realpath(root)
     folder = root / stem / cid / "img"
-    if not stays_inside(folder, root, os.path.realpath(root)):
+    if not stays_inside(folder, root, real_root):
         return None
-    chosen = select_frames(list_frames(folder), config.load_num)
+    try:
+        chosen = select_frames(list_frames(folder, root), config.load_num)
+    except OutsideRootError:
+        return None
     middle = len(chosen) // 2
     for index in sorted(range(len(chosen)), key=lambda i: (abs(i - middle), i)):
-        if frame_opens(chosen[index]):
+        if frame_opens(chosen[index], real_root):
             return str(chosen[index])
     return None
 
 
-def frame_opens(path: Path) -> bool:
-    """Whether frames.open_frame accepts ``path`` from its header (format and size): what the scorer would decode."""
+def frame_opens(path: Path, real_root: str | None = None) -> bool:
+    """Whether frames.open_frame accepts ``path`` (inside ``real_root``) from its header: what the scorer would decode."""
     from video_aesthetics.frames import open_frame
 
     try:
-        with open_frame(path):
+        with open_frame(path, real_root):
             return True
     except Exception:  # noqa: BLE001 - PIL raises many types for files that are not frames
         return False

@@ -50,7 +50,9 @@ def _thumbnail_image(entry: Mapping[str, Any], summary: Mapping[str, Any], px: i
             return None
         from video_aesthetics.frames import open_frame
 
-        with open_frame(Path(frame)) as opened:
+        # Checked again on the file opened: a link swapped since _confined_frame looked must not be read.
+        root = os.path.realpath(summary["config"]["figure_root"])
+        with open_frame(Path(frame), root) as opened:
             opened.draft("RGB", (px * 2, px * 2))  # JPEG: let libjpeg decode at a fraction of full size
             image = opened.convert("RGB")
     image.thumbnail((px, px), Image.Resampling.LANCZOS)
