@@ -15,6 +15,7 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.extraction import has_frames
 from video_aesthetics.frames import PreprocessConfig, load_frame
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample, iter_samples
+from video_aesthetics.stopping import Terminated, clear_stop, request_stop
 
 PP = PreprocessConfig(size=32)
 
@@ -58,6 +59,20 @@ def test_a_video_is_sampled_by_index_and_an_unreadable_one_says_so(tmp_path: Pat
     broken.write_bytes(b"\x00" * 64)
     assert load_sample(Sample(1, 1, None, broken), config, PP)[2] == UNREADABLE_VIDEO
     assert load_sample(Sample(2, 2, None, tmp_path / "absent.mp4"), config, PP)[2] == UNREADABLE_VIDEO
+
+
+def test_a_stop_that_pyav_swallowed_ends_the_run_instead_of_marking_the_video(tmp_path: Path) -> None:
+    config = _config(tmp_path, video_clips_key="")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    with pytest.raises(Terminated):
+        request_stop(15)  # what the CLI's SIGTERM handler does; PyAV may turn the exception into its own
+    try:
+        with pytest.raises(Terminated):
+            load_sample(Sample(1, 1, None, broken), config, PP)
+    finally:
+        clear_stop()
+    assert load_sample(Sample(1, 1, None, broken), config, PP)[2] == UNREADABLE_VIDEO
 
 
 def test_a_batch_counts_each_samples_frames_and_keeps_their_order(tmp_path: Path) -> None:

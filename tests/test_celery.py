@@ -47,6 +47,8 @@ pytestmark = [
 DAG_ID = "video_aesthetic_scoring"
 # Generous: on a loaded machine (one core, another suite beside) a shard takes minutes to start.
 RUN_SECONDS = 600
+# One request's bound: a busy 2-core machine has stalled an api-server write past 30 s.
+HTTP_SECONDS = 120
 # Short, so that a lost worker's task is retried within the test (Airflow's default: 300 s).
 HEARTBEAT_TIMEOUT = 30
 WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(\w+)'")
@@ -69,13 +71,17 @@ class Client:
     def __init__(self, stack: Any) -> None:
         self.stack = stack
         login = requests.post(
-            f"{stack.base_url}/auth/token", json={"username": stack.user, "password": stack.password}, timeout=30
+            f"{stack.base_url}/auth/token",
+            json={"username": stack.user, "password": stack.password},
+            timeout=HTTP_SECONDS,
         )
         assert login.status_code == 201, login.text
         self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.stack.base_url}{path}", headers=self.headers, timeout=30, **kwargs)
+        response = requests.request(
+            method, f"{self.stack.base_url}{path}", headers=self.headers, timeout=HTTP_SECONDS, **kwargs
+        )
         assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 
@@ -87,7 +93,7 @@ class Client:
     def shard(self, run_id: str, map_index: int) -> dict[str, Any]:
         """The shard's task instance; empty before plan_shards has mapped it."""
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/score_shard/{map_index}"
-        response = requests.get(f"{self.stack.base_url}{path}", headers=self.headers, timeout=30)
+        response = requests.get(f"{self.stack.base_url}{path}", headers=self.headers, timeout=HTTP_SECONDS)
         if response.status_code == 404:
             return {}
         assert response.ok, f"GET {path}: {response.status_code} {response.text}"

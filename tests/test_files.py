@@ -24,6 +24,7 @@ from video_aesthetics.files import (
     spooled,
     write_below,
 )
+from video_aesthetics.stopping import Terminated, clear_stop, request_stop
 
 
 def test_atomic_writer_through_a_symlink_keeps_the_link_and_replaces_the_target(tmp_path: Path) -> None:
@@ -307,3 +308,17 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path: Path, mode: int) -> Non
     finally:
         os.umask(previous)
     assert target.read_text() == "new" and target.stat().st_mode & 0o777 == mode
+
+
+def test_a_recorded_stop_publishes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous")
+    with pytest.raises(Terminated):
+        request_stop(15)
+    try:
+        with PendingFile(out) as pending, pytest.raises(Terminated):
+            pending.handle.write("new")
+            publish_together([pending])
+    finally:
+        clear_stop()
+    assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

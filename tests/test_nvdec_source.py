@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from video_aesthetics.nvdec import make_test_video
-from video_aesthetics.nvdec_source import NvdecError, pinned_mp4
+from video_aesthetics.nvdec_source import NvdecError, fd_path, open_mp4, pinned_mp4
+from video_aesthetics.video import UnsafeVideoError
 
 
 def test_nvdec_reads_an_mp4_through_the_descriptor_it_checked(tmp_path: Path) -> None:
@@ -46,3 +48,39 @@ def test_a_fifo_or_folder_never_reaches_nvdec(tmp_path: Path) -> None:
     (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(NvdecError, match="not a regular file"), pinned_mp4(tmp_path / "folder.mp4"):
         pass
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "socket", "device"])
+def test_nvdec_opens_as_the_pyav_path_does_and_leaves_nothing_open(tmp_path: Path, kind: str) -> None:
+    """One opening for both decoders (video.open_regular): without blocking, refused on the descriptor, closed."""
+    path = tmp_path / "v.mp4"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would wait forever
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    else:
+        os.symlink("/dev/zero", path)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(NvdecError, match="not a regular file") as caught, pinned_mp4(path):
+        pass
+    assert isinstance(caught.value.__cause__, UnsafeVideoError)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_path_swapped_after_the_check_reaches_nvdec_as_the_file_checked(tmp_path: Path) -> None:
+    path = make_test_video(tmp_path / "v.mp4", frames=3)
+    original = path.read_bytes()
+    before = len(os.listdir("/proc/self/fd"))
+    fd = open_mp4(path)
+    try:
+        spare = tmp_path / "fifo"
+        os.mkfifo(spare)
+        os.replace(spare, path)  # a FIFO in the name's place: NVDEC's FFmpeg still opens the file checked
+        assert Path(fd_path(fd)).read_bytes() == original
+    finally:
+        os.close(fd)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -38,6 +38,9 @@ BACKFILL_DATES = ("2024-01-01", "2024-01-02")
 USER, PASSWORD = "tester", secrets.token_hex(8)
 STARTUP_SECONDS = 240
 RUNS_SECONDS = 480
+# One request's bound: the api-server answers in milliseconds when idle, but on a busy 2-core machine
+# (the scheduler, a worker and the suite's other processes) a write has stalled past 30 s.
+HTTP_SECONDS = 120
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Services:
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return requests.request(method, f"{self.base_url}{path}", headers=headers, timeout=30, **kwargs)
+        return requests.request(method, f"{self.base_url}{path}", headers=headers, timeout=HTTP_SECONDS, **kwargs)
 
     def log_tail(self) -> str:
         parts = []
@@ -192,9 +195,13 @@ def _create_backfill(services: Services, attempts: int = 3) -> None:
 
 
 def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) -> None:
-    refused = requests.post(f"{services.base_url}/auth/token", json={"username": USER, "password": "wrong"}, timeout=30)
+    refused = requests.post(
+        f"{services.base_url}/auth/token", json={"username": USER, "password": "wrong"}, timeout=HTTP_SECONDS
+    )
     assert refused.status_code == 401
-    login = requests.post(f"{services.base_url}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=30)
+    login = requests.post(
+        f"{services.base_url}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=HTTP_SECONDS
+    )
     assert login.status_code == 201, login.text
     services.token = login.json()["access_token"]
 
@@ -289,23 +296,23 @@ def test_rest_trigger_and_backfill_under_a_real_scheduler(services: Services) ->
 
 def _check_results_view(services: Services, run_id: str, view: str) -> None:
     """The plugin's view, served by the api-server behind its own auth: the run's results and output."""
-    assert requests.get(view, timeout=30).status_code in (401, 403)  # no token, no report
-    assert requests.get(f"{view}/scored.jsonl", timeout=30).status_code in (401, 403)
+    assert requests.get(view, timeout=HTTP_SECONDS).status_code in (401, 403)  # no token, no report
+    assert requests.get(f"{view}/scored.jsonl", timeout=HTTP_SECONDS).status_code in (401, 403)
     headers = {"Authorization": f"Bearer {services.token}"}
-    page = requests.get(view, headers=headers, timeout=30)
+    page = requests.get(view, headers=headers, timeout=HTTP_SECONDS)
     assert page.status_code == 200, page.text[-2000:]
     assert "<html" in page.text.lower()
-    download = requests.get(f"{view}/scored.jsonl", headers=headers, timeout=30)
+    download = requests.get(f"{view}/scored.jsonl", headers=headers, timeout=HTTP_SECONDS)
     assert download.status_code == 200
     _, scored = published(services.root / "output" / safe_name(run_id))
     assert download.content == scored.read_bytes()
     # The UI sends the token as a cookie to the run page's tab (an iframe).
-    by_cookie = requests.get(view, cookies={"_token": services.token}, timeout=30)
+    by_cookie = requests.get(view, cookies={"_token": services.token}, timeout=HTTP_SECONDS)
     assert by_cookie.status_code == 200
-    listing = requests.get(f"{services.base_url}/video-aesthetics/partitions", headers=headers, timeout=30)
+    listing = requests.get(f"{services.base_url}/video-aesthetics/partitions", headers=headers, timeout=HTTP_SECONDS)
     assert listing.status_code == 200 and safe_name(run_id) in listing.text
     missing = requests.get(
-        f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/no-such-run", headers=headers, timeout=30
+        f"{services.base_url}/video-aesthetics/runs/{DAG_ID}/no-such-run", headers=headers, timeout=HTTP_SECONDS
     )
     assert missing.status_code == 404
     plugins = services.api("GET", "/api/v2/plugins").json()["plugins"]

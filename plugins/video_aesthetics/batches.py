@@ -26,6 +26,7 @@ from video_aesthetics.errors import StoreAccessError
 from video_aesthetics.frame_store import RemoteFrames, remote_frames
 from video_aesthetics.frames import OutsideRootError, PreprocessConfig, list_frames, select_evenly, select_frames
 from video_aesthetics.records import CORRUPT_FRAMES, NO_FRAMES, UNREADABLE_VIDEO, UNSAFE_PATH, Sample, iter_samples
+from video_aesthetics.stopping import check_stop
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +220,13 @@ def _video_pixels(
     path: Path, load_num: int, pp: PreprocessConfig, decode: str
 ) -> tuple[list[np.ndarray], list[str], str | None]:
     try:
-        count = video.probe(path).frames
-        indices = select_evenly(count, load_num) if count else []
-        images = video.read_frames(path, indices) if count else []
+        # Probed and read through one checked opening: a file swapped in between cannot be read.
+        with video.pinned(path) as source:
+            count = video.probe(source).frames
+            indices = select_evenly(count, load_num) if count else []
+            images = video.read_frames(source, indices) if count else []
     except Exception as err:  # noqa: BLE001 - PyAV raises its own error tree for broken files
+        check_stop()  # PyAV turns a SIGTERM raised inside FFmpeg into one of its errors
         log.warning("cannot read video %s: %s", path, err)
         return [], [], UNREADABLE_VIDEO
     if not images:

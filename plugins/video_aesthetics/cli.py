@@ -21,6 +21,7 @@ from typing import Any
 from video_aesthetics import parameters
 from video_aesthetics.config import PARAM_NAMES, REDUCTIONS, ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError, VideoAestheticsError
+from video_aesthetics.stopping import Terminated, clear_stop, request_stop
 
 log = logging.getLogger("video_aesthetics")
 
@@ -228,23 +229,12 @@ def config_from_args(args: argparse.Namespace) -> ScoringConfig:
     return config
 
 
-class Terminated(BaseException):
-    """SIGTERM raised as an exception, so that every ``finally`` runs: no temporary file or lock is left behind.
-
-    A BaseException, so that no ``except Exception`` on the way swallows it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def _raise_on_sigterm() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum: int, _frame: Any) -> None:
-        raise Terminated(signum)
+        request_stop(signum)
 
     return signal.signal(signal.SIGTERM, stop)
 
@@ -252,6 +242,7 @@ def _raise_on_sigterm() -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    clear_stop()
     previous = _raise_on_sigterm()
     try:
         if args.command == "report":
@@ -296,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        clear_stop()
     if stats is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print(json.dumps({**stats.as_dict(), "report": args.report}) if args.report else stats.to_json(), flush=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from video_aesthetics.errors import VideoAestheticsError
+from video_aesthetics.stopping import check_stop
 
 _CHUNK = 1 << 20
 # "http:", "pipe:", "file:", "concat:"...: what FFmpeg and URL libraries read as a protocol. One
@@ -161,6 +162,7 @@ def publish_together(files: Iterable[PendingFile]) -> None:
     for pending in files:
         pending.finish()
     with _signals_deferred():
+        check_stop()  # a stop that a library swallowed on the way must still keep the previous outputs
         for pending in files:
             pending.commit()
 

@@ -1,16 +1,19 @@
 """What PyNvVideoCodec's own FFmpeg may open: MP4/MOV files alone, checked, and read through /proc/self/fd.
 
-NvdecError lives here, in the lowest of the NVDEC modules (this one, nvdec_reader, nvdec,
-device_videos), so that each of them can raise it.
+The file is opened as every video is (``video.open_regular``: once, without blocking, checked on the
+descriptor); only the MP4 restriction is NVDEC's own. NvdecError lives here, in the lowest of the
+NVDEC modules (this one, nvdec_reader, nvdec, device_videos), so that each of them can raise it;
+imports point from these modules to video.py, never back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from video_aesthetics.video import UnsafeVideoError, fd_path, open_regular
 
 # ISO base media (MP4, MOV, M4V...): a box whose type is "ftyp" starts the file.
 _MP4_BRAND = b"ftyp"
@@ -27,27 +30,22 @@ def open_mp4(path: Path | str) -> int:
     concat), which open further files and URLs: the PyAV path allows container demuxers only
     (video.DEMUXERS), and this one cannot be told to. So NVDEC takes only MP4/MOV files, whose first
     box no playlist can begin with, and reads them through /proc/self/fd (``fd_path``): the file
-    checked here is the file decoded, even if the path is replaced meanwhile. Anything else raises
-    NvdecError, and the video is decoded by PyAV under its rules. The caller closes the descriptor,
+    checked here (``video.open_regular``: a regular file, opened once without blocking) is the file
+    decoded, even if the path is replaced meanwhile. Anything else (a FIFO, device, socket or folder
+    too) raises NvdecError, and the video is decoded by PyAV under its rules. The caller closes the descriptor,
     and only once the decoder reading it has moved on (it may open the name again to seek back).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(os.fspath(path), flags)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NvdecError(f"{path} is not a regular file")
+        fd = open_regular(path)  # the PyAV path's own opening: without blocking, fstat, /proc/self/fd
+    except UnsafeVideoError as err:
+        raise NvdecError(str(err)) from err
+    try:
         if os.pread(fd, 8, 0)[4:8] != _MP4_BRAND:
             raise NvdecError(f"{path} is not an MP4/MOV file (NVDEC takes those alone); PyAV decodes it")
-        if not os.path.exists(fd_path(fd)):
-            raise NvdecError(f"{fd_path(fd)} does not exist: NVDEC reads files through /proc (Linux)")
     except BaseException:
         os.close(fd)
         raise
     return fd
-
-
-def fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
 
 
 @contextlib.contextmanager

@@ -1,17 +1,21 @@
 """Video files through PyAV: how many frames they hold, and decoding chosen frames by index.
 
-Only local regular files are opened. A record's text reaches FFmpeg as ``file:<absolute path>``,
-with the file protocol alone allowed and only container demuxers: no URL, protocol (``http:``,
-``tcp:``, ``pipe:``, ``concat:``), playlist or list file can make it read the network or another
-file, and no FIFO or device can make it wait forever.
+Only local regular files are opened, each once: ``open_local`` opens the record's path itself
+(without blocking), checks the open descriptor, and hands FFmpeg that very file by its
+``/proc/self/fd`` name, so the file checked is the file decoded even if the path is replaced
+meanwhile. FFmpeg may use the file protocol alone and only container demuxers: no URL, protocol
+(``http:``, ``tcp:``, ``pipe:``, ``concat:``), playlist or list file can make it read the network or
+another file, and no FIFO or device can make it wait forever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -136,20 +140,97 @@ class UnsafeVideoError(ValueError):
     """A video named by a URL, a protocol or a file that is not a regular file."""
 
 
-def open_local(path: Path | str) -> av.container.InputContainer:
-    """``path`` opened by FFmpeg as a local regular file and nothing else.
+# O_NONBLOCK: opening a FIFO never waits for a writer (nor a device for its carrier); O_NOCTTY: a
+# terminal put in a video's place never becomes the process's controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
-    Raises UnsafeVideoError for URLs, protocol names and non-regular files (FIFOs, devices,
-    sockets, folders), FileNotFoundError when it does not exist, and PyAV's errors when it is no
-    video container.
+
+def fd_path(fd: int) -> str:
+    """The name under which FFmpeg opens the file open at ``fd``: that file, whatever its path names now (Linux)."""
+    return f"/proc/self/fd/{fd}"
+
+
+def open_regular(path: Path | str) -> int:
+    """An open descriptor of ``path``'s file, opened once and checked on the descriptor to be a regular file.
+
+    The one way a video file is opened, by PyAV (``open_local``) and NVDEC (``nvdec_source.open_mp4``)
+    alike: what is checked is the descriptor, not the name, and decoders read it through ``fd_path``,
+    so a path replaced by a FIFO, device, socket, folder or another file after this check changes
+    nothing. Opened without blocking, so a FIFO swapped in is refused at once rather than waited on.
+    Raises UnsafeVideoError for anything but a regular file and where /proc/self/fd is missing, and
+    OSError (FileNotFoundError...) when it cannot be opened. The caller closes the descriptor, and
+    only once no decoder may open ``fd_path`` again.
     """
+    try:
+        fd = os.open(os.fspath(path), _OPEN_FLAGS)
+    except OSError as err:
+        if err.errno == errno.ENXIO:  # a Unix socket (or a device with nothing behind it)
+            raise UnsafeVideoError(f"{path} is not a regular file (a socket or a device); name a video file") from err
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeVideoError(
+                f"{path} is not a regular file (a FIFO, device, socket or folder); name a video file"
+            )
+        if not os.path.exists(fd_path(fd)):
+            raise UnsafeVideoError(f"{fd_path(fd)} does not exist: videos are read through /proc (Linux)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_video_file(path: Path | str) -> int:
+    """``open_regular``'s descriptor of ``path``, a local file's name: a URL or protocol name is refused unopened."""
     text = os.fspath(path)
     if looks_like_url(text) or "\x00" in text:
         raise UnsafeVideoError(f"{text!r} is a URL or protocol, not a local video file")
-    mode = os.stat(text).st_mode
-    if not stat.S_ISREG(mode):
-        raise UnsafeVideoError(f"{text} is not a regular file")
-    return av.open("file:" + os.path.abspath(text), container_options=dict(_OPEN_OPTIONS))
+    return open_regular(text)
+
+
+def open_container(fd: int, path: Path | str) -> av.container.InputContainer:
+    """The file open at ``fd`` (``open_video_file``'s) opened by FFmpeg under the file protocol and container demuxers alone.
+
+    FFmpeg opens ``fd_path(fd)``: the descriptor's own file, never what ``path`` names by now. Its
+    errors name ``path``. ``fd`` must stay open until the container is closed.
+    """
+    try:
+        return av.open("file:" + fd_path(fd), container_options=dict(_OPEN_OPTIONS))
+    except av.error.FFmpegError as err:
+        # PyAV's error names the file it was given, /proc/self/fd/N: it names the video instead.
+        err.args = (*err.args[:2], os.fspath(path), *err.args[3:])
+        raise
+
+
+@contextlib.contextmanager
+def open_local(path: Path | str) -> Iterator[av.container.InputContainer]:
+    """``path`` opened by FFmpeg as a local regular file and nothing else, for as long as the block runs.
+
+    The file is opened once (``open_video_file``) and FFmpeg reads that descriptor's file; the
+    descriptor is closed with the container. Raises UnsafeVideoError for URLs, protocol names and
+    non-regular files (FIFOs, devices, sockets, folders), FileNotFoundError when it does not exist,
+    and PyAV's errors when it is no video container.
+    """
+    fd = open_video_file(path)
+    try:
+        with open_container(fd, path) as container:
+            yield container
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def pinned(path: Path | str) -> Iterator[str]:
+    """``path`` opened and checked once (``open_video_file``), named by its descriptor while the block runs.
+
+    Every opening of the name yielded (probe, then read_frames) reads that one file, whatever
+    ``path`` names by then.
+    """
+    fd = open_video_file(path)
+    try:
+        yield fd_path(fd)
+    finally:
+        os.close(fd)
 
 
 def _clock(stream: av.video.stream.VideoStream) -> FrameClock:
