@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.media import clip_record, write_frames, write_video
+from helpers.media import clip_record, link_frames, write_frames, write_video
 from video_aesthetics.batches import DECODE_ERROR, FrameBatches, RankShare, load_batch, load_sample
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.extraction import has_frames
@@ -172,9 +172,7 @@ def test_a_frame_linked_to_another_inside_figure_root_is_scored_as_has_frames_co
     root = tmp_path / "frames"
     source = write_frames(root, "v", "c0", 3, seed=1)
     dedup = root / "v" / "dedup" / "img"
-    dedup.mkdir(parents=True)
-    for frame in source:
-        (dedup / frame.name).symlink_to(os.path.relpath(frame, dedup))
+    link_frames(source, dedup)
     config = _config(root)
     assert has_frames(dedup, config.load_num, root)
     pixels, names, error = load_sample(Sample(0, 0, 0, dedup), config, PP, decode)

@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -249,22 +250,27 @@ def test_pack_for_device_uses_one_tensor_for_all_jpegs(tmp_path: Path) -> None:
     assert empty["jpegs"].numel() == 0 and empty["pixels"].shape == (0, 224, 224, 3) and empty["slots"] == []
 
 
-def test_read_frame_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
-    fifo = tmp_path / "frame.jpg"
-    os.mkfifo(fifo)
+def _refused_without_blocking(read: Callable[[], object]) -> None:
+    """``read`` of a FIFO returns at once, refusing it (a reader that opened it would wait for a writer forever)."""
     outcome: list[object] = []
 
-    def read() -> None:
+    def attempt() -> None:
         try:
-            outcome.append(read_frame(fifo))
+            outcome.append(read())
         except OSError as err:
             outcome.append(err)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout=10)
-    assert not reader.is_alive(), "reading a FIFO must not block"
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "reading a FIFO must not block"
     assert isinstance(outcome[0], OSError) and "not a regular file" in str(outcome[0])
+
+
+def test_read_frame_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "frame.jpg"
+    os.mkfifo(fifo)
+    _refused_without_blocking(lambda: read_frame(fifo))
     with pytest.raises(OSError, match="not a regular file"):
         read_frame(Path("/dev/zero"))
 
@@ -513,19 +519,7 @@ def test_a_fifo_swapped_in_for_a_listed_frame_never_blocks_a_reader(tmp_path: Pa
     [listed] = list_frames(root / "img", root)
     listed.unlink()
     os.mkfifo(listed)
-    outcome: list[object] = []
-
-    def read() -> None:
-        try:
-            outcome.append(_read(reader, listed, os.path.realpath(root)))
-        except OSError as err:
-            outcome.append(err)
-
-    worker = threading.Thread(target=read, daemon=True)
-    worker.start()
-    worker.join(timeout=10)
-    assert not worker.is_alive(), "reading a FIFO must not block"
-    assert isinstance(outcome[0], OSError) and "not a regular file" in str(outcome[0])
+    _refused_without_blocking(lambda: _read(reader, listed, os.path.realpath(root)))
 
 
 def test_a_frame_linked_inside_figure_root_reads_the_same_on_every_path(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image
 
 from helpers.bait import fake_ghostscript, path_with, write_eps, write_png_bomb
-from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
+from helpers.media import clip_record, link_frames, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import cli
 from video_aesthetics.config import ScoringConfig
 from video_aesthetics.errors import ConfigError, InputError
@@ -510,9 +509,7 @@ def test_a_frame_linked_inside_figure_root_is_shown_as_the_scorer_reads_it(tmp_p
     root = tmp_path / "frames"
     originals = write_frames(root, "v", "original", 3, seed=5)
     copy = root / "v" / "dedup" / "img"
-    copy.mkdir(parents=True)
-    for frame in originals:
-        (copy / frame.name).symlink_to(os.path.relpath(frame, copy))
+    link_frames(originals, copy)
     record = clip_record("v.mp4", ["dedup"])
     record["video_clips"]["clips"][0]["aesthetic_score"] = 5.0
     summary = summarise_file(write_jsonl(tmp_path / "s.jsonl", [record]), ScoringConfig(figure_root=str(root)), top=1)

@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers.media import decode_rgb, picture, write_video
+from helpers.media import decode_rgb, picture, write_tone, write_video
 from video_aesthetics import video
 
 
@@ -134,15 +134,7 @@ def test_not_a_video_raises(tmp_path: Path) -> None:
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
-    path = tmp_path / "tone.wav"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
-        frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_tone(tmp_path / "tone.wav")
     with pytest.raises(ValueError, match="no video stream"):
         video.probe(path)
     with pytest.raises(ValueError, match="no video stream"):
@@ -403,13 +395,7 @@ def test_no_descriptor_is_left_open(tmp_path: Path, long_video, listener) -> Non
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
     (tmp_path / "folder.mp4").mkdir()
-    tone = tmp_path / "tone.wav"
-    with av.open(str(tone), mode="w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
-        frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            container.mux(packet)
+    tone = write_tone(tmp_path / "tone.wav")
     video.read_frames(path, [0])  # PyAV's first use may open what it keeps for good
     before = fds_open()
     for _ in range(3):

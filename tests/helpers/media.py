@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -155,3 +156,26 @@ def clip_frames(root: Path, videos: int = 2, clips: int = 2, width: int = 640, h
             write_frames(root, f"v{v}", cid, count=3, seed=v * 10 + c, width=width, height=height, suffix=".jpg")
         records.append(clip_record(f"v{v}.mp4", ids))
     return records
+
+
+def write_tone(path: Path) -> Path:
+    """An audio-only WAV file (a tenth of a second of silence): a container with no video stream."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def link_frames(frames: list[Path], folder: Path) -> list[Path]:
+    """Relative links in ``folder`` to ``frames`` (a deduplicated clip's frames), one per frame, same names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for frame in frames:
+        (folder / frame.name).symlink_to(os.path.relpath(frame, folder))
+        links.append(folder / frame.name)
+    return links
