@@ -16,7 +16,7 @@ from helpers.cli import score_args
 from helpers.media import clip_record, read_jsonl, write_frames, write_jsonl, write_video
 from video_aesthetics import JsonlStorage, VideoAestheticEvaluator
 from video_aesthetics.config import ScoringConfig
-from video_aesthetics.errors import ConfigError
+from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.runner import score_file
 
 # The seed document's usage example, verbatim except for its two import lines, which were
@@ -304,3 +304,24 @@ def test_a_storage_that_would_overwrite_its_own_input_is_refused_before_the_mode
     with pytest.raises(ConfigError, match="is the input"):
         evaluator.run(storage.step())
     assert first.read_bytes() == before and evaluator.scorer is None
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        ('{"video": "v.mp4", "x": NaN, "video_clips": {"clips": [{"id": "c"}]}}', "NaN is not a JSON number"),
+        ('{"video": "v.mp4", "y": 1, "y": 2, "video_clips": {"clips": [{"id": "c"}]}}', "key 'y' appears twice"),
+        ('{"video": "v.mp4", "z": Infinity, "video_clips": {"clips": [{"id": "c"}]}}', "in field 'z'"),
+    ],
+)
+def test_a_json_first_entry_that_would_lose_data_is_refused_before_the_model_loads(
+    tmp_path: Path, model_args: dict, element: str, reason: str
+) -> None:
+    first = tmp_path / "in.json"
+    first.write_text('[{"video": "ok.mp4"},\n ' + element + "]", encoding="utf-8")
+    storage = JsonlStorage(str(first), str(tmp_path / "cache"))
+    evaluator = VideoAestheticEvaluator(str(tmp_path), device="cpu", **{**model_args, "mlp_checkpoint": "/no/head.pth"})
+    with pytest.raises(InputError, match=r"in\.json: element 1 of the array \(line 2 column 2\): ") as err:
+        evaluator.run(storage.step())
+    assert reason in str(err.value)
+    assert evaluator.scorer is None and not list((tmp_path / "cache").glob("*"))  # nothing scored or written

@@ -113,6 +113,61 @@ def test_json_array_first_entry(tmp_path: Path) -> None:
         _storage(tmp_path, path).step().read("dict")
 
 
+JSON_REFUSED = [
+    ('{"video": "v.mp4", "x": NaN}', 0, "NaN is not a JSON number", "in field 'x'"),
+    ('{"video": "v.mp4", "z": Infinity}', 0, "Infinity is not a JSON number", "in field 'z'"),
+    ('{"a": {"b": [-Infinity]}}', 0, "-Infinity is not a JSON number", ""),
+    ('{"a": 1e999}', 0, "too large for a 64-bit float", "in field 'a'"),
+    ('{"video": "v.mp4", "y": 1, "y": 2}', 0, "key 'y' appears twice", ""),
+    ('{"a": 1},\n  {"meta": {"clips": [{"id": "c", "id": "d"}]}}', 1, "key 'id' appears twice", ""),
+    ('{"a": "\\ud800"}', 0, "lone UTF-16 surrogate", ""),
+    ('{"a": ' + "9" * 5000 + "}", 0, "an integer of more than", ""),
+    ('{"a": ' + "[" * 150 + "]" * 150 + "}", 0, "nested deeper than 100 levels", ""),
+    ('{"a": 1}, "text"', 1, "a record must be a JSON object", ""),
+    ('{"a": 1}, {"b": tru}', 1, "malformed JSON", ""),
+]
+
+
+@pytest.mark.parametrize(("elements", "index", "reason", "field"), JSON_REFUSED)
+def test_a_json_array_is_held_to_the_rules_of_a_jsonl_line(
+    tmp_path: Path, elements: str, index: int, reason: str, field: str
+) -> None:
+    """What plain json.loads would take and then lose or change (NaN dropped, one of two keys kept)."""
+    path = tmp_path / "in.json"
+    path.write_text("[" + elements + "]", encoding="utf-8")
+    storage = _storage(tmp_path, path)
+    with pytest.raises(InputError, match=rf"in\.json: element {index} of the array \(line \d+ column \d+\): ") as err:
+        storage.step().read("dict")
+    message = str(err.value)
+    assert reason in message and field in message
+    assert message.endswith("fix or remove that element")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_json_array_refuses_what_is_not_an_array_or_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    for data, message in [
+        (b'{"a": 1}', "must hold an array of objects"),
+        (b"", "must hold an array of objects"),
+        (b'[{"a": 1}] [2]', r"extra data after the array at line 1 column 12"),
+        (b'[{"a": 1} {"b": 2}]', r"expected ',' or '\]' at line 1 column 11"),
+        (b'[{"a": "caf\xe9"}]', r"not valid UTF-8 \(byte 0xe9 at byte 12\); save it as UTF-8"),
+    ]:
+        path.write_bytes(data)
+        with pytest.raises(InputError, match=r"in\.json: .*" + message):
+            _storage(tmp_path, path).step().read("dict")
+
+
+def test_a_json_array_reads_what_it_can_write_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_bytes(b"\xef\xbb\xbf \n[\n" + b",\n".join(json.dumps(r).encode() for r in RECORDS) + b"\n]\n")
+    assert _storage(tmp_path, path).step().read("dict") == RECORDS
+    path.write_text(" [ ] ", encoding="utf-8")
+    assert _storage(tmp_path, path).step().read("dict") == []
+    path.write_text('[{"e": "\\ud83d\\ude00", "z": -0.0, "n": 1.7976931348623157e308}]', encoding="utf-8")
+    assert _storage(tmp_path, path).step().read("dict") == [{"e": "\U0001f600", "z": -0.0, "n": 1.7976931348623157e308}]
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cache_type='jsonl'"):
         JsonlStorage("in.jsonl", cache_type="parquet")

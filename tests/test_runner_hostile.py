@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,74 @@ def test_num_workers_is_capped_at_the_cpus_available_with_one_log_line(
     assert lines == [f"num_workers {cpus + 30} capped at {cpus}, the CPUs this process may use"]
     score_file(source, tmp_path / "none.jsonl", _config(model_args, root, num_workers=0))
     assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "none.jsonl").read_bytes()
+
+
+# --- an input that changes during the run stops it; nothing is published -----------------------------------
+
+
+class _AfterCounting(logging.Handler):
+    """Runs ``change`` once, when the runner logs the input's counts: after the counting pass, before
+    the decoding and merging passes read the input again."""
+
+    def __init__(self, change: Callable[[], None]) -> None:
+        super().__init__(logging.INFO)
+        self.change: Callable[[], None] | None = change
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.change is not None and record.getMessage().startswith("input: "):
+            change, self.change = self.change, None
+            change()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("change", ["rewrite in place", "truncate", "append", "rename into place"])
+def test_an_input_changed_during_the_run_stops_it_and_publishes_nothing(
+    tmp_path: Path, model_args: dict, change: str, workers: int
+) -> None:
+    source, root = frame_dataset(tmp_path, videos=2, clips_per_video=1, frames_per_clip=2)
+    first = source.read_bytes()
+    # The same size, each record naming the other video: scores would go to the wrong records.
+    second = first.replace(b"video0", b"video#").replace(b"video1", b"video0").replace(b"video#", b"video1")
+    assert len(second) == len(first) and second != first
+    an_hour_ago = os.stat(source).st_mtime_ns - 3600 * 10**9
+    os.utime(source, ns=(an_hour_ago, an_hour_ago))  # any write now moves its times, however coarse the clock
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous run\n")
+
+    def rewrite() -> None:
+        if change == "rewrite in place":
+            with open(source, "r+b") as handle:  # cat second > input.jsonl
+                handle.write(second)
+        elif change == "truncate":
+            source.write_bytes(first.splitlines(keepends=True)[0])
+        elif change == "append":
+            with open(source, "ab") as handle:
+                handle.write(first.splitlines(keepends=True)[0])
+        else:
+            (tmp_path / "next.jsonl").write_bytes(second)
+            os.replace(tmp_path / "next.jsonl", source)
+
+    runner_log = logging.getLogger("video_aesthetics.runner")
+    handler, level = _AfterCounting(rewrite), runner_log.level
+    runner_log.addHandler(handler)
+    runner_log.setLevel(logging.INFO)
+    try:
+        with pytest.raises(InputError, match=r"input .*input\.jsonl changed while the run was reading it") as err:
+            score_file(source, out, _config(model_args, root, num_workers=workers, skip_bad_records=True))
+    finally:
+        runner_log.removeHandler(handler)
+        runner_log.setLevel(level)
+    assert handler.change is None, "the input was not changed: the runner's counting log line was not seen"
+    assert "write inputs to a new file and rename them into place, then rerun" in str(err.value)
+    assert out.read_text() == "previous run\n"
+    assert _listing(tmp_path) == ["frames", "input.jsonl", "out.jsonl"]  # no rejects, no temporaries
+
+
+def test_an_input_left_alone_scores_the_same_after_the_check(tmp_path: Path, model_args: dict) -> None:
+    source, root = frame_dataset(tmp_path, videos=2, clips_per_video=1, frames_per_clip=2)
+    config = _config(model_args, root, skip_bad_records=True)
+    stats = score_file(source, tmp_path / "a.jsonl", config)
+    os.utime(source)  # read again later (atime) or touched between runs: each run takes the file as it finds it
+    score_file(source, tmp_path / "b.jsonl", config)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (stats.records, stats.scored, stats.rejected) == (2, 2, 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from video_aesthetics.errors import ConfigError, InputError
 from video_aesthetics.files import atomic_writer
-from video_aesthetics.jsonl import JsonlSource, dumps
+from video_aesthetics.jsonl import BOM, JsonlSource, decode_object, dumps
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,72 @@ class JsonlStorage:
 
 
 def _read_json_array(path: Path) -> list[dict[str, Any]]:
+    """A ``.json`` file's array of records, each held to a JSONL line's rules by jsonl's decoder.
+
+    NaN, Infinity, numbers too large for a float, integers of thousands of digits, repeated keys (at
+    any depth), lone surrogates and nesting deeper than jsonl.MAX_DEPTH would each be lost or changed
+    on the way to the output: they are refused, before any scoring, naming the file and the element.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}); fix the file") from None
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}; check its permissions") from None
+    body = data[len(BOM) :] if data.startswith(BOM) else data
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
         raise InputError(
-            f"{path}: a .json input must hold an array of objects; use JSONL (one object per line) otherwise"
-        )
-    return data
+            f"{path}: not valid UTF-8 (byte 0x{body[err.start]:02x} at byte {err.start + 1}); save it as UTF-8"
+        ) from None
+    not_array = f"{path}: a .json input must hold an array of objects; use JSONL (one object per line) otherwise"
+    at = _skip_space(text, 0)
+    if not text.startswith("[", at):
+        raise InputError(not_array)
+    records: list[dict[str, Any]] = []
+    at = _skip_space(text, at + 1)
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            record, end = _element(text, at, len(records), path)
+            records.append(record)
+            at = _skip_space(text, end)
+            if text.startswith(",", at):
+                at = _skip_space(text, at + 1)
+            elif text.startswith("]", at):
+                at += 1
+                break
+            else:
+                raise InputError(f"{path}: malformed JSON (expected ',' or ']' at {_where(text, at)}); fix the file")
+    at = _skip_space(text, at)
+    if at != len(text):
+        raise InputError(f"{path}: malformed JSON (extra data after the array at {_where(text, at)}); fix the file")
+    return records
+
+
+def _element(text: str, at: int, index: int, path: Path) -> tuple[dict[str, Any], int]:
+    """Element ``index`` of the array, starting at ``text[at]``, and where it ends; InputError saying which and why."""
+    try:
+        return decode_object(text, at)
+    except json.JSONDecodeError as err:
+        where, reason = _where(text, err.pos), f"malformed JSON ({err.msg})"
+    except ValueError as err:
+        where, reason = _where(text, at), str(err)
+    raise InputError(f"{path}: element {index} of the array ({where}): {reason}; fix or remove that element")
+
+
+_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _skip_space(text: str, at: int) -> int:
+    """The index of the first character at or after ``at`` that is not JSON whitespace."""
+    match = _SPACE.match(text, at)
+    return match.end() if match else at
+
+
+def _where(text: str, at: int) -> str:
+    line = text.count("\n", 0, at) + 1
+    return f"line {line} column {at - (text.rfind(chr(10), 0, at) + 1) + 1}"
 
 
 def _records_of(data: Any) -> list[dict[str, Any]]:
