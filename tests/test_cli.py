@@ -313,4 +313,3 @@ def test_a_report_of_an_input_whose_name_is_not_utf8(
     code, out, err = _run(capsys, *_score_args(odd, tmp_path / "o.jsonl", root, model_args, "--report", str(report)))
     assert code == 0, err
     assert "in\\udcff.jsonl" in report.read_text() and json.loads(out)["report"] == str(report)
-

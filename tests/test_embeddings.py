@@ -414,4 +414,3 @@ def test_a_frame_whose_name_is_not_utf8_is_stored_with_escapes(tmp_path: Path, m
     )
     assert stats is not None and stats.scored == 1
     assert sorted(pq.read_table(path).column("frame").to_pylist()) == ["f\\xff.jpg", "frame_000000.jpg"]
-
