@@ -31,7 +31,7 @@ from video_aesthetics.files import PendingFile, exclusive, publish_together, wri
 from video_aesthetics.jsonl import JsonlSource, default_rejects_path
 from video_aesthetics.records import RecordCounts, record_check
 from video_aesthetics.report import ReportOutput
-from video_aesthetics.rescore_matching import AffineHead, load_affine_head, rescore_records
+from video_aesthetics.rescore_matching import load_affine_head, rescore_records
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def rescore_file(
     ``config`` gives the head (mlp_checkpoint), the reduction, the thresholds and the field names;
     its clip_model is not used. ``clip_model``, when given, must be the CLIP the embeddings came from.
     """
-    from video_aesthetics.runner import check_run_paths, model_files, write_bad_lines, write_lines
+    from video_aesthetics.runner import RunStats, check_run_paths, model_files, write_bad_lines, write_lines
 
     started = time.monotonic()
     dataset = EmbeddingsDataset(embeddings_path)
@@ -108,7 +108,18 @@ def rescore_file(
         if rej_file is not None:
             rejected = write_bad_lines(rej_file.handle, source)
         seconds = time.monotonic() - started
-        stats = _stats(counts, rejected, seconds, output, rejects, dataset, head)
+        stats = RunStats.of(
+            counts,
+            seconds,
+            rejected=rejected,
+            output=str(output),
+            rejects=str(rejects) if rejects is not None else None,
+            model={
+                "clip": dataset.meta.get("clip") or {},
+                "head": head.identity,
+                "precision": dataset.meta.get("precision"),
+            },
+        )
         finished = [f for f in (rej_file,) if f is not None]
         if report is not None:
             page = report.pending(out_file, output, config, model=stats.model, rejected=rejected)
@@ -116,37 +127,6 @@ def rescore_file(
         publish_together([*finished, out_file])
     log.info("rescored %d clips of %d records from %s in %.1fs", counts.clips, counts.records, embeddings_path, seconds)
     return stats
-
-
-def _stats(
-    counts: RecordCounts,
-    rejected: int,
-    seconds: float,
-    output: Path,
-    rejects: Path | None,
-    dataset: EmbeddingsDataset,
-    head: AffineHead,
-) -> Any:
-    from video_aesthetics.runner import RunStats
-
-    return RunStats(
-        records=counts.records,
-        clips=counts.clips,
-        scored=counts.scored,
-        failed=counts.failed,
-        passthrough=counts.passthrough,
-        rejected=rejected,
-        seconds=round(seconds, 3),
-        clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
-        errors=dict(sorted(counts.errors.items())),
-        output=str(output),
-        rejects=str(rejects) if rejects is not None else None,
-        model={
-            "clip": dataset.meta.get("clip") or {},
-            "head": head.identity,
-            "precision": dataset.meta.get("precision"),
-        },
-    )
 
 
 def rescore_command(args: Any) -> dict[str, Any]:

@@ -65,6 +65,21 @@ class RunStats:
     # Where the run's CLIP embeddings went (video_aesthetics.embeddings), when asked for.
     embeddings: dict[str, Any] | None = None
 
+    @classmethod
+    def of(cls, counts: RecordCounts, seconds: float, **fields: Any) -> RunStats:
+        """The stats of a run that counted ``counts`` in ``seconds``; ``fields`` are the rest (model, output...)."""
+        return cls(
+            records=counts.records,
+            clips=counts.clips,
+            scored=counts.scored,
+            failed=counts.failed,
+            passthrough=counts.passthrough,
+            seconds=round(seconds, 3),
+            clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
+            errors=dict(sorted(counts.errors.items())),
+            **fields,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -117,17 +132,8 @@ def score_records(
     seconds = time.monotonic() - started
     warn_if_no_clips(config, counts)
     warn_if_no_frames(config, counts)
-    return RunStats(
-        records=counts.records,
-        clips=counts.clips,
-        scored=counts.scored,
-        failed=counts.failed,
-        passthrough=counts.passthrough,
-        seconds=round(seconds, 3),
-        clips_per_s=round(counts.clips / seconds, 3) if seconds > 0 else 0.0,
-        errors=dict(sorted(counts.errors.items())),
-        model=scored.identity,
-        embeddings=embeddings.summary() if embeddings is not None else None,
+    return RunStats.of(
+        counts, seconds, model=scored.identity, embeddings=embeddings.summary() if embeddings is not None else None
     )
 
 
