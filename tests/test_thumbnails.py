@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from helpers.media import write_frames, write_video
+from video_aesthetics.config import ScoringConfig
+from video_aesthetics.report import summarise
 from video_aesthetics.thumbnails import thumbnail
 
 
@@ -62,3 +64,20 @@ def test_whole_video_thumbnails_open_only_local_regular_files(tmp_path: Path) ->
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == [True, False, False, False, False]
+
+
+def test_relative_video_paths_are_taken_against_video_root_as_the_scorer_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", frames=9, seed=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "clip.mp4").write_bytes(b"a same-named file in the working folder, not a video")
+    monkeypatch.chdir(elsewhere)
+    records = [{"video": "clip.mp4", "aesthetic_score": 5.0}]
+    rooted = summarise(records, ScoringConfig(video_clips_key="", video_root=str(videos)), top=1)
+    assert rooted["config"]["video_root"] == str(videos)
+    assert thumbnail(rooted["best"][0], rooted) is not None
+    unrooted = summarise(records, ScoringConfig(video_clips_key=""), top=1)
+    assert thumbnail(unrooted["best"][0], unrooted) is None  # the working folder's file is no video

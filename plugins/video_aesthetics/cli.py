@@ -170,6 +170,7 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
         "(required unless --video-clips-key is empty)",
     )
     add_parameter(report, parameters.BY_NAME["report_top"])
+    add_parameter(report, parameters.BY_NAME["video_root"])
     report.add_argument(
         "--skip-bad-records", action="store_true", help="leave malformed lines out of the report instead of stopping"
     )
@@ -330,6 +331,7 @@ def report_command(args: argparse.Namespace) -> dict[str, Any]:
     check_report_path(args.output, args.scored, args.run_info)
     params = {
         "figure_root": args.figure_root,
+        "video_root": args.video_root,
         "input_video_key": args.input_video_key,
         "video_clips_key": args.video_clips_key,
         "output_key": args.output_key,

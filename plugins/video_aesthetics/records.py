@@ -212,7 +212,7 @@ def samples_of(
         if looks_like_url(path) or "\x00" in path:
             # FFmpeg would open "http://...", "pipe:0", "concat:..." as protocols: only local files are read.
             return [Sample(seq, record_no, None, None, UNSAFE_PATH)]
-        return [Sample(seq, record_no, None, _video_file(path, config) if paths else None)]
+        return [Sample(seq, record_no, None, video_file(path, config.video_root) if paths else None)]
     plan = clip_plan(record, config)
     if plan is None:
         return []
@@ -257,11 +257,14 @@ def clip_plan(record: dict[str, Any], config: ScoringConfig) -> tuple[str, list[
     return stem, planned
 
 
-def _video_file(path: str, config: ScoringConfig) -> Path:
+def video_file(path: str, video_root: str | None) -> Path:
+    """The file a record's video path names: a relative one is taken against ``video_root`` when set.
+
+    The scorer and the report's thumbnails both resolve it here (the DAG sets the input file's folder).
+    """
     video = Path(path).expanduser()
-    # A relative path is taken against video_root when set (the DAG sets the input file's folder).
-    if config.video_root and not video.is_absolute():
-        video = Path(config.video_root).expanduser() / video
+    if video_root and not video.is_absolute():
+        video = Path(video_root).expanduser() / video
     return video
 
 

@@ -251,6 +251,7 @@ class ReportBuilder:
             "run": dict(run or {}),
             "config": {
                 "figure_root": config.figure_root,
+                "video_root": config.video_root,
                 "input_video_key": config.input_video_key,
                 "video_clips_key": config.video_clips_key,
                 "output_key": config.output_key,

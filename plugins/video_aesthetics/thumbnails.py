@@ -10,12 +10,12 @@ import base64
 import io
 import logging
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from video_aesthetics.files import is_within, looks_like_url
+from video_aesthetics.records import video_file
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,19 @@ def _video_picture(entry: Mapping[str, Any], summary: Mapping[str, Any]) -> Any:
     from video_aesthetics import video
     from video_aesthetics.frames import check_frame_size, select_evenly
 
-    path = entry.get("video")
-    if not isinstance(path, str) or not path or looks_like_url(path) or "\x00" in path:
+    named = entry.get("video")
+    if not isinstance(named, str) or not named or looks_like_url(named) or "\x00" in named:
         return None  # FFmpeg would open a URL or a protocol ("http:", "pipe:"): only local files are read
+    path = video_file(named, (summary.get("config") or {}).get("video_root"))
+    load_num = int((summary.get("config") or {}).get("load_num", 3))
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None  # a FIFO or device could block forever; the scorer marks such a video unsafe_path
-    except (OSError, ValueError):
-        return None
-    chosen = select_evenly(video.probe(path).frames, int((summary.get("config") or {}).get("load_num", 3)))
-    if not chosen:
-        return None
-    image = video.read_frames(path, [chosen[len(chosen) // 2]])[0]
+        # Probed and read through one checked descriptor, as the scorer reads it: never a FIFO or device.
+        with video.pinned(path) as source:
+            chosen = select_evenly(video.probe(source).frames, load_num)
+            if not chosen:
+                return None
+            image = video.read_frames(source, [chosen[len(chosen) // 2]])[0]
+    except (video.UnsafeVideoError, FileNotFoundError):
+        return None  # the scorer marked it unsafe_path or unreadable_video
     check_frame_size(*image.size)
     return image
