@@ -246,7 +246,7 @@ def _publish_report(
 ) -> dict[str, Any]:
     """The run's score report beside its records; returns the summary the report shows."""
     summary = builder.summary(model=model, run=run, rejected=plan.rejected, source=source)
-    page = report.render_html(summary, title=f"Aesthetic scores: {run['partition']}").encode("utf-8")
+    page = report.encode_page(report.render_html(summary, title=f"Aesthetic scores: {run['partition']}"))
     object_store.write_atomic(version / REPORT_NAME, lambda out: out.write(page), root=root)
     return summary
 
