@@ -47,7 +47,6 @@ from video_aesthetics.config import ScoringConfig
 from video_aesthetics.decoding import (
     frame_for_device,
     gpu_decode_error,
-    hardware_decode_error,
     load_frame_fast,
     pack_for_device,
     resolve_decode,
@@ -55,6 +54,7 @@ from video_aesthetics.decoding import (
 from video_aesthetics.device_decoder import DeviceDecoder
 from video_aesthetics.errors import ConfigError
 from video_aesthetics.frames import load_frame, resized_size
+from video_aesthetics.jpeg_hardware import hardware_decode_error
 from video_aesthetics.jsonl import JsonlSource, write_jsonl
 from video_aesthetics.resize import resize_crop_exact
 from video_aesthetics.runner import score_records

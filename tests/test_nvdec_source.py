@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from video_aesthetics.nvdec import make_test_video
-from video_aesthetics.nvdec_source import NvdecError, fd_path, open_mp4, pinned_mp4
-from video_aesthetics.video import UnsafeVideoError
+from video_aesthetics.nvdec_source import NvdecError, open_mp4, pinned_mp4
+from video_aesthetics.video import UnsafeVideoError, fd_path
 
 
 def test_nvdec_reads_an_mp4_through_the_descriptor_it_checked(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from video_aesthetics import video
-from video_aesthetics.nvdec_source import NvdecError, fd_path, open_mp4
+from video_aesthetics.nvdec_source import NvdecError, open_mp4
+from video_aesthetics.video import fd_path
 
 log = logging.getLogger(__name__)
 

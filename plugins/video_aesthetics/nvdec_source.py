@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from video_aesthetics.video import UnsafeVideoError, fd_path, open_regular
+from video_aesthetics import video
+from video_aesthetics.video import UnsafeVideoError, open_regular
 
 # ISO base media (MP4, MOV, M4V...): a box whose type is "ftyp" starts the file.
 _MP4_BRAND = b"ftyp"
@@ -48,11 +48,6 @@ def open_mp4(path: Path | str) -> int:
     return fd
 
 
-@contextlib.contextmanager
-def pinned_mp4(path: Path | str) -> Iterator[str]:
+def pinned_mp4(path: Path | str) -> contextlib.AbstractContextManager[str]:
     """``open_mp4``'s file by its /proc name, for as long as the block runs."""
-    fd = open_mp4(path)
-    try:
-        yield fd_path(fd)
-    finally:
-        os.close(fd)
+    return video.pinned(path, open_mp4)

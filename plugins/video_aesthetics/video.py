@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -220,13 +220,14 @@ def open_local(path: Path | str) -> Iterator[av.container.InputContainer]:
 
 
 @contextlib.contextmanager
-def pinned(path: Path | str) -> Iterator[str]:
-    """``path`` opened and checked once (``open_video_file``), named by its descriptor while the block runs.
+def pinned(path: Path | str, opener: Callable[[Path | str], int] | None = None) -> Iterator[str]:
+    """``path`` opened and checked once (by ``opener``: ``open_video_file`` by default), named by its
+    descriptor while the block runs.
 
     Every opening of the name yielded (probe, then read_frames) reads that one file, whatever
     ``path`` names by then.
     """
-    fd = open_video_file(path)
+    fd = (opener or open_video_file)(path)
     try:
         yield fd_path(fd)
     finally:
